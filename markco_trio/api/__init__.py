@@ -1,0 +1,1 @@
+"""The API app: quart-trio behind the front door, on a unix socket (never loopback TCP)."""

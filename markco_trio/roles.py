@@ -1,0 +1,433 @@
+"""The roles a plugin can fill: typed Protocols with async methods.
+
+A provider is an async context manager: the daemon enters it inside its nursery, so its pools and
+background tasks live inside the task tree, and leaves it on shutdown. Everything here is the
+stable plugin contract (see `hookspecs.py` for how providers are registered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .records import (
+    ApiToken,
+    Event,
+    Grant,
+    GrantRole,
+    Identity,
+    Invite,
+    LoginLink,
+    Migration,
+    Operation,
+    OperationState,
+    Page,
+    Runtime,
+    RuntimeState,
+    Session,
+    Snapshot,
+    User,
+    WorkloadRole,
+)
+
+
+class AsyncProvider(Protocol):
+    """What every provider is: an async context manager returning itself."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+
+# --------------------------------------------------------------------------------------- Storage
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Durable state. Each method is ONE unit of work: one transaction, run in a worker thread
+    behind the storage's own `trio.CapacityLimiter`; no transaction is ever held across awaits.
+
+    Times passed in (`now`, `expires_at`) are POSIX seconds from the daemon's clock, so tests
+    control them. Lookups that find nothing return None; writes that break a uniqueness rule raise
+    `markco_trio.errors.Conflict`; updates of a missing record raise `NotFound`.
+    """
+
+    name: str
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+    # schema and process-level concerns
+    async def upgrade(self) -> list[int]:
+        """Apply pending schema migrations; return the versions applied (empty: up to date)."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The highest applied schema version (0 for an empty database)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached (readiness)."""
+        ...
+
+    def instance_lock(self) -> Any:
+        """An async context manager holding the single-instance lock of this data dir/database
+        for the daemon's life; raises `AlreadyRunning` when another daemon holds it."""
+        ...
+
+    # users and identities
+    async def create_user(self, *, username: str, email: str | None, name: str | None,
+                          avatar_url: str | None, plan: str = "free", is_admin: bool = False,
+                          now: float) -> User: ...
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def get_user_by_username(self, username: str) -> User | None:
+        """Case-insensitive lookup (usernames are stored lower-case)."""
+        ...
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        """Case-insensitive lookup."""
+        ...
+
+    async def list_users(self, *, cursor: str | None = None, limit: int = 100) -> Page[User]: ...
+
+    async def update_user(self, user_id: str, **fields: Any) -> User:
+        """Update name, email, avatar_url, plan, is_admin, disabled or username."""
+        ...
+
+    async def link_identity(self, *, user_id: str, provider: str, provider_user_id: str,
+                            email: str | None, email_verified: bool, now: float) -> Identity: ...
+
+    async def find_identity(self, provider: str, provider_user_id: str) -> Identity | None: ...
+
+    async def list_identities(self, user_id: str) -> list[Identity]: ...
+
+    # sessions
+    async def create_session(self, *, user_id: str, token_hash: str, expires_at: float,
+                             now: float, user_agent: str | None = None) -> Session: ...
+
+    async def get_session(self, token_hash: str, *, now: float) -> Session | None:
+        """The session if it exists, is not revoked and has not expired at `now`."""
+        ...
+
+    async def touch_sessions(self, updates: Mapping[str, tuple[float, float]]) -> None:
+        """Sliding renewal, coalesced: token_hash -> (last_seen_at, new expires_at)."""
+        ...
+
+    async def revoke_session(self, token_hash: str, *, now: float) -> bool: ...
+
+    async def revoke_user_sessions(self, user_id: str, *, now: float) -> int: ...
+
+    async def list_sessions(self, user_id: str, *, now: float) -> list[Session]:
+        """The user's live sessions."""
+        ...
+
+    async def revocation_epoch(self) -> int:
+        """A counter bumped by every revocation (sessions, tokens, grants, users disabled), so a
+        daemon's in-memory caches notice revocations made by another process."""
+        ...
+
+    async def purge_expired(self, *, now: float) -> int:
+        """Delete expired sessions and login links; return how many."""
+        ...
+
+    # API tokens and login links
+    async def create_api_token(self, *, user_id: str, name: str, token_hash: str,
+                               scopes: tuple[str, ...], expires_at: float | None,
+                               now: float) -> ApiToken: ...
+
+    async def get_api_token(self, token_hash: str, *, now: float) -> ApiToken | None:
+        """The token if live (not revoked, not expired)."""
+        ...
+
+    async def list_api_tokens(self, user_id: str) -> list[ApiToken]: ...
+
+    async def revoke_api_token(self, token_id: str, *, now: float) -> bool: ...
+
+    async def create_login_link(self, *, user_id: str, token_hash: str, expires_at: float,
+                                now: float) -> LoginLink: ...
+
+    async def consume_login_link(self, token_hash: str, *, now: float) -> LoginLink | None:
+        """Atomically mark the link used and return it; None if unknown, used or expired."""
+        ...
+
+    # invites and grants
+    async def create_invite(self, *, owner_id: str, project: str, role: GrantRole,
+                            token_hash: str, expires_at: float | None, max_uses: int,
+                            now: float) -> Invite: ...
+
+    async def get_invite(self, token_hash: str) -> Invite | None: ...
+
+    async def list_invites(self, owner_id: str) -> list[Invite]: ...
+
+    async def revoke_invite(self, invite_id: str, *, owner_id: str, now: float) -> bool: ...
+
+    async def accept_invite(self, token_hash: str, *, user_id: str, now: float) -> Grant | None:
+        """Atomically: check the invite is live (not revoked, not expired, uses < max_uses),
+        count a use and record the grant (an existing live grant for the same user and project
+        is updated to the invite's role). None if the invite cannot be accepted."""
+        ...
+
+    async def list_grants(self, *, user_id: str | None = None,
+                          owner_id: str | None = None) -> list[Grant]:
+        """Live grants held by `user_id` and/or given by `owner_id`."""
+        ...
+
+    async def revoke_grant(self, grant_id: str, *, owner_id: str, now: float) -> bool: ...
+
+    # workloads
+    async def create_runtime(self, *, user_id: str, role: WorkloadRole, backend: str, host: str,
+                             state: RuntimeState, limits: Mapping[str, Any], now: float,
+                             handle: str | None = None, address: str | None = None,
+                             operation_id: str | None = None) -> Runtime:
+        """Raises `Conflict` when the user already has a live workload of that role."""
+        ...
+
+    async def update_runtime(self, runtime_id: str, *, now: float, **fields: Any) -> Runtime:
+        """Update state, handle, address, host, limits, reason, restarts, oom_kills,
+        operation_id."""
+        ...
+
+    async def get_runtime(self, runtime_id: str) -> Runtime | None: ...
+
+    async def get_live_runtime(self, user_id: str, role: WorkloadRole) -> Runtime | None: ...
+
+    async def list_runtimes(self, *, user_id: str | None = None,
+                            live_only: bool = True) -> list[Runtime]: ...
+
+    # the operation log
+    async def create_operation(self, *, user_id: str, kind: str, targets: Mapping[str, Any],
+                               now: float, step: str = "created") -> Operation: ...
+
+    async def update_operation(self, operation_id: str, *, now: float, step: str | None = None,
+                               state: OperationState | None = None,
+                               error: str | None = None) -> Operation: ...
+
+    async def get_operation(self, operation_id: str) -> Operation | None: ...
+
+    async def list_operations(self, *, user_id: str | None = None,
+                              open_only: bool = False) -> list[Operation]: ...
+
+    # snapshots and migrations
+    async def create_snapshot(self, *, user_id: str, runtime_id: str | None, name: str,
+                              path: str, size_bytes: int, sha256: str | None,
+                              depends_on: Mapping[str, Any], now: float) -> Snapshot: ...
+
+    async def list_snapshots(self, user_id: str) -> list[Snapshot]: ...
+
+    async def delete_snapshot(self, snapshot_id: str) -> bool: ...
+
+    async def create_migration(self, *, runtime_id: str, user_id: str, from_host: str,
+                               to_host: str, strategy: str, now: float) -> Migration: ...
+
+    async def finish_migration(self, migration_id: str, *, status: str, now: float,
+                               checkpoint_ms: int | None = None, transfer_ms: int | None = None,
+                               restore_ms: int | None = None,
+                               error: str | None = None) -> Migration: ...
+
+    async def list_migrations(self, *, runtime_id: str | None = None) -> list[Migration]: ...
+
+    # the event log
+    async def append_event(self, *, type: str, user_id: str | None, data: Mapping[str, Any],
+                           now: float) -> Event: ...
+
+    async def list_events(self, *, after_seq: int = 0, limit: int = 100,
+                          type: str | None = None, user_id: str | None = None) -> list[Event]: ...
+
+
+# ----------------------------------------------------------------------------- Container backend
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to run for one workload of one user. `name` and `labels` are fixed by the caller
+    (deterministic, carrying user, role, operation and deployment id)."""
+
+    name: str
+    user_id: str
+    role: WorkloadRole
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    user_dir: str
+    memory_bytes: int
+    cpus: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    image: str | None = None
+    mounts: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read_only)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What a backend reports about one container."""
+
+    handle: str
+    name: str
+    user_id: str
+    role: WorkloadRole
+    status: str  # created | running | exited | crashed | oom-killed
+    address: str | None
+    labels: Mapping[str, str]
+    exit_code: int | None = None
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One sample: working-set memory (usage minus inactive file cache), its limit, and the
+    cumulative CPU time, so the monitor computes CPU from deltas between samples."""
+
+    memory_working_set: int
+    memory_limit: int
+    cpu_usage_seconds: float
+    sampled_at: float
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend can do; checkpointers and the monitor ask before they act."""
+
+    update_limits_live: bool
+    checkpoint: bool
+    isolated_network: bool
+    per_user_cgroup: bool
+    notes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ContainerBackend(Protocol):
+    """Runs the editor and runtime of users. Unknown handles raise `NotFound` naming the handle;
+    engine failures raise `BackendError` naming the engine and what to do."""
+
+    name: str
+
+    async def __aenter__(self) -> ContainerBackend: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+    def capabilities(self) -> BackendCapabilities: ...
+
+    async def create(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    async def start(self, handle: str) -> ContainerInfo: ...
+
+    async def stop(self, handle: str, *, timeout: float = 10.0) -> None: ...
+
+    async def remove(self, handle: str) -> None: ...
+
+    async def inspect(self, handle: str) -> ContainerInfo: ...
+
+    async def list(self, *, user_id: str | None = None) -> list[ContainerInfo]:
+        """Containers of this deployment (never another deployment's), optionally of one user."""
+        ...
+
+    async def stats(self, handle: str) -> ContainerStats: ...
+
+    async def logs(self, handle: str, *, tail: int = 200) -> str: ...
+
+    async def update_limits(self, handle: str, *, memory_bytes: int, cpus: float) -> None: ...
+
+
+# ---------------------------------------------------------------------------------- Checkpointer
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    """Where a checkpoint went and what it depends on (image digest, runtime version...)."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    duration_ms: int
+    depends_on: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Checkpointer(Protocol):
+    """Checkpoints and restores runtimes (CRIU). It reaches the backend only through the typed
+    interface the backend exposes for it, never through another plugin's internals."""
+
+    name: str
+
+    async def __aenter__(self) -> Checkpointer: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+    def supports(self, backend: ContainerBackend) -> bool: ...
+
+    async def checkpoint(self, backend: ContainerBackend, handle: str, *, archive_path: str,
+                         leave_running: bool) -> CheckpointResult: ...
+
+    async def restore(self, backend: ContainerBackend, archive_path: str, *,
+                      spec: ContainerSpec) -> ContainerInfo: ...
+
+
+# -------------------------------------------------------------------------------- OAuth provider
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the browser, and what to keep (server side) until the callback."""
+
+    url: str
+    state: str
+    code_verifier: str
+
+
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """Who the provider says logged in. `email` is None unless the provider verified it."""
+
+    provider: str
+    provider_user_id: str
+    login: str
+    email: str | None
+    name: str | None
+    avatar_url: str | None
+
+
+@runtime_checkable
+class OAuthProvider(Protocol):
+    """An OAuth login provider (GitHub first). Errors the user should see raise
+    `markco_trio.errors.MarkcoError` with a message fit to show on the login page."""
+
+    name: str
+    display_name: str
+
+    async def __aenter__(self) -> OAuthProvider: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+    def authorization_request(self, redirect_uri: str) -> AuthorizationRequest: ...
+
+    async def complete(self, *, params: Mapping[str, str], pending: AuthorizationRequest,
+                       redirect_uri: str) -> VerifiedIdentity: ...
+
+
+# ------------------------------------------------------------------------- supervised services
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A long-running task the daemon supervises. `run(task_status)` must call
+    `task_status.started()` once it is ready; readiness of the daemon waits for every service.
+    `critical=False` services do not hold `/readyz` back."""
+
+    name: str
+    run: Any  # async (task_status=trio.TASK_STATUS_IGNORED) -> None
+    critical: bool = True
+
+
+@dataclass(frozen=True)
+class EventObserver:
+    """Receives events after they are persisted, through a bounded channel of its own: when it
+    falls behind, events are dropped and counted, never blocking the producer."""
+
+    name: str
+    handle: Any  # async (Event) -> None
+    types: frozenset[str] | None = None
+    buffer: int = 256
+

@@ -1,0 +1,1 @@
+"""markco-criu: the `Checkpointer` role over CRIU. Not implemented yet (see the README)."""
