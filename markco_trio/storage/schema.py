@@ -1,0 +1,260 @@
+"""The database schema, as ordered migrations written once for every SQL dialect.
+
+Each migration is `(version, name, statements)`. The statements are portable SQL with a few
+dialect tokens in braces (`{serial_pk}`, `{float}`, `{bool}`) that `render` replaces with the
+dialect's spelling, so SQLite and PostgreSQL share one schema instead of two that drift apart.
+Applied versions are recorded in `schema_migrations`; a migration, once released, is never
+edited — a change is a new migration appended to `MIGRATIONS`.
+
+Conventions: ids are uuid4 hex strings made in Python; times are POSIX seconds (double);
+JSON is stored as text; usernames are stored lower-case. The invariants the daemon relies on
+live here as indexes, not in application code: one live runtime per (user, role), one live
+grant per (owner, project, user), unique usernames, emails (case-insensitively) and token hashes.
+Unique indexes are named explicitly: storage turns their names into `Conflict` messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+
+class SchemaMigration(NamedTuple):
+    """One step of the schema: applied in one transaction, recorded by its version."""
+
+    version: int
+    name: str
+    statements: list[str]
+
+
+SQLITE_TOKENS: Mapping[str, str] = {
+    # INTEGER PRIMARY KEY is the rowid; AUTOINCREMENT keeps a deleted seq from being reused.
+    "serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "float": "REAL",
+    # SQLite has no boolean type: TRUE/FALSE are 1/0 and the storage converts on read.
+    "bool": "INTEGER",
+}
+
+POSTGRES_TOKENS: Mapping[str, str] = {
+    "serial_pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "float": "DOUBLE PRECISION",
+    "bool": "BOOLEAN",
+}
+
+_TOKEN = re.compile(r"\{(\w+)\}")
+
+
+def render(statement: str, tokens: Mapping[str, str]) -> str:
+    """Replace the dialect tokens of `statement`; an unknown token is a programming error."""
+
+    def replace(match: re.Match[str]) -> str:
+        try:
+            return tokens[match.group(1)]
+        except KeyError:
+            raise KeyError(f"unknown schema token {match.group(0)} in: {statement}") from None
+
+    return _TOKEN.sub(replace, statement)
+
+
+# Created outside the numbered migrations: it is what records them.
+SCHEMA_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at {float} NOT NULL
+)"""
+
+_INITIAL = [
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        email TEXT,
+        name TEXT,
+        avatar_url TEXT,
+        plan TEXT NOT NULL DEFAULT 'free',
+        is_admin {bool} NOT NULL DEFAULT FALSE,
+        disabled {bool} NOT NULL DEFAULT FALSE,
+        created_at {float} NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX users_username ON users (username)",
+    "CREATE UNIQUE INDEX users_email ON users (lower(email)) WHERE email IS NOT NULL",
+    """
+    CREATE TABLE identities (
+        provider TEXT NOT NULL,
+        provider_user_id TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        email TEXT,
+        email_verified {bool} NOT NULL DEFAULT FALSE,
+        created_at {float} NOT NULL,
+        PRIMARY KEY (provider, provider_user_id)
+    )""",
+    "CREATE INDEX identities_user ON identities (user_id)",
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        expires_at {float} NOT NULL,
+        last_seen_at {float} NOT NULL,
+        revoked_at {float},
+        user_agent TEXT
+    )""",
+    "CREATE UNIQUE INDEX sessions_token_hash ON sessions (token_hash)",
+    "CREATE INDEX sessions_user ON sessions (user_id)",
+    "CREATE INDEX sessions_expires ON sessions (expires_at)",
+    """
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        scopes TEXT NOT NULL DEFAULT '',
+        created_at {float} NOT NULL,
+        expires_at {float},
+        revoked_at {float},
+        last_used_at {float}
+    )""",
+    "CREATE UNIQUE INDEX api_tokens_token_hash ON api_tokens (token_hash)",
+    "CREATE INDEX api_tokens_user ON api_tokens (user_id)",
+    """
+    CREATE TABLE login_links (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        expires_at {float} NOT NULL,
+        used_at {float}
+    )""",
+    "CREATE UNIQUE INDEX login_links_token_hash ON login_links (token_hash)",
+    "CREATE INDEX login_links_expires ON login_links (expires_at)",
+    """
+    CREATE TABLE invites (
+        id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('editor', 'viewer')),
+        token_hash TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        expires_at {float},
+        max_uses INTEGER NOT NULL CHECK (max_uses >= 1),
+        uses INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
+        revoked_at {float}
+    )""",
+    "CREATE UNIQUE INDEX invites_token_hash ON invites (token_hash)",
+    "CREATE INDEX invites_owner ON invites (owner_id)",
+    """
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('editor', 'viewer')),
+        created_at {float} NOT NULL,
+        invite_id TEXT REFERENCES invites (id) ON DELETE SET NULL,
+        revoked_at {float}
+    )""",
+    # Accepting a second invite to the same project updates the live grant (an upsert on this
+    # index) instead of stacking grants.
+    """
+    CREATE UNIQUE INDEX grants_one_live ON grants (owner_id, project, user_id)
+        WHERE revoked_at IS NULL""",
+    "CREATE INDEX grants_user ON grants (user_id)",
+    """
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        step TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'done', 'failed', 'rolled_back')),
+        targets TEXT NOT NULL DEFAULT '{}',
+        error TEXT,
+        created_at {float} NOT NULL,
+        updated_at {float} NOT NULL
+    )""",
+    "CREATE INDEX operations_user ON operations (user_id)",
+    # Reconciliation at start-up reads the open operations: keep that cheap as the log grows.
+    "CREATE INDEX operations_open ON operations (user_id) WHERE state = 'open'",
+    """
+    CREATE TABLE runtimes (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('editor', 'runtime')),
+        backend TEXT NOT NULL,
+        host TEXT NOT NULL,
+        handle TEXT,
+        address TEXT,
+        state TEXT NOT NULL CHECK (state IN ('starting', 'running', 'sleeping', 'waking',
+                                             'moving', 'stopped', 'failed')),
+        limits TEXT NOT NULL DEFAULT '{}',
+        reason TEXT,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        oom_kills INTEGER NOT NULL DEFAULT 0,
+        operation_id TEXT REFERENCES operations (id) ON DELETE SET NULL,
+        created_at {float} NOT NULL,
+        updated_at {float} NOT NULL
+    )""",
+    # The invariant of DESIGN §8: at most one live editor and one live runtime per user, even
+    # when two daemons (or two operations) race to create one.
+    """
+    CREATE UNIQUE INDEX runtimes_one_live ON runtimes (user_id, role)
+        WHERE state NOT IN ('stopped', 'failed')""",
+    "CREATE INDEX runtimes_user ON runtimes (user_id)",
+    """
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        runtime_id TEXT REFERENCES runtimes (id) ON DELETE SET NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        sha256 TEXT,
+        depends_on TEXT NOT NULL DEFAULT '{}',
+        created_at {float} NOT NULL
+    )""",
+    "CREATE INDEX snapshots_user ON snapshots (user_id)",
+    """
+    CREATE TABLE migrations (
+        id TEXT PRIMARY KEY,
+        runtime_id TEXT NOT NULL REFERENCES runtimes (id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        from_host TEXT NOT NULL,
+        to_host TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at {float} NOT NULL,
+        completed_at {float},
+        checkpoint_ms BIGINT,
+        transfer_ms BIGINT,
+        restore_ms BIGINT,
+        error TEXT
+    )""",
+    "CREATE INDEX migrations_runtime ON migrations (runtime_id)",
+    # No foreign key on user_id: the event log must accept every event, including ones about
+    # users that are gone.
+    """
+    CREATE TABLE events (
+        seq {serial_pk},
+        id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        user_id TEXT,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_at {float} NOT NULL
+    )""",
+    "CREATE INDEX events_type ON events (type, seq)",
+    "CREATE INDEX events_user ON events (user_id, seq)",
+    """
+    CREATE TABLE revocation_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL
+    )""",
+    "INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0)",
+]
+
+MIGRATIONS: list[SchemaMigration] = [
+    SchemaMigration(1, "initial", _INITIAL),
+]
+
+LATEST_VERSION = MIGRATIONS[-1].version
