@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("policy", "markco_trio.builtin.policy"),
     ("sqlite", "markco_trio.builtin.sqlite_storage"),
     ("core-cli", "markco_trio.builtin.core_cli"),
+    ("publish", "markco_trio.builtin.publish"),
 )
 
 # The hooks that fill a role, and the config section that picks the provider.
