@@ -14,21 +14,48 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, PluginsOptions, load_config, read_config_file
 from .context import PluginContext
 from .errors import ConfigError, MarkcoError
-from .plugins import make_plugin_manager
+from .options import parse_options
+from .plugins import MarkcoPluginManager, make_plugin_manager
 from .roles import Storage
 
 EXIT_CONFIG = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _config_in(argv: Sequence[str]) -> Path | None:
+    """The `--config FILE` of a command line, if any (before argparse has run)."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def _plugin_manager_for(argv: Sequence[str]) -> MarkcoPluginManager:
+    """Plugins as the command's config file would load them (phase one only), so commands of
+    plugins listed in `[plugins] modules` exist; the built-ins and entry points otherwise."""
+    path = _config_in(argv)
+    if path is not None and path.is_file():
+        try:
+            raw = read_config_file(path)
+            table = raw.get("plugins", {})
+            options = parse_options(PluginsOptions, table if isinstance(table, dict) else {},
+                                    f"{path}: [plugins]")
+            return make_plugin_manager(disable=options.disable, modules=options.modules)
+        except MarkcoError:
+            pass  # the command itself loads the config and reports the error properly
+    return make_plugin_manager()
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser with every plugin's sub-commands."""
     parser = argparse.ArgumentParser(
         prog="markco", description="markco: self-hosted personal notebook computing.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    pm = make_plugin_manager()
+    pm = _plugin_manager_for(argv)
     seen: set[str] = set()
     for commands in pm.hook.markco_cli_commands():
         for command in commands or ():
@@ -65,7 +92,8 @@ def context_for(config_path: Path) -> PluginContext:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `markco` script."""
     try:
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         return int(args._run(args))
     except ConfigError as exc:

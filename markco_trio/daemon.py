@@ -1,0 +1,216 @@
+"""`markco run`: one trio nursery supervising the whole daemon (DESIGN §1).
+
+Start-up order: storage (and the single-instance lock, then schema upgrades), the event bus, the
+other providers, then the supervised services — the API app on its unix socket, the front door
+on the public port, and whatever plugins contribute. `/readyz` turns ready when storage answers
+and every critical service has started (services do their start-up reconciliation first).
+
+SIGINT/SIGTERM: report not ready, stop accepting connections, let in-flight requests finish
+within `[server] drain_seconds`, then cancel the rest and exit 0. A second signal cancels at
+once. A service crashing too often exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .api.app import build_app
+from .api.server import serve_api
+from .clock import Clock, SystemClock
+from .config import Config
+from .context import PluginContext
+from .errors import MarkcoError
+from .events import EventBus
+from .plugins import MarkcoPluginManager
+from .proxy.server import FrontDoor
+from .readiness import Readiness
+from .roles import ServiceSpec
+from .supervisor import Supervisor, TooManyCrashes
+
+log = logging.getLogger("markco.daemon")
+
+STORAGE_PING_SECONDS = 5.0
+
+
+def _leaves(group: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside a (possibly nested) exception group."""
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for exc in group.exceptions for leaf in _leaves(exc)]
+    return [group]
+
+
+def runtime_dir_for(config: Config) -> Path:
+    """Where the daemon keeps its sockets: `<data_dir>/run`, 0700."""
+    return config.data_dir / "run"
+
+
+class Daemon:
+    """The running daemon: build with a validated config and plugin manager, then `run()`."""
+
+    def __init__(self, config: Config, plugins: MarkcoPluginManager, *,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.readiness = Readiness()
+        self.ctx = PluginContext(config=config, plugins=plugins, clock=clock or SystemClock(),
+                                 readiness=self.readiness, runtime_dir=runtime_dir_for(config))
+        self.supervisor = Supervisor(self.readiness, config.supervision)
+        self.front_door: FrontDoor | None = None
+        self._stopping = False
+
+    @property
+    def api_socket(self) -> Path:
+        """The API app's unix socket."""
+        assert self.ctx.runtime_dir is not None
+        return self.ctx.runtime_dir / "api.sock"
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+                  handle_signals: bool = True) -> int:
+        """Run until a signal (exit 0) or a fatal error (exit 1). `task_status.started(port)`
+        fires once the front door listens, with the bound port."""
+        config = self.config
+        data_dir = config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.readiness.require("storage")
+        code = 0
+        try:
+            async with AsyncExitStack() as stack:
+                await self._open_providers(stack)
+                code = await self._serve(task_status, handle_signals)
+        except* (TooManyCrashes, MarkcoError) as group:
+            # `return` is not allowed inside `except*`: record the exit code instead.
+            for exc in _leaves(group):
+                log.critical("%s", exc)
+            code = 1
+        return code
+
+    async def _open_providers(self, stack: AsyncExitStack) -> None:
+        ctx, config = self.ctx, self.config
+        storage_choice = config.roles["storage"]
+        storage = storage_choice.make(storage_choice.names[0], ctx)
+        ctx.storage = await stack.enter_async_context(storage)
+        await stack.enter_async_context(ctx.storage.instance_lock())
+        applied = await ctx.storage.upgrade()
+        if applied:
+            log.info("storage: applied schema migrations %s", applied)
+        self.readiness.mark("storage")
+        ctx.events = EventBus(ctx.storage, ctx.clock)
+        compute = config.roles["compute"]
+        if compute.names:
+            ctx.backend = await stack.enter_async_context(
+                compute.make(compute.names[0], ctx))
+        checkpoint = config.roles["checkpoint"]
+        if checkpoint.names:
+            ctx.checkpointer = await stack.enter_async_context(
+                checkpoint.make(checkpoint.names[0], ctx))
+        oauth = config.roles["oauth"]
+        for name in oauth.names:
+            ctx.oauth[name] = await stack.enter_async_context(oauth.make(name, ctx))
+
+    def services(self) -> list[ServiceSpec]:
+        """The built-in services and the plugins' ones, in start order."""
+        ctx, server = self.ctx, self.config.server
+        assert ctx.runtime_dir is not None
+        ctx.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(ctx.runtime_dir, 0o700)
+        app = build_app(ctx)
+        self.front_door = FrontDoor(server.host, server.port, self.api_socket, self.readiness,
+                                    trusted_proxies=tuple(server.trusted_proxies))
+        specs = [
+            ServiceSpec("storage-watch", self._watch_storage, critical=False),
+            ServiceSpec("api", partial(serve_api, app, self.api_socket)),
+            ServiceSpec("proxy", self.front_door.serve),
+        ]
+        for contributed in ctx.plugins.hook.markco_services(ctx=ctx):
+            specs.extend(contributed or ())
+        assert ctx.events is not None
+        for observers in ctx.plugins.hook.markco_event_observers(ctx=ctx):
+            for observer in observers or ():
+                specs.append(ServiceSpec(f"observer:{observer.name}",
+                                         partial(ctx.events.run_observer, observer),
+                                         critical=False))
+        names = [s.name for s in specs]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise MarkcoError(f"two services share the name(s) {sorted(duplicates)}")
+        return specs
+
+    async def _serve(self, task_status: trio.TaskStatus[int], handle_signals: bool) -> int:
+        specs = self.services()
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            for spec in specs:
+                if spec.name == "proxy":
+                    continue
+                nursery.start_soon(partial(self.supervisor.supervise, spec))
+            proxy = next(s for s in specs if s.name == "proxy")
+            await nursery.start(partial(self.supervisor.supervise, proxy))
+            assert self.front_door is not None
+            port = self.front_door.port
+            log.info("markco listening on %s (public URL %s)",
+                     f"{self.config.server.host}:{port}", self.config.server.public_url)
+            task_status.started(port)
+        return 0
+
+    async def _watch_storage(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the `storage` readiness condition true only while the database answers."""
+        storage = self.ctx.require_storage()
+        task_status.started()
+        while True:
+            try:
+                await storage.ping()
+                self.readiness.mark("storage")
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                if self.readiness.snapshot().ready:
+                    log.error("storage is not reachable: %s", exc)
+                self.readiness.mark("storage", False)
+            await trio.sleep(STORAGE_PING_SECONDS)
+
+    async def stop(self, cancel_scope: trio.CancelScope) -> None:
+        """Graceful stop: not ready, stop accepting, drain, then cancel everything."""
+        if self._stopping:
+            cancel_scope.cancel()
+            return
+        self._stopping = True
+        self.readiness.start_draining()
+        if self.front_door is not None:
+            self.front_door.stop_accepting()
+        grace = self.config.server.drain_seconds
+        log.info("stopping: draining connections for up to %g s", grace)
+        with trio.move_on_after(grace):
+            while self.front_door is not None and self._in_flight() > 0:
+                await trio.sleep(0.05)
+        cancel_scope.cancel()
+
+    def _in_flight(self) -> int:
+        assert self.front_door is not None
+        stats = self.front_door.statistics()
+        return int(getattr(stats, "active_requests", 0) or 0)
+
+    async def _watch_signals(self, cancel_scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                async for signum in signals:
+                    log.info("received %s", signal.Signals(signum).name)
+                    nursery.start_soon(self.stop, cancel_scope)
+
+
+def run_blocking(config: Config, plugins: MarkcoPluginManager,
+                 before: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Run the daemon in a fresh trio run; the exit code of `markco run`."""
+
+    async def main() -> int:
+        if before is not None:
+            await before()
+        return await Daemon(config, plugins).run()
+
+    return trio.run(main)
