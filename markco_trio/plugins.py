@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sqlite", "markco_trio.builtin.sqlite_storage"),
     ("core-cli", "markco_trio.builtin.core_cli"),
     ("publish", "markco_trio.builtin.publish"),
+    ("auth", "markco_trio.builtin.auth"),
 )
 
 # The hooks that fill a role, and the config section that picks the provider.
@@ -111,6 +112,8 @@ def make_plugin_manager(*, disable: Sequence[str] = (), modules: Sequence[str] =
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise PluginError(f"[plugins] modules: cannot import {module_name!r}: {exc}") from exc
+        if pm.is_registered(module):
+            continue  # already loaded through its entry point: listing it too is harmless
         pm.register(module, name=module_name)
         pm.sources[module_name] = "config"
     try:

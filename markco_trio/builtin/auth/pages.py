@@ -1,0 +1,203 @@
+"""The auth plugin's HTML pages: small, server-rendered, every value escaped, no external asset.
+
+Every page is sent with a strict Content-Security-Policy (no script at all, the one inline
+stylesheet allowed by its hash, forms only to this origin, no framing), `no-referrer` (paths
+such as invite links must not leak to other sites) and `no-store` (pages show personal data).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from html import escape
+
+from quart import Response
+
+from ...authz import Principal
+from ...records import Grant, Identity, Session, User
+
+_CSS = (
+    "body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;"
+    "color:#1d1d1f;background:#fbfbfd}"
+    "h1{font-size:1.5rem;margin-bottom:.25rem}h2{font-size:1.1rem;margin-top:2rem}"
+    ".muted{color:#6e6e73}.box{background:#fff;border:1px solid #d2d2d7;border-radius:.5rem;"
+    "padding:1rem 1.25rem;margin:1rem 0}.warn{border-color:#c93400;background:#fff8f3}"
+    ".error{border-color:#d70015;background:#fff5f5}"
+    "a.button,button{display:inline-block;font:inherit;padding:.5rem 1rem;border-radius:.4rem;"
+    "border:1px solid #0071e3;background:#0071e3;color:#fff;text-decoration:none;"
+    "cursor:pointer;margin:.25rem .5rem .25rem 0}"
+    "button.secondary{background:#fff;color:#0071e3}form{display:inline}"
+    "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .5rem;"
+    "border-bottom:1px solid #e5e5ea;font-size:.9rem}code{font-size:.9rem}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def esc(value: object) -> str:
+    """Escape any value for HTML text or a quoted attribute."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def when(ts: float | None) -> str:
+    """A time for people (UTC, to the minute)."""
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render(title: str, body: str, *, status: int = 200) -> Response:
+    """A complete page around `body` (already-escaped HTML) with the security headers."""
+    document = (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        f"<title>{esc(title)} · markco</title><style>{_CSS}</style></head>"
+        f"<body><main>{body}</main></body></html>")
+    return Response(document, status=status, headers=SECURITY_HEADERS,
+                    content_type="text/html; charset=utf-8")
+
+
+def _button_form(action: str, label: str, *, secondary: bool = False) -> str:
+    cls = " class=\"secondary\"" if secondary else ""
+    return (f"<form method=\"post\" action=\"{esc(action)}\">"
+            f"<button type=\"submit\"{cls}>{esc(label)}</button></form>")
+
+
+def message_page(title: str, message: str, *, status: int, link: tuple[str, str] | None = (
+        "/login", "Back to the login page")) -> Response:
+    """A page that says what went wrong and what to do."""
+    kind = "error" if status >= 400 else ""
+    body = f"<h1>{esc(title)}</h1><div class=\"box {kind}\"><p>{esc(message)}</p></div>"
+    if link is not None:
+        body += f"<p><a class=\"button\" href=\"{esc(link[0])}\">{esc(link[1])}</a></p>"
+    return render(title, body, status=status)
+
+
+def login_page(providers: Sequence[tuple[str, str]], *, notice: str | None = None,
+               prefix: str = "/login") -> Response:
+    """The provider buttons, or how to get a console login link when there is none."""
+    body = "<h1>Log in to markco</h1>"
+    if notice:
+        body += f"<div class=\"box\"><p>{esc(notice)}</p></div>"
+    if providers:
+        body += "<p>" + "".join(
+            f"<a class=\"button\" href=\"{esc(prefix)}/{esc(name)}\">Log in with "
+            f"{esc(display)}</a>" for name, display in providers) + "</p>"
+    else:
+        body += ("<div class=\"box\"><p>This markco has no login provider configured. "
+                 "Use the one-time link printed by the daemon at start, or print a new one "
+                 "on the server:</p><p><code>markco login-link USER --config FILE</code></p>"
+                 "</div>")
+    return render("Log in", body)
+
+
+def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Session],
+                   current_session_id: str | None, identities: Iterable[Identity],
+                   held: Sequence[Grant], owners: dict[str, User]) -> Response:
+    """Who you are, your sessions, what is shared with you."""
+    body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
+            f"<p class=\"muted\">Logged in as <strong>@{esc(user.username)}</strong>"
+            f"{' · ' + esc(user.email) if user.email else ''} · plan {esc(user.plan)}"
+            f"{' · <strong>administrator</strong>' if user.is_admin else ''}</p>")
+    linked = ", ".join(f"{esc(i.provider)}" for i in identities)
+    if linked:
+        body += f"<p class=\"muted\">Linked logins: {linked}</p>"
+    body += (f"<p>Your editor: <a href=\"/u/{esc(user.id)}/\">/u/{esc(user.id)}/</a></p>"
+             + _button_form("/logout", "Log out"))
+    rows = "".join(
+        f"<tr><td>{esc(s.user_agent or 'unknown browser')}"
+        f"{' <strong>(this one)</strong>' if s.id == current_session_id else ''}</td>"
+        f"<td>{when(s.created_at)}</td><td>{when(s.expires_at)}</td></tr>" for s in sessions)
+    body += ("<h2>Your sessions</h2><table><tr><th>Browser</th><th>Since</th>"
+             f"<th>Expires</th></tr>{rows}</table>"
+             + _button_form("/logout-all", "Log out everywhere", secondary=True))
+    if held:
+        items = "".join(
+            f"<li><strong>{esc(g.project)}</strong> of @"
+            f"{esc(owners[g.owner_id].username if g.owner_id in owners else '?')} — "
+            f"{esc(g.role.value)}</li>" for g in held)
+        body += f"<h2>Shared with you</h2><ul>{items}</ul>"
+    return render("Dashboard", body)
+
+
+def invite_page(*, project: str, role: str, owner: User, expires_at: float | None,
+                state: str, token: str, viewer: Principal | None,
+                providers: Sequence[tuple[str, str]]) -> Response:
+    """The invite as its recipient sees it, with what the role means, and the way to
+    accept it (log in first when needed)."""
+    who = esc(owner.name or owner.username)
+    body = (f"<h1>Invitation to {esc(project)}</h1><p>{who} (@{esc(owner.username)}) invites "
+            f"you as <strong>{esc(role)}</strong> of the project <strong>{esc(project)}"
+            f"</strong>.</p>")
+    if role == "editor":
+        body += ("<div class=\"box warn\"><p><strong>An editor invite makes you a full "
+                 f"collaborator in {who}'s editor.</strong> Anyone in that editor can run code "
+                 f"as {who}, with access to all of their files — accept only if you trust each "
+                 "other.</p></div>")
+    else:
+        body += ("<div class=\"box\"><p>A viewer invite lets you read this project's "
+                 "published pages, even when they are not public. It does not let you into "
+                 f"{who}'s editor.</p></div>")
+    if state != "live":
+        reasons = {"expired": "This invite has expired.",
+                   "exhausted": "This invite has already been used up.",
+                   "revoked": "This invite was revoked."}
+        body += (f"<div class=\"box error\"><p>{esc(reasons.get(state, state))} Ask "
+                 f"{who} for a new one.</p></div>")
+        return render("Invitation", body, status=410)
+    body += f"<p class=\"muted\">Valid until {when(expires_at)}.</p>"
+    if viewer is None:
+        if providers:
+            body += "<p>Log in to accept:</p><p>" + "".join(
+                f"<a class=\"button\" href=\"/invites/{esc(token)}/login/{esc(name)}\">"
+                f"Log in with {esc(display)}</a>" for name, display in providers) + "</p>"
+        else:
+            body += "<p>Log in first (with a login link), then open this invite again.</p>"
+    else:
+        body += (f"<p>You are logged in as @{esc(viewer.username)}.</p>"
+                 + _button_form(f"/invites/{token}/accept", f"Accept as {role}"))
+    return render("Invitation", body)
+
+
+def accepted_page(*, project: str, role: str, owner: User) -> Response:
+    """After accepting: what the person can now do."""
+    if role == "editor":
+        what = (f"You can now open {esc(owner.name or owner.username)}'s editor: "
+                f"<a href=\"/u/{esc(owner.id)}/\">/u/{esc(owner.id)}/</a>.")
+    else:
+        what = (f"You can now read <a href=\"/@{esc(owner.username)}/{esc(project)}\">"
+                f"/@{esc(owner.username)}/{esc(project)}</a>.")
+    body = (f"<h1>Invitation accepted</h1><div class=\"box\"><p>You are {esc(role)} of "
+            f"<strong>{esc(project)}</strong>. {what}</p></div>"
+            "<p><a class=\"button\" href=\"/dashboard\">Go to your dashboard</a></p>")
+    return render("Invitation accepted", body)
+
+
+def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str) -> Response:
+    """The users, each with an audited way into their editor."""
+    rows = "".join(
+        f"<tr><td>@{esc(u.username)}{' (admin)' if u.is_admin else ''}"
+        f"{' — disabled' if u.disabled else ''}</td><td>{esc(u.email or '')}</td>"
+        f"<td>{esc(u.plan)}</td><td>"
+        + ("" if u.id == me else _button_form(f"/admin/enter/{u.id}", "Enter editor",
+                                               secondary=True))
+        + "</td></tr>" for u in users)
+    body = ("<h1>Users</h1><p class=\"muted\">Entering a user's editor lets you run code as "
+            "them; each entry is recorded in the event log and lasts a limited time.</p>"
+            f"<table><tr><th>User</th><th>Email</th><th>Plan</th><th></th></tr>{rows}</table>")
+    if next_cursor:
+        body += f"<p><a href=\"/admin?cursor={esc(next_cursor)}\">Next page</a></p>"
+    return render("Users", body)

@@ -1,0 +1,1 @@
+"""The auth plugin's routes: request authentication, login pages, invite pages, the API."""

@@ -1,0 +1,258 @@
+"""The browser's way in and out: login pages, the OAuth callback, the console login link,
+logout, the dashboard, and an admin's explicit entry into another user's editor.
+
+Routes: `GET /`, `GET /login`, `GET /login/<provider>`, `GET /auth/callback/<provider>`,
+`GET /auth/link/<token>`, `POST /logout`, `POST /logout-all`, `GET /dashboard`, `GET /admin`,
+`POST /admin/enter/<user_id>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from quart import Blueprint, Response, request
+
+from ....api.principal import current_principal
+from ....errors import MarkcoError
+from ....records import User
+from .. import pages
+from ..accounts import AccountDisabled, SignupClosed, is_configured_admin
+from ..invites import InviteProblem
+from ..login_links import LINK_PATH
+from ..pending import PendingLogin
+from ..state import AuthState
+from ..tokens import hash_token, well_formed
+from .request_auth import (
+    forget_stale_cookie,
+    install_request_auth,
+    session_principal,
+    session_token,
+)
+
+log = logging.getLogger("markco.auth")
+
+ADMIN_PAGE_SIZE = 200
+
+
+def redirect(url: str, status: int = 303) -> Response:
+    """A redirect that is never cached and never leaks its origin page's URL."""
+    return Response("", status=status, headers={"Location": url, "Cache-Control": "no-store",
+                                                "Referrer-Policy": "no-referrer"})
+
+
+def _error_status(exc: MarkcoError, default: int) -> int:
+    status = getattr(exc, "http_status", default)
+    return status if isinstance(status, int) and 400 <= status <= 599 else default
+
+
+async def start_login(state: AuthState, provider_name: str, *,
+                      invite_token: str | None = None) -> Response:
+    """Send the browser to `provider_name` with a fresh state and PKCE verifier, keeping them
+    server side under a key held in a short-lived cookie of this browser."""
+    provider = state.providers.get(provider_name)
+    if provider is None:
+        return pages.message_page("Unknown login provider",
+                                  f"This markco has no login provider named {provider_name!r}.",
+                                  status=404)
+    auth_request = provider.authorization_request(state.redirect_uri(provider_name))
+    key = state.pending.add(provider_name, auth_request, invite_token=invite_token)
+    response = redirect(auth_request.url, 302)
+    response.headers.add("Set-Cookie", (
+        f"{state.pending_cookie}={key}; Max-Age={int(state.pending.ttl_seconds)}; Path=/; "
+        f"HttpOnly; SameSite=Lax" + ("; Secure" if state.secure else "")))
+    return response
+
+
+async def finish_login(state: AuthState, user: User, *, via: str, then: str) -> Response:
+    """Open a session for `user`, set its cookie, and redirect to `then` (a local path). Any
+    session the browser held before is ended (no session fixation, no orphan)."""
+    authority = state.authority
+    previous = session_token()
+    token, session = await authority.open_session(
+        user, user_agent=request.headers.get("User-Agent"))
+    if previous is not None:
+        await authority.close_session(previous)
+    await state.publish("auth.login", user_id=user.id,
+                        data={"via": via, "session_id": session.id,
+                              "username": user.username})
+    response = redirect(state.url(then))
+    forget_stale_cookie()
+    response.headers.add("Set-Cookie", authority.set_cookie_header(token))
+    return response
+
+
+def login_blueprint(state: AuthState) -> Blueprint:
+    """The login and session routes (and the app-wide request authentication)."""
+    bp = Blueprint("markco_auth_login", __name__)
+    install_request_auth(bp, state)
+    storage, clock, authority = state.storage, state.ctx.clock, state.authority
+
+    def clear_pending(response: Response) -> Response:
+        response.headers.add("Set-Cookie", (
+            f"{state.pending_cookie}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+            + ("; Secure" if state.secure else "")))
+        return response
+
+    @bp.get("/")
+    async def home() -> Response:
+        return redirect(state.url("/dashboard" if current_principal() else "/login"))
+
+    @bp.get("/login")
+    async def login() -> Response:
+        if session_principal() is not None:
+            return redirect(state.url("/dashboard"))
+        return pages.login_page(state.provider_buttons())
+
+    @bp.get("/login/<provider_name>")
+    async def login_with(provider_name: str) -> Response:
+        return await start_login(state, provider_name)
+
+    @bp.get("/auth/callback/<provider_name>")
+    async def callback(provider_name: str) -> Response:
+        pending = state.pending.take(request.cookies.get(state.pending_cookie))
+        return clear_pending(await _callback(provider_name, pending))
+
+    async def _callback(provider_name: str, pending: PendingLogin | None) -> Response:
+        if pending is None or pending.provider != provider_name:
+            return pages.message_page(
+                "Login not recognised",
+                f"This login attempt is unknown: it was started in another browser, took "
+                f"longer than {state.options.pending_login_minutes:g} minutes, or was "
+                f"already completed. Start the login again.", status=400)
+        given = request.args.get("state", "")
+        if not given or not hmac.compare_digest(given.encode(), pending.request.state.encode()):
+            return pages.message_page(
+                "Login refused",
+                "The answer from the login provider does not belong to this login attempt "
+                "(its state is missing or wrong). Start the login again.", status=400)
+        provider = state.providers.get(provider_name)
+        if provider is None:
+            return pages.message_page("Unknown login provider", "This provider is gone.",
+                                      status=404)
+        try:
+            identity = await provider.complete(params=request.args.to_dict(),
+                                               pending=pending.request,
+                                               redirect_uri=state.redirect_uri(provider_name))
+        except MarkcoError as exc:
+            return pages.message_page("Login failed", str(exc), status=_error_status(exc, 400))
+        except Exception:
+            log.exception("OAuth provider %r failed unexpectedly", provider_name)
+            return pages.message_page(
+                "Login failed", f"The {provider.display_name} login failed unexpectedly; "
+                f"the server's log has the details. Try again later.", status=502)
+        invite_ok = False
+        if pending.invite_token is not None:
+            try:
+                invite_ok = (await state.invites.look_up(pending.invite_token)).state == "live"
+            except InviteProblem:
+                invite_ok = False
+        allow_signup = (not state.options.invite_only or invite_ok
+                        or is_configured_admin(state.options, identity))
+        try:
+            user, created = await state.accounts.login(identity, allow_signup=allow_signup)
+        except (SignupClosed, AccountDisabled) as exc:
+            return pages.message_page("Login refused", str(exc), status=403)
+        if created:
+            await state.publish("user.created", user_id=user.id,
+                                data={"username": user.username, "via": provider_name})
+        then = f"/invites/{pending.invite_token}" if pending.invite_token else "/dashboard"
+        return await finish_login(state, user, via=provider_name, then=then)
+
+    @bp.get(LINK_PATH + "<token>")
+    async def login_link(token: str) -> Response:
+        link = (await storage.consume_login_link(hash_token(token), now=clock.now())
+                if well_formed(token) else None)
+        user = await storage.get_user(link.user_id) if link is not None else None
+        if link is None or user is None or user.disabled:
+            return pages.message_page(
+                "This login link does not work",
+                "It has been used already, has expired, or was not copied whole. Print a new "
+                "one on the server: markco login-link USER --config FILE", status=410)
+        return await finish_login(state, user, via="login-link", then="/dashboard")
+
+    @bp.post("/logout")
+    async def logout() -> Response:
+        token = session_token()
+        principal = current_principal()
+        if token is not None and await authority.close_session(token):
+            await state.publish("auth.logout", user_id=principal.user_id if principal else None,
+                                data={"scope": "this session"})
+        response = redirect(state.url("/login"))
+        forget_stale_cookie()
+        response.headers.add("Set-Cookie", authority.clear_cookie_header())
+        return response
+
+    @bp.post("/logout-all")
+    async def logout_all() -> Response:
+        principal = session_principal()
+        response = redirect(state.url("/login"))
+        if principal is not None:
+            count = await authority.close_user_sessions(principal.user_id)
+            await state.publish("auth.logout", user_id=principal.user_id,
+                                data={"scope": "everywhere"})
+            await state.publish("auth.session_revoked", user_id=principal.user_id,
+                                data={"count": count, "by": principal.user_id,
+                                      "reason": "logout-all"})
+        forget_stale_cookie()
+        response.headers.add("Set-Cookie", authority.clear_cookie_header())
+        return response
+
+    @bp.get("/dashboard")
+    async def dashboard() -> Response:
+        principal = session_principal()
+        if principal is None:
+            return redirect(state.url("/login"))
+        user = await storage.get_user(principal.user_id)
+        if user is None:
+            return redirect(state.url("/login"))
+        sessions = await storage.list_sessions(user.id, now=clock.now())
+        token = session_token()
+        current = hash_token(token) if token else None
+        held = await storage.list_grants(user_id=user.id)
+        owners = {}
+        for owner_id in {g.owner_id for g in held}:
+            owner = await storage.get_user(owner_id)
+            if owner is not None:
+                owners[owner_id] = owner
+        return pages.dashboard_page(
+            user, principal, sessions=sessions,
+            current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
+            identities=await storage.list_identities(user.id), held=held, owners=owners)
+
+    @bp.get("/admin")
+    async def admin() -> Response:
+        principal = session_principal()
+        if principal is None:
+            return redirect(state.url("/login"))
+        if not principal.is_admin:
+            return pages.message_page("Administrators only",
+                                      "This page is for administrators.", status=403,
+                                      link=("/dashboard", "Back to your dashboard"))
+        page = await storage.list_users(cursor=request.args.get("cursor") or None,
+                                        limit=ADMIN_PAGE_SIZE)
+        return pages.admin_page(page.items, next_cursor=page.next_cursor,
+                                me=principal.user_id)
+
+    @bp.post("/admin/enter/<user_id>")
+    async def admin_enter(user_id: str) -> Response:
+        principal = session_principal()
+        token = session_token()
+        if principal is None or token is None or not principal.is_admin:
+            return pages.message_page(
+                "Administrators only", "Only an administrator, logged in with a browser "
+                "session, can enter another user's editor.", status=403,
+                link=("/dashboard", "Back to your dashboard"))
+        target = await storage.get_user(user_id)
+        if target is None:
+            return pages.message_page("No such user", "There is no user with this id.",
+                                      status=404, link=("/admin", "Back to the users"))
+        if target.id != principal.user_id:
+            expires = authority.grant_admin_entry(token, target.id)
+            await state.publish("admin.entry", user_id=target.id,
+                                data={"admin_id": principal.user_id,
+                                      "admin": principal.username, "owner_id": target.id,
+                                      "owner": target.username, "expires_at": expires})
+        return redirect(state.url(f"/u/{target.id}/"))
+
+    return bp

@@ -1,0 +1,1 @@
+"""Tests of the auth plugin, the GitHub provider and the authorisation policy."""
