@@ -12,10 +12,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .authz import Action, Principal, Resource  # noqa: E402
-from .hookspecs import CliCommand, ConfigSection, ProviderSpec, hookimpl  # noqa: E402
-from .options import Secret  # noqa: E402
-from .roles import EventObserver, ServiceSpec  # noqa: E402
+from .authz import Action, Principal, Resource
+from .hookspecs import CliCommand, ConfigSection, ProviderSpec, hookimpl
+from .options import Secret
+from .roles import EventObserver, ServiceSpec
 
 __all__ = [
     "Action",

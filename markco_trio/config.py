@@ -183,7 +183,8 @@ def validate_config(path: Path, raw: Mapping[str, Any], pm: MarkcoPluginManager,
              for role in ROLE_HOOKS}
     declared: dict[str, ConfigSection] = {}
     for impl in pm.hook.markco_config_sections.get_hookimpls():
-        for section in impl.function() or ():
+        contributed: list[ConfigSection] = impl.function() or []  # type: ignore[assignment]
+        for section in contributed:
             if section.name in declared or section.name in _CORE_SECTIONS or \
                     section.name in ROLE_HOOKS:
                 raise ConfigError(f"{path}: plugin {impl.plugin_name!r} declares section "

@@ -33,7 +33,7 @@ from .events import EventBus
 from .plugins import MarkcoPluginManager
 from .proxy.server import FrontDoor
 from .readiness import Readiness
-from .roles import ServiceSpec
+from .roles import ServiceSpec, Storage
 from .supervisor import Supervisor, TooManyCrashes
 
 log = logging.getLogger("markco.daemon")
@@ -95,14 +95,16 @@ class Daemon:
     async def _open_providers(self, stack: AsyncExitStack) -> None:
         ctx, config = self.ctx, self.config
         storage_choice = config.roles["storage"]
-        storage = storage_choice.make(storage_choice.names[0], ctx)
-        ctx.storage = await stack.enter_async_context(storage)
-        await stack.enter_async_context(ctx.storage.instance_lock())
-        applied = await ctx.storage.upgrade()
+        storage: Storage = await stack.enter_async_context(
+            storage_choice.make(storage_choice.names[0], ctx))
+        ctx.storage = storage
+        # The lock comes before the schema upgrade: two daemons must never migrate at once.
+        await stack.enter_async_context(storage.instance_lock())
+        applied = await storage.upgrade()
         if applied:
             log.info("storage: applied schema migrations %s", applied)
         self.readiness.mark("storage")
-        ctx.events = EventBus(ctx.storage, ctx.clock)
+        ctx.events = EventBus(storage, ctx.clock)
         compute = config.roles["compute"]
         if compute.names:
             ctx.backend = await stack.enter_async_context(
@@ -169,7 +171,7 @@ class Daemon:
             try:
                 await storage.ping()
                 self.readiness.mark("storage")
-            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            except Exception as exc:
                 if self.readiness.snapshot().ready:
                     log.error("storage is not reachable: %s", exc)
                 self.readiness.mark("storage", False)
@@ -187,14 +189,9 @@ class Daemon:
         grace = self.config.server.drain_seconds
         log.info("stopping: draining connections for up to %g s", grace)
         with trio.move_on_after(grace):
-            while self.front_door is not None and self._in_flight() > 0:
-                await trio.sleep(0.05)
+            if self.front_door is not None:
+                await self.front_door.drained()
         cancel_scope.cancel()
-
-    def _in_flight(self) -> int:
-        assert self.front_door is not None
-        stats = self.front_door.statistics()
-        return int(getattr(stats, "active_requests", 0) or 0)
 
     async def _watch_signals(self, cancel_scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -16,7 +16,6 @@ import dataclasses
 import difflib
 import os
 import types
-
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints

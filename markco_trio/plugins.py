@@ -55,7 +55,7 @@ class MarkcoPluginManager(pluggy.PluginManager):
         for attr in dir(plugin):
             try:
                 fn = getattr(plugin, attr)
-            except Exception:  # noqa: BLE001 - a property raising must not stop discovery
+            except Exception:
                 continue
             if self.parse_hookimpl_opts(plugin, attr) is None:
                 continue

@@ -131,8 +131,8 @@ async def test_plugin_routes_services_and_observers_run(role_plugin: None, daemo
     assert [e.data for e in events] == [{"greeting": "Bonjour"}]
 
 
-async def test_providers_are_left_when_the_daemon_stops(role_plugin: None,
-                                                        write_config: Callable[[str], Path]) -> None:
+async def test_providers_are_left_when_the_daemon_stops(
+        role_plugin: None, write_config: Callable[[str], Path]) -> None:
     from markco_trio.daemon import Daemon
 
     config, pm = load_config(write_config(CONFIG))
@@ -151,7 +151,8 @@ def test_a_plugin_vote_can_deny_what_the_policy_allows(role_plugin: None,
     config, pm = load_config(write_config(CONFIG))
     ctx = PluginContext(config=config, plugins=pm)
     owner = Principal(user_id="u1", username="alice")
-    assert ctx.authorize(owner, Action.USER_READ, Resource("user", owner_id="u1"))  # markco_authorize
+    # markco_authorize: the policy allows the owner, the test plugin vetoes vaults
+    assert ctx.authorize(owner, Action.USER_READ, Resource("user", owner_id="u1"))
     assert not ctx.authorize(owner, Action.USER_READ, Resource("vault", owner_id="u1"))
 
 

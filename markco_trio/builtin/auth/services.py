@@ -71,7 +71,7 @@ async def write_renewals(state: AuthState, *,
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             try:
                 await authority.flush_renewals()
-            except Exception as exc:  # noqa: BLE001 - at shutdown, a log line is all we can do
+            except Exception as exc:
                 log.warning("could not write the last session renewals: %s", exc)
 
 
