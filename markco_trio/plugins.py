@@ -29,6 +29,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-cli", "markco_trio.builtin.core_cli"),
     ("publish", "markco_trio.builtin.publish"),
     ("auth", "markco_trio.builtin.auth"),
+    ("process", "markco_trio.builtin.process_backend"),
+    ("compute", "markco_trio.builtin.compute"),
 )
 
 # The hooks that fill a role, and the config section that picks the provider.

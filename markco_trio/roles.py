@@ -240,11 +240,42 @@ class Storage(Protocol):
 
 # ----------------------------------------------------------------------------- Container backend
 
+# Labels every workload carries (`ContainerSpec.labels`). A backend stamps `LABEL_DEPLOYMENT` with
+# its own deployment id at `create` and `list` returns only workloads carrying it, so two daemons
+# sharing one engine (or one state directory) never see, adopt or remove each other's workloads.
+LABEL_DEPLOYMENT = "markco.deployment"
+LABEL_USER = "markco.user"
+LABEL_ROLE = "markco.role"
+LABEL_OPERATION = "markco.operation"
+
+
+def workload_name(deployment_id: str, user_id: str, role: WorkloadRole | str) -> str:
+    """The deterministic name of a user's workload: `markco-<deployment>-<user>-<role>`.
+
+    Deterministic so that reconciliation after a crash knows what to look for before anything
+    exists (the operation log records it as a target), and so that an engine refuses a second
+    workload of the same user and role by name.
+    """
+    role_name = role.value if isinstance(role, WorkloadRole) else str(role)
+    safe_user = "".join(c if c.isalnum() or c in "-_" else "_" for c in user_id)
+    return f"markco-{deployment_id}-{safe_user}-{role_name}"
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
     """What to run for one workload of one user. `name` and `labels` are fixed by the caller
-    (deterministic, carrying user, role, operation and deployment id)."""
+    (deterministic: see `workload_name`; labels carry user, role, operation and deployment id).
+
+    Placeholders: `{host}`, `{port}` and `{user_dir}` inside `command` and inside `env` values
+    are replaced by the backend with the address the workload must bind (`127.0.0.1` for local
+    processes, `0.0.0.0` inside a container's own network namespace), the port it must listen on
+    and where the user's directory is as the workload sees it. `port` is that listening port:
+    None lets the backend choose (the process backend picks a free one outside the ephemeral
+    range; a container backend uses a fixed port of its own). `user_dir` is the HOST path of the
+    user's files; a backend whose workloads see other paths (`capabilities().mounts`) mounts it
+    and the `mounts` at their container paths. `stop_signal` is what `stop` sends first (the
+    runtime, mrmd-python, ignores SIGTERM: its spec says SIGKILL).
+    """
 
     name: str
     user_id: str
@@ -258,11 +289,22 @@ class ContainerSpec:
     port: int | None = None
     image: str | None = None
     mounts: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read_only)
+    stop_signal: str = "SIGTERM"
+
+
+# `ContainerInfo.status` values. `crashed`: ended with a non-zero status (or vanished) without
+# being asked to stop; `oom-killed`: ended because it went over its memory limit.
+STATUS_CREATED = "created"
+STATUS_RUNNING = "running"
+STATUS_EXITED = "exited"
+STATUS_CRASHED = "crashed"
+STATUS_OOM_KILLED = "oom-killed"
 
 
 @dataclass(frozen=True)
 class ContainerInfo:
-    """What a backend reports about one container."""
+    """What a backend reports about one container. `address` is `host:port` where the daemon
+    reaches the workload's listening port (None until it is started)."""
 
     handle: str
     name: str
@@ -273,6 +315,7 @@ class ContainerInfo:
     labels: Mapping[str, str]
     exit_code: int | None = None
     started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -288,19 +331,34 @@ class ContainerStats:
 
 @dataclass(frozen=True)
 class BackendCapabilities:
-    """What a backend can do; checkpointers and the monitor ask before they act."""
+    """What a backend can do; checkpointers and the monitor ask before they act.
+
+    `update_limits_live`: limits change on a running workload. `enforces_limits`: going over the
+    memory limit gets the workload killed (and CPU is throttled). `checkpoint`: a checkpointer can
+    work with it. `isolated_network`: each user's workloads have a network of their own.
+    `per_user_cgroup`: stats come from a cgroup of the workload's own. `mounts`: workloads see
+    their own filesystem, with the user's directory and `ContainerSpec.mounts` mounted in (False:
+    they see the host's paths). `pid_namespace`: each workload has a PID namespace of its own.
+    """
 
     update_limits_live: bool
     checkpoint: bool
     isolated_network: bool
     per_user_cgroup: bool
+    enforces_limits: bool = True
+    mounts: bool = True
+    pid_namespace: bool = True
     notes: tuple[str, ...] = ()
 
 
 @runtime_checkable
 class ContainerBackend(Protocol):
     """Runs the editor and runtime of users. Unknown handles raise `NotFound` naming the handle;
-    engine failures raise `BackendError` naming the engine and what to do."""
+    engine failures raise `BackendError` naming the engine and what to do.
+
+    Every method also accepts a workload's `name` where it takes a `handle`. The contract is
+    checked by the kit in `markco_trio.testing.backend_kit`.
+    """
 
     name: str
 
@@ -310,13 +368,27 @@ class ContainerBackend(Protocol):
 
     def capabilities(self) -> BackendCapabilities: ...
 
-    async def create(self, spec: ContainerSpec) -> ContainerInfo: ...
+    def workload_owner(self, user_id: str) -> tuple[int, int] | None:
+        """The host (uid, gid) the user's workloads run as, so the daemon gives them the files
+        and sockets made for them (the runtime front); None: no ownership change is needed."""
+        ...
 
-    async def start(self, handle: str) -> ContainerInfo: ...
+    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create (not start) a workload; `Conflict` when one with `spec.name` exists."""
+        ...
 
-    async def stop(self, handle: str, *, timeout: float = 10.0) -> None: ...
+    async def start(self, handle: str) -> ContainerInfo:
+        """Start it (again, after a stop or a crash); a running workload is left as it is."""
+        ...
 
-    async def remove(self, handle: str) -> None: ...
+    async def stop(self, handle: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Send the spec's stop signal, wait up to `timeout` (a grace period, as in Docker's
+        API), then kill the whole tree. A workload that is not running is left as it is."""
+        ...
+
+    async def remove(self, handle: str) -> None:
+        """Stop it if needed and forget it (its logs too)."""
+        ...
 
     async def inspect(self, handle: str) -> ContainerInfo: ...
 
@@ -324,11 +396,17 @@ class ContainerBackend(Protocol):
         """Containers of this deployment (never another deployment's), optionally of one user."""
         ...
 
-    async def stats(self, handle: str) -> ContainerStats: ...
+    async def stats(self, handle: str) -> ContainerStats:
+        """One sample of a running workload (`BackendError` when it is not running)."""
+        ...
 
-    async def logs(self, handle: str, *, tail: int = 200) -> str: ...
+    async def logs(self, handle: str, *, tail: int = 200) -> str:
+        """The last `tail` lines of its output (stdout and stderr)."""
+        ...
 
-    async def update_limits(self, handle: str, *, memory_bytes: int, cpus: float) -> None: ...
+    async def update_limits(self, handle: str, *, memory_bytes: int, cpus: float) -> None:
+        """Change the limits, of a running workload too when `update_limits_live`."""
+        ...
 
 
 # ---------------------------------------------------------------------------------- Checkpointer

@@ -1,0 +1,186 @@
+"""Benchmark: console-link login → the user's editor ready (and a first python block run).
+
+    PYTHONPATH=. .venv/bin/python bench/compute_start.py [--runs 5] [--backend process]
+
+It starts a real daemon in-process (SQLite, auth, compute, the chosen container backend), then
+for each run creates a user, logs in with a console link, and measures:
+
+- `login`: the login request itself (it must not wait for anything to start);
+- `editor ready`: from the login request to the editor answering `/health` through compute's
+  readiness check (what a navigation to `/u/<id>/` waits for);
+- `first block`: then running `print(...)` as a python block through the editor, which reaches
+  the runtime through the runtime front (includes the runtime's own readiness).
+
+Goal on the process backend: editor ready in under 1.5 s. Not a test: it prints a table.
+The docker plugin adds its column by registering a backend in `BACKENDS` (name → config text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from markco_trio.builtin.auth.login_links import issue_login_link  # noqa: E402
+from markco_trio.builtin.compute import ComputeService  # noqa: E402
+from markco_trio.builtin.process_backend.cgroups import CGROUP_MOUNT, CONTROLLERS  # noqa: E402
+from markco_trio.config import load_config  # noqa: E402
+from markco_trio.daemon import Daemon  # noqa: E402
+from markco_trio.plugins import BUILTIN_PLUGINS  # noqa: E402
+from markco_trio.testing.network import free_port  # noqa: E402
+from markco_trio.testing.workload_python import WorkloadPython, workload_python  # noqa: E402
+
+DEPLOYMENT = f"bench-{os.getpid()}"
+MODULES = ("markco_trio.builtin.process_backend", "markco_trio.builtin.compute",
+           "markco_trio.builtin.auth")
+
+
+def process_backend(wpython: WorkloadPython) -> str:
+    """Config for the built-in process backend (the commands run as `nobody` when root)."""
+    return textwrap.dedent(f"""\
+        [compute]
+        backend = "process"
+
+        [workloads]
+        runtime_command = {json.dumps([wpython.script("mrmd-python"), "--foreground",
+                                       "--managed", "--host", "{host}", "--port", "{port}",
+                                       "--cwd", "{user_dir}"])}
+        editor_command = {json.dumps([wpython.script("markco-editor")])}
+        """)
+
+
+# Backend name → config text (`[compute]`, `[compute.<name>]`, `[workloads]`).
+BACKENDS: dict[str, Callable[[WorkloadPython], str]] = {"process": process_backend}
+
+
+def write_config(base: Path, backend: str, wpython: WorkloadPython, port: int) -> Path:
+    builtin = {module for _, module in BUILTIN_PLUGINS}
+    modules = [m for m in MODULES if m not in builtin]
+    data_dir = base / "data"
+    data_dir.mkdir(mode=0o711)
+    path = base / "markco.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [server]
+        listen = "127.0.0.1:{port}"
+        public_url = "http://127.0.0.1:{port}"
+        data_dir = "{data_dir}"
+        deployment_id = "{DEPLOYMENT}"
+
+        [plugins]
+        modules = {json.dumps(modules)}
+
+        [auth]
+        login_link = "never"
+
+        """) + BACKENDS[backend](wpython))
+    return path
+
+
+async def one_run(daemon: Daemon, base_url: str, n: int) -> dict[str, float]:
+    ctx = daemon.ctx
+    compute = ctx.extras["compute"]
+    assert isinstance(compute, ComputeService)
+    storage = ctx.require_storage()
+    user = await storage.create_user(username=f"bench{n}", email=None, name=f"Bench {n}",
+                                     avatar_url=None, now=ctx.clock.now())
+    link = await issue_login_link(storage, ctx.clock, user, public_url=base_url, minutes=5)
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=60) as browser:
+        start = trio.current_time()
+        response = await browser.get(link.removeprefix(base_url))
+        login = trio.current_time() - start
+        assert response.status_code in (302, 303), response.text
+        while compute.editor_address_nowait(user.id) is None:
+            state = compute.state_nowait(user.id)
+            if state.phase == "failed":
+                raise RuntimeError(f"start failed: {state.message}")
+            await trio.sleep(0.005)
+        editor_ready = trio.current_time() - start
+        host, port = compute.editor_address_nowait(user.id)  # type: ignore[misc]
+        async with browser.stream("POST", f"http://{host}:{port}/api/execute",
+                                  json={"code": "print('hello')"}) as stream:
+            async for _ in stream.aiter_lines():
+                pass
+        first_block = trio.current_time() - start
+    await compute.stop(user.id, reason="benchmark")
+    return {"login": login, "editor ready": editor_ready, "first block": first_block}
+
+
+async def bench(backend: str, runs: int) -> list[dict[str, float]]:
+    base = Path(tempfile.mkdtemp(prefix="markco-bench-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    try:
+        wpython = workload_python(base)
+        port = free_port()
+        config, pm = load_config(write_config(base, backend, wpython, port),
+                                 entry_points=True)
+        daemon = Daemon(config, pm)
+        results = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: daemon.run(task_status=task_status, handle_signals=False))
+            while not daemon.readiness.snapshot().ready:  # noqa: ASYNC110 - no event for it
+                await trio.sleep(0.01)
+            for n in range(runs):
+                results.append(await one_run(daemon, f"http://127.0.0.1:{port}", n))
+            nursery.cancel_scope.cancel()
+        return results
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        for controller in CONTROLLERS:  # the deployment's (now empty) cgroup parents
+            try:
+                (CGROUP_MOUNT / controller / "markco" / DEPLOYMENT).rmdir()
+            except OSError:
+                pass
+
+
+def report(columns: dict[str, list[dict[str, float]]]) -> str:
+    names = list(columns)
+    lines = ["| measure (seconds) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for measure in ("login", "editor ready", "first block"):
+        cells = []
+        for name in names:
+            values = [r[measure] for r in columns[name]]
+            cells.append(f"median {statistics.median(values):.3f} (min {min(values):.3f}, "
+                         f"max {max(values):.3f})")
+        lines.append(f"| {measure} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--backend", action="append", choices=sorted(BACKENDS),
+                        help="repeat for several columns (default: process)")
+    args = parser.parse_args(argv)
+    columns: dict[str, Any] = {}
+    for backend in args.backend or ["process"]:
+        columns[backend] = trio.run(bench, backend, args.runs)
+        for n, run in enumerate(columns[backend]):
+            print(f"{backend} run {n}: " + ", ".join(f"{k} {v:.3f} s" for k, v in run.items()))
+    print()
+    print(report(columns))
+    ready = statistics.median(r["editor ready"] for r in columns.get("process", [{}]) or [{}]) \
+        if "process" in columns else None
+    if ready is not None:
+        print(f"\nprocess backend, login → editor ready: median {ready:.3f} s "
+              f"(goal < 1.5 s: {'met' if ready < 1.5 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""`[workloads]`: how the compute plugin runs users' editors and runtimes.
+
+The container backend itself is chosen in `[compute] backend = "..."` (options in
+`[compute.<backend>]`); this section is about the lifecycle on top of it: what to run, plans and
+their limits, readiness, crash handling, and the runtime front.
+
+    [workloads]
+    start_on_login = true
+
+    [workloads.plans.pro]          # overrides (or adds) one plan; the others keep defaults
+    memory_mib = 768
+    cpus = 1.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """The limits of a plan: memory in MiB and CPUs (fractions allowed)."""
+
+    memory_mib: int
+    cpus: float
+
+    def __post_init__(self) -> None:
+        if self.memory_mib < 32:
+            raise ValueError("memory_mib: at least 32")
+        if self.cpus <= 0:
+            raise ValueError("cpus: more than 0")
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory limit in bytes."""
+        return self.memory_mib * MiB
+
+
+DEFAULT_PLANS: dict[str, PlanLimits] = {
+    "free": PlanLimits(memory_mib=256, cpus=0.5),
+    "pro": PlanLimits(memory_mib=512, cpus=1.0),
+    "team": PlanLimits(memory_mib=1024, cpus=2.0),
+}
+
+DEFAULT_RUNTIME_COMMAND = ["mrmd-python", "--foreground", "--managed", "--host", "{host}",
+                           "--port", "{port}", "--cwd", "{user_dir}"]
+
+
+@dataclass(frozen=True)
+class WorkloadsOptions:
+    """`[workloads]` — the per-user lifecycle of editors and runtimes.
+
+    - `start_on_login`: start the user's runtime, then editor, in the background on login.
+    - `runtime_command` / `editor_command`: what runs (placeholders `{host}`, `{port}`,
+      `{user_dir}`); a bare name is looked up next to the daemon's Python first (its virtual
+      environment), then on PATH. The run_as account of the process backend must be able to
+      execute them. `runtime_image` / `editor_image`: for container backends.
+    - `plans`: plan name → limits (merged over the defaults free 256 MiB/0.5 CPU, pro 512/1,
+      team 1024/2); `default_plan` for users whose plan is unknown. `editor_memory_mib` and
+      `editor_cpus` limit the editor (it is not what users pay for).
+    - `ready_timeout`: how long a start may take before it fails (seconds).
+    - `watch_interval`: how often running workloads are checked for crashes (seconds);
+      `plan_check_interval`: how often a running user's plan is compared with their limits.
+    - `restart_backoff_initial` / `restart_backoff_max`: delay before restarting a crashed
+      workload, doubling per crash; `max_crashes` crashes within `crash_window` seconds make
+      it `failed` instead (out-of-memory kills are counted apart and do not count here).
+    - `hold_seconds` / `hold_max`: the runtime front holds requests while the runtime starts,
+      at most this long and this many at once (then 503).
+    - `runtime_port_forwarder`: also serve the front on `127.0.0.1:RUNTIME_PORT` for editors
+      that insist on TCP (process backend only; any local process can reach that port).
+    - `max_concurrent_starts`: starts running at once on this host (the morning wake storm).
+    - `stop_timeout`: grace period before a stopping editor is killed (seconds).
+    """
+
+    start_on_login: bool = True
+    runtime_command: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIME_COMMAND))
+    editor_command: list[str] = field(default_factory=lambda: ["markco-editor"])
+    runtime_image: str = ""
+    editor_image: str = ""
+    plans: dict[str, PlanLimits] = field(default_factory=dict)
+    default_plan: str = "free"
+    editor_memory_mib: int = 256
+    editor_cpus: float = 1.0
+    ready_timeout: float = 30.0
+    watch_interval: float = 1.0
+    plan_check_interval: float = 30.0
+    restart_backoff_initial: float = 1.0
+    restart_backoff_max: float = 60.0
+    max_crashes: int = 5
+    crash_window: float = 600.0
+    hold_seconds: float = 30.0
+    hold_max: int = 64
+    runtime_port_forwarder: bool = True
+    max_concurrent_starts: int = 4
+    stop_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.runtime_command or not self.editor_command:
+            raise ValueError("runtime_command and editor_command must not be empty")
+        if self.default_plan not in self.all_plans:
+            raise ValueError(f"default_plan: {self.default_plan!r} is not a plan (known: "
+                             f"{', '.join(sorted(self.all_plans))})")
+        for name in ("ready_timeout", "watch_interval", "plan_check_interval",
+                     "restart_backoff_initial", "restart_backoff_max", "crash_window",
+                     "hold_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be more than 0")
+        if self.restart_backoff_max < self.restart_backoff_initial:
+            raise ValueError("restart_backoff_max must be >= restart_backoff_initial")
+        for name in ("max_crashes", "hold_max", "max_concurrent_starts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+
+    @property
+    def all_plans(self) -> dict[str, PlanLimits]:
+        """The default plans with the configured ones over them."""
+        return {**DEFAULT_PLANS, **self.plans}
+
+    def limits_for(self, plan: str | None) -> tuple[str, PlanLimits]:
+        """(plan name applied, its limits); an unknown plan gets `default_plan`'s."""
+        plans = self.all_plans
+        if plan in plans:
+            assert plan is not None
+            return plan, plans[plan]
+        return self.default_plan, plans[self.default_plan]
+
+    @property
+    def editor_limits(self) -> PlanLimits:
+        """The editor's limits."""
+        return PlanLimits(memory_mib=self.editor_memory_mib, cpus=self.editor_cpus)

@@ -1,0 +1,60 @@
+"""The hooks of the built-in `compute` plugin."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ...context import PluginContext
+from ...errors import MarkcoError
+from ...hookspecs import ConfigSection, hookimpl
+from ...records import Event
+from ...roles import EventObserver, ServiceSpec
+from .api import compute_blueprint
+from .options import WorkloadsOptions
+from .service import service_for
+
+log = logging.getLogger("markco.compute")
+
+PLAN_EVENTS = frozenset({"user.updated", "user.plan_changed"})
+
+
+@hookimpl
+def markco_config_sections() -> list[ConfigSection]:
+    """Declare `[workloads]`."""
+    return [ConfigSection("workloads", WorkloadsOptions,
+                          "users' editors and runtimes: commands, plans, restarts, the front")]
+
+
+@hookimpl
+def markco_web_routes(ctx: PluginContext) -> list[Any]:
+    """`/api/v1/runtimes`, `/api/v1/users/<id>/runtimes/...`, `/api/v1/users/<id>/progress`."""
+    return [compute_blueprint(service_for(ctx))]
+
+
+@hookimpl
+def markco_services(ctx: PluginContext) -> list[ServiceSpec]:
+    """The compute service: reconciliation (before `/readyz`), then the users' actors."""
+    return [ServiceSpec("compute", service_for(ctx).run)]
+
+
+@hookimpl
+def markco_event_observers(ctx: PluginContext) -> list[EventObserver]:
+    """Start a user's workloads in the background on `auth.login`; apply plan changes."""
+    service = service_for(ctx)
+
+    async def on_login(event: Event) -> None:
+        if not service.options.start_on_login or ctx.backend is None or not event.user_id:
+            return
+        try:
+            service.request_start(event.user_id, reason="login")
+        except (MarkcoError, ValueError) as exc:
+            log.warning("compute: cannot start the workloads of %s on login: %s",
+                        event.user_id, exc)
+
+    async def on_user_change(event: Event) -> None:
+        if event.user_id and ctx.backend is not None:
+            await service.apply_plan(event.user_id)
+
+    return [EventObserver("compute-login", on_login, types=frozenset({"auth.login"})),
+            EventObserver("compute-plans", on_user_change, types=PLAN_EVENTS)]

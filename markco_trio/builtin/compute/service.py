@@ -1,0 +1,360 @@
+"""`ComputeService`: the compute plugin's running part, and its typed interface.
+
+It is published as `ctx.extras["compute"]`, the contract the data plane (the proxy), the
+dashboard and the API use — all of it on this class, documented per method:
+
+    compute = ctx.extras["compute"]
+    compute.state_nowait(user_id)            # UserComputeState snapshot, no I/O
+    compute.editor_address_nowait(user_id)   # (host, port) of a READY editor, or None
+    compute.request_start(user_id, reason=)  # start in the background (navigation, login)
+    await compute.ensure_started(user_id, reason=)   # start and wait until ready
+    await compute.stop(user_id, reason=) / restart(...)
+    with compute.subscribe_progress(user_id) as progress:   # Progress events
+        async for event in progress: ...
+    compute.record_activity(user_id, kind)   # navigation, non-GET request... (DESIGN §3.3)
+    compute.front_statistics_nowait(user_id) # runtime front counters (executions in flight)
+    await compute.apply_plan(user_id)        # a plan change, applied to a running runtime
+
+As a supervised service (`run`) it reconciles first — every open operation rolled forward or
+back, workloads found running adopted, dead ones marked, orphans removed — and only then reports
+started, so `/readyz` waits for it. Each user's actor then runs in a task of its own, restarted
+with backoff if it fails, without touching any other user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from ...errors import MarkcoError
+from ...records import WorkloadRole
+from ...roles import BackendCapabilities, ContainerBackend, Storage
+from ..process_backend.ports import choose_port, is_free
+from .actor import BOTH, OperationFailed, UserActor
+from .front import FrontStatistics, RuntimeFront, front_socket_path
+from .options import WorkloadsOptions
+from .progress import ProgressHub
+from .status import Progress, UserComputeState, WorkloadStatus
+
+if TYPE_CHECKING:
+    from ...context import PluginContext
+
+log = logging.getLogger("markco.compute")
+
+EXTRAS_KEY = "compute"
+FRONT_STATE = "front.json"
+FRONT_PORT_RANGE = (20000, 32000)
+_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ACTOR_BACKOFF = (0.5, 30.0)
+
+
+class ComputeUnavailable(MarkcoError):
+    """No container backend is configured, or compute has not finished starting."""
+
+
+class StartFailed(OperationFailed):
+    """A user's workloads could not be started; the message says why."""
+
+
+class ComputeService:
+    """See the module doc. Created once per daemon by `service_for(ctx)`."""
+
+    def __init__(self, ctx: PluginContext, options: WorkloadsOptions) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.progress = ProgressHub()
+        self.start_limiter = trio.CapacityLimiter(options.max_concurrent_starts)
+        self.deployment_id = ctx.config.server.deployment_id
+        self.host = "local"
+        self._actors: dict[str, UserActor] = {}
+        self._nursery: trio.Nursery | None = None
+        self._running = trio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self.actor_restarts = 0
+
+    # ------------------------------------------------------------------ what actors use
+
+    @property
+    def storage(self) -> Storage:
+        """The daemon's storage."""
+        return self.ctx.require_storage()
+
+    @property
+    def backend(self) -> ContainerBackend:
+        """The configured container backend."""
+        if self.ctx.backend is None:
+            raise ComputeUnavailable("no container backend is configured: set [compute] "
+                                     "backend = \"process\" (or \"docker\")")
+        return self.ctx.backend
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        """The backend's capabilities."""
+        return self.backend.capabilities()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client for readiness checks (open while the service runs)."""
+        if self._http is None:
+            raise ComputeUnavailable("compute is not running")
+        return self._http
+
+    def now(self) -> float:
+        """Wall-clock time for records (the daemon's clock)."""
+        return self.ctx.clock.now()
+
+    async def publish(self, kind: str, user_id: str | None, data: dict[str, Any]) -> None:
+        """Record an event (persisted, then fanned out)."""
+        if self.ctx.events is not None:
+            with trio.CancelScope(shield=True):
+                await self.ctx.events.publish(kind, user_id=user_id, data=data)
+
+    @property
+    def fronts_dir(self) -> Path:
+        """`<data_dir>/fronts`: one directory per user, holding their runtime front."""
+        return self.ctx.data_dir / "fronts"
+
+    def user_dir(self, user_id: str) -> Path:
+        """`<data_dir>/users/<user_id>` (user ids are checked: they become paths)."""
+        return self.ctx.data_dir / "users" / _checked(user_id)
+
+    def front_path(self, user_id: str) -> Path:
+        """The unix socket of the user's runtime front."""
+        return front_socket_path(self.fronts_dir, _checked(user_id))
+
+    def make_front(self, actor: UserActor) -> RuntimeFront:
+        """The runtime front of `actor`'s user (with a TCP forwarder when configured)."""
+        tcp_port = None
+        if self.options.runtime_port_forwarder and not self.capabilities.mounts:
+            tcp_port = self._front_port(actor.user_id)
+        return RuntimeFront(
+            actor.user_id, self.front_path(actor.user_id), actor.locate_runtime,
+            owner=self.backend.workload_owner(actor.user_id),
+            hold_seconds=self.options.hold_seconds, hold_max=self.options.hold_max,
+            tcp_port=tcp_port, on_execution=actor.on_execution, now=self.now)
+
+    def _front_port(self, user_id: str) -> int:
+        """The user's RUNTIME_PORT: chosen once and kept (a running editor has it in its
+        environment, across daemon restarts too)."""
+        path = self.fronts_dir / user_id / FRONT_STATE
+        try:
+            port = int(json.loads(path.read_text())["runtime_port"])
+            if is_free(port):
+                return port
+            log.warning("compute: RUNTIME_PORT %s of user %s is taken; choosing another "
+                        "(their running editor keeps the old one until it restarts)", port,
+                        user_id)
+        except (FileNotFoundError, KeyError, ValueError):
+            pass
+        taken = set()
+        if self.fronts_dir.is_dir():
+            for other in self.fronts_dir.iterdir():
+                try:
+                    taken.add(int(json.loads((other / FRONT_STATE).read_text())["runtime_port"]))
+                except (OSError, KeyError, ValueError):
+                    continue
+        port = choose_port(FRONT_PORT_RANGE, taken)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"runtime_port": port}, f)
+        return port
+
+    # ------------------------------------------------------------------ the interface
+
+    def state_nowait(self, user_id: str) -> UserComputeState:
+        """The user's compute now: states, readiness, operation in progress, last progress,
+        activity. A user compute knows nothing about reads as never started."""
+        actor = self._actors.get(user_id)
+        if actor is None:
+            return UserComputeState(user_id=user_id,
+                                    runtime=WorkloadStatus(WorkloadRole.RUNTIME),
+                                    editor=WorkloadStatus(WorkloadRole.EDITOR))
+        return actor.snapshot()
+
+    def editor_address_nowait(self, user_id: str) -> tuple[str, int] | None:
+        """Where the proxy forwards `/u/<user_id>/`: the editor's (host, port) when it is
+        ready, else None (then: `request_start` on a navigation, 503 otherwise)."""
+        actor = self._actors.get(user_id)
+        if actor is None or not actor.ready[WorkloadRole.EDITOR]:
+            return None
+        return actor.addresses[WorkloadRole.EDITOR]
+
+    def request_start(self, user_id: str, *, reason: str) -> None:
+        """Start the user's runtime and editor in the background (never blocks). Joins a
+        start already under way. Follow it with `subscribe_progress` or `state_nowait`."""
+        self._actor(user_id).submit("start", roles=BOTH, reason=reason)
+
+    def request(self, user_id: str, kind: str, *, reason: str) -> None:
+        """Queue `start`, `stop` or `restart` of both workloads without waiting."""
+        if kind not in ("start", "stop", "restart"):
+            raise ValueError(f"unknown operation {kind!r}")
+        self._actor(user_id).submit(kind, roles=BOTH, reason=reason)
+
+    async def ensure_started(self, user_id: str, *, reason: str) -> UserComputeState:
+        """Start (or join the start of) the user's workloads and wait until both are ready.
+        Raises `StartFailed` saying why."""
+        actor = self._actor(user_id)  # raises ComputeUnavailable without a backend
+        await self._running.wait()
+        ticket = actor.submit("start", roles=BOTH, reason=reason)
+        try:
+            await ticket.wait()
+        except OperationFailed as exc:
+            raise StartFailed(str(exc)) from None
+        return self.state_nowait(user_id)
+
+    async def stop(self, user_id: str, *, reason: str) -> UserComputeState:
+        """Stop (and remove) the user's editor and runtime; their files stay."""
+        actor = self._actor(user_id)
+        await self._running.wait()
+        await actor.submit("stop", roles=BOTH, reason=reason).wait()
+        return self.state_nowait(user_id)
+
+    async def restart(self, user_id: str, *, reason: str) -> UserComputeState:
+        """Stop then start both workloads (a fresh runtime: variables are lost)."""
+        actor = self._actor(user_id)
+        await self._running.wait()
+        try:
+            await actor.submit("restart", roles=BOTH, reason=reason).wait()
+        except OperationFailed as exc:
+            raise StartFailed(str(exc)) from None
+        return self.state_nowait(user_id)
+
+    @contextmanager
+    def subscribe_progress(self, user_id: str) -> Iterator[trio.MemoryReceiveChannel[Progress]]:
+        """`with compute.subscribe_progress(uid) as events: async for p in events: ...` —
+        the user's `Progress` events while the block runs (bounded: a slow reader misses
+        events, never slows an operation)."""
+        with self.progress.subscribe(user_id) as receive:
+            yield receive
+
+    def record_activity(self, user_id: str, kind: str) -> None:
+        """Note user activity (`navigation`, `request`, `input`...; DESIGN §3.3). Raw
+        WebSocket traffic is not activity. Cheap: an in-memory timestamp."""
+        actor = self._actors.get(user_id)
+        if actor is not None:
+            actor.last_activity = self.now()
+
+    def last_activity_nowait(self, user_id: str) -> float | None:
+        """Wall-clock time of the user's last activity (None: none seen)."""
+        actor = self._actors.get(user_id)
+        return actor.last_activity if actor else None
+
+    def front_statistics_nowait(self, user_id: str) -> FrontStatistics | None:
+        """The user's runtime front counters (executions in flight...), None if no front."""
+        actor = self._actors.get(user_id)
+        return actor.front_statistics() if actor else None
+
+    async def apply_plan(self, user_id: str) -> bool:
+        """Apply the user's current plan to their running runtime; True when it changed."""
+        actor = self._actors.get(user_id)
+        return await actor.apply_plan() if actor is not None else False
+
+    def users(self) -> list[str]:
+        """Users compute currently manages (an actor exists)."""
+        return sorted(self._actors)
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters for metrics."""
+        return {"actors": len(self._actors), "actor_restarts": self.actor_restarts,
+                "progress_dropped": self.progress.dropped,
+                "ready_editors": sum(1 for a in self._actors.values()
+                                     if a.ready[WorkloadRole.EDITOR])}
+
+    # ------------------------------------------------------------------ actors
+
+    def _actor(self, user_id: str) -> UserActor:
+        """The user's actor, created (and its task started) on first use."""
+        actor = self._actors.get(user_id)
+        if actor is None:
+            _checked(user_id)
+            self.backend  # noqa: B018 - fail early, with the message, without a backend
+            actor = UserActor(self, user_id)
+            self._actors[user_id] = actor
+            if self._nursery is not None:
+                self._nursery.start_soon(self._supervise_actor, actor)
+        return actor
+
+    async def _supervise_actor(self, actor: UserActor, *,
+                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                               ) -> None:
+        """Run one user's actor; if it fails, log it and run it again after a backoff —
+        every other user carries on untouched. `started` once its runtime front listens
+        (an adopted editor may call it any moment), or after a first failure."""
+        first: trio.TaskStatus[None] | None = task_status
+        failures = 0
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(actor.run)
+                    if first is not None:
+                        first.started()
+                        first = None
+                    failures = 0
+            except Exception:
+                log.exception("compute: the actor of user %s failed; restarting it",
+                              actor.user_id)
+            if first is not None:
+                first.started()  # one user's trouble never holds the daemon's start back
+                first = None
+            self.actor_restarts += 1
+            failures += 1
+            await trio.sleep(min(ACTOR_BACKOFF[0] * 2.0 ** (failures - 1), ACTOR_BACKOFF[1]))
+
+    # ------------------------------------------------------------------ the service
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Reconcile, report started, then run the users' actors until cancelled."""
+        from .reconcile import reconcile
+
+        if self.ctx.backend is None:
+            log.warning("compute: no container backend is configured ([compute] backend); "
+                        "users' editors and runtimes will not start")
+            task_status.started()
+            await trio.sleep_forever()
+        self.fronts_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(self.fronts_dir, 0o711)
+        async with httpx.AsyncClient(trust_env=False) as http, trio.open_nursery() as nursery:
+            self._http = http
+            try:
+                result = await reconcile(self)
+                self._nursery = nursery
+                for actor in list(self._actors.values()):
+                    await nursery.start(self._supervise_actor, actor)
+                self._running.set()
+                task_status.started()
+                for actor in result.adopted:
+                    actor.spawn(actor.confirm_adopted)
+                for user_id, reason in result.to_start:
+                    self.request_start(user_id, reason=reason)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                self._running = trio.Event()
+                self._http = None
+
+
+def _checked(user_id: str) -> str:
+    if not _USER_ID.match(user_id):
+        raise ValueError(f"not a valid user id: {user_id!r}")
+    return user_id
+
+
+def service_for(ctx: PluginContext) -> ComputeService:
+    """The daemon's `ComputeService`, created on first use and published as
+    `ctx.extras["compute"]`."""
+    service = ctx.extras.get(EXTRAS_KEY)
+    if not isinstance(service, ComputeService):
+        service = ComputeService(ctx, ctx.config.section("workloads"))
+        ctx.extras[EXTRAS_KEY] = service
+    return service

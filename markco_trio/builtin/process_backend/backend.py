@@ -1,0 +1,554 @@
+"""`ProcessBackend`: users' editors and runtimes as detached local processes.
+
+FOR SINGLE-TENANT OR TRUSTED USERS: workloads share the machine's network (a runtime listens on
+127.0.0.1, where any local process can reach it) and, by default, one unprivileged account. What
+it does guarantee: each workload runs detached (own session, logs to files, no pipe to the
+daemon) so it survives a daemon restart; in its own PID and mount namespace and its own cgroups
+where the machine allows; with a clean, explicit environment; never as root when the daemon is
+root; on a free port outside the ephemeral range. A stop kills the whole tree. Processes are
+tracked by pid + start time + boot id, so a recycled PID is never adopted.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ...errors import BackendError, Conflict, NotFound
+from ...records import WorkloadRole
+from ...roles import (
+    LABEL_DEPLOYMENT,
+    LABEL_ROLE,
+    LABEL_USER,
+    STATUS_CRASHED,
+    STATUS_CREATED,
+    STATUS_EXITED,
+    STATUS_OOM_KILLED,
+    STATUS_RUNNING,
+    BackendCapabilities,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStats,
+)
+from . import cgroups, launch, ports, procs
+from .state import (
+    LOG_FILE,
+    PID_FILE,
+    STATUS_FILE,
+    WorkloadState,
+    load,
+    read_exit_status,
+    save,
+    tail_lines,
+)
+
+BIND_HOST = "127.0.0.1"
+KILL_DEADLINE = 10.0  # seconds to wait for a SIGKILLed tree to disappear
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """`[compute.process]` — the built-in process backend, the embedded default.
+
+    FOR SINGLE-TENANT OR TRUSTED USERS ONLY (a personal machine, a small trusted team): every
+    workload shares the host's network, and all run as one unprivileged account (`run_as`), so
+    one user's code can reach another's runtime port. Use the docker backend for anything else.
+
+    - `run_as`: the account workloads run as when the daemon runs as root (a name, `uid` or
+      `uid:gid`); ignored otherwise. The user directories are given to it.
+    - `namespaces`: each workload in a PID and mount namespace of its own (`unshare` from
+      util-linux), so no descendant escapes a stop and checkpoints restore cleanly.
+    - `cgroups`: a cgroup per workload under the writable cgroup v1 controllers (memory, cpu,
+      cpuacct, pids, freezer) at `<controller>/<cgroup_parent>/<deployment id>/<name>`; without
+      them limits are not enforced and stats come from /proc.
+    - `port_range`: where listening ports are chosen (never inside the kernel's ephemeral range).
+    - `state_dir`: where workload records and logs live (default `<data_dir>/workloads`).
+    - `pids_max`: the most processes a workload may have (0: unlimited).
+    - `path`: the workloads' PATH.
+    """
+
+    run_as: str = "nobody"
+    namespaces: bool = True
+    cgroups: bool = True
+    cgroup_parent: str = "markco"
+    port_range: str = "20000-32000"
+    state_dir: str = ""
+    pids_max: int = 4096
+    path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    def __post_init__(self) -> None:
+        ports.parse_range(self.port_range)
+        if "/" in self.cgroup_parent or self.cgroup_parent in ("", ".", ".."):
+            raise ValueError("cgroup_parent: one directory name, such as 'markco'")
+        if self.pids_max < 0:
+            raise ValueError("pids_max: zero (unlimited) or more")
+
+
+def _resolve_user(run_as: str) -> tuple[int, int]:
+    uid_text, _, gid_text = run_as.partition(":")
+    if uid_text.isdigit():
+        uid = int(uid_text)
+        if gid_text:
+            return uid, int(gid_text)
+        try:
+            return uid, pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            return uid, uid
+    try:
+        entry = pwd.getpwnam(run_as)
+    except KeyError:
+        raise BackendError(f"process backend: run_as user {run_as!r} does not exist; create it "
+                           f"or set [compute.process] run_as to an existing account") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _valid_name(handle: str) -> bool:
+    return bool(handle) and "/" not in handle and handle not in (".", "..") and \
+        "\0" not in handle and len(handle) <= 200
+
+
+class ProcessBackend:
+    """The `process` ContainerBackend (see the module doc). Handles are workload names."""
+
+    name = "process"
+
+    def __init__(self, options: ProcessOptions, *, deployment_id: str, data_dir: Path) -> None:
+        self.options = options
+        self.deployment_id = deployment_id
+        self.data_dir = Path(data_dir)
+        self.state_dir = Path(options.state_dir) if options.state_dir else \
+            self.data_dir / "workloads"
+        if not self.state_dir.is_absolute():
+            self.state_dir = self.data_dir / self.state_dir
+        self.port_range = ports.parse_range(options.port_range)
+        self._user: tuple[int, int] | None = None
+        self._cgroup_parents: dict[str, Path] = {}
+        self._namespaces = False
+        self._unshare = "unshare"
+        self._setpriv = "setpriv"
+        self._notes: list[str] = []
+        self._locks: dict[str, trio.Lock] = {}
+        self._setsid = "setsid"
+
+    def __repr__(self) -> str:
+        return f"ProcessBackend({str(self.state_dir)!r}, deployment={self.deployment_id!r})"
+
+    # ------------------------------------------------------------------ provider lifecycle
+
+    async def __aenter__(self) -> ProcessBackend:
+        await trio.to_thread.run_sync(self._prepare)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Workloads are deliberately left running: they outlive the daemon.
+        return None
+
+    def _prepare(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)
+        opts = self.options
+        setsid = shutil.which("setsid", path=opts.path)
+        if setsid is None:
+            raise BackendError("process backend: `setsid` (util-linux) is not installed; it "
+                               "detaches workloads from the daemon (apt-get install util-linux)")
+        self._setsid = setsid
+        if os.geteuid() == 0 and opts.run_as:
+            self._user = _resolve_user(opts.run_as)
+            if self._user[0] == 0:
+                self._user = None
+                self._notes.append("run_as is root: workloads run as root")
+            else:
+                setpriv = shutil.which("setpriv")
+                if setpriv is None:
+                    raise BackendError("process backend: `setpriv` (util-linux) is not installed "
+                                       "and is needed to run workloads as run_as; install "
+                                       "util-linux (apt-get install util-linux)")
+                self._setpriv = setpriv
+        elif os.geteuid() == 0:
+            self._notes.append("run_as is empty: workloads run as root")
+        if opts.cgroups:
+            self._cgroup_parents = cgroups.probe(opts.cgroup_parent, self.deployment_id)
+            if "memory" not in self._cgroup_parents:
+                self._notes.append("no writable cgroup v1 memory controller: memory limits are "
+                                   "not enforced and stats come from /proc")
+        else:
+            self._notes.append("cgroups disabled: limits are not enforced, stats from /proc")
+        if opts.namespaces:
+            self._namespaces = self._probe_namespaces()
+            if not self._namespaces:
+                self._notes.append("cannot create PID/mount namespaces (unshare failed): "
+                                   "workloads share the daemon's namespaces")
+
+    def _probe_namespaces(self) -> bool:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            return False
+        self._unshare = unshare
+        try:
+            done = subprocess.run(
+                [unshare, "--pid", "--mount", "--fork", "--kill-child", "--mount-proc", "--",
+                 "/bin/true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=10, env={"PATH": self.options.path})
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
+
+    def capabilities(self) -> BackendCapabilities:
+        """Limits live and enforced with cgroups; no network isolation; host paths."""
+        has_memory = "memory" in self._cgroup_parents
+        return BackendCapabilities(
+            update_limits_live=has_memory, checkpoint=self._namespaces,
+            isolated_network=False, per_user_cgroup=has_memory,
+            enforces_limits=has_memory and "cpu" in self._cgroup_parents,
+            mounts=False, pid_namespace=self._namespaces,
+            notes=("for single-tenant or trusted users: workloads share the host network",
+                   *self._notes))
+
+    def workload_owner(self, user_id: str) -> tuple[int, int] | None:
+        """The run_as account when the daemon is root, else None."""
+        return self._user
+
+    # ------------------------------------------------------------------ helpers
+
+    def _dir(self, handle: str) -> Path:
+        return self.state_dir / handle
+
+    def _load(self, handle: str) -> WorkloadState:
+        state = load(self._dir(handle)) if _valid_name(handle) else None
+        if state is None or state.labels.get(LABEL_DEPLOYMENT) != self.deployment_id:
+            raise NotFound(f"process backend: no workload {handle!r} in this deployment "
+                           f"({self.deployment_id!r})")
+        return state
+
+    def _lock(self, handle: str) -> trio.Lock:
+        return self._locks.setdefault(handle, trio.Lock())
+
+    def _cgroups(self, state: WorkloadState) -> cgroups.WorkloadCgroups:
+        return cgroups.WorkloadCgroups({k: Path(v) for k, v in state.cgroups.items()})
+
+    def _alive(self, state: WorkloadState) -> bool:
+        identity = state.identity()
+        return identity is not None and procs.is_alive(identity)
+
+    def _members(self, state: WorkloadState) -> list[int]:
+        """Every live process of the workload: its cgroups' and its session's (the session
+        is the fallback without cgroups; it only counts while the root is ours)."""
+        found = set(self._cgroups(state).pids())
+        if self._alive(state) and state.pid is not None:
+            found.update(procs.session_members(state.pid))
+            found.add(state.pid)
+        found.discard(os.getpid())
+        return sorted(found)
+
+    def _info(self, state: WorkloadState) -> ContainerInfo:
+        address = f"{BIND_HOST}:{state.port}" if state.port is not None else None
+        status, exit_code, finished = self._status(state)
+        return ContainerInfo(handle=state.name, name=state.name, user_id=state.user_id,
+                             role=WorkloadRole(state.role), status=status, address=address,
+                             labels=dict(state.labels), exit_code=exit_code,
+                             started_at=state.started_at, finished_at=finished)
+
+    def _status(self, state: WorkloadState) -> tuple[str, int | None, float | None]:
+        if state.pid is None:
+            return STATUS_CREATED, None, None
+        if self._alive(state):
+            return STATUS_RUNNING, None, None
+        ended = read_exit_status(self._dir(state.name))
+        exit_code, finished = (ended if ended else (state.exit_code, state.finished_at))
+        if state.stop_requested:
+            return STATUS_EXITED, exit_code, finished or state.finished_at
+        if self._cgroups(state).oom_kills() > state.oom_baseline:
+            return STATUS_OOM_KILLED, exit_code, finished
+        if exit_code == 0:
+            return STATUS_EXITED, 0, finished
+        # Non-zero, or gone without a status (the waiter itself was killed, or a reboot).
+        return STATUS_CRASHED, exit_code, finished
+
+    async def _save(self, state: WorkloadState) -> None:
+        await trio.to_thread.run_sync(save, self._dir(state.name), state)
+
+    def _reserved_ports(self, except_name: str) -> set[int]:
+        reserved = set()
+        for directory in self.state_dir.iterdir():
+            if directory.name == except_name:
+                continue
+            other = load(directory)
+            if other is not None and other.port is not None:
+                reserved.add(other.port)
+        return reserved
+
+    # ------------------------------------------------------------------ the role
+
+    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+        """Record the workload and make its cgroups; nothing runs until `start`."""
+        if not _valid_name(spec.name):
+            raise BackendError(f"process backend: {spec.name!r} is not a valid workload name")
+        async with self._lock(spec.name):
+            directory = self._dir(spec.name)
+            if load(directory) is not None:
+                raise Conflict(f"process backend: a workload named {spec.name!r} exists")
+            executable = launch.find_executable(spec.command[0], self.options.path) \
+                if spec.command else None
+            if executable is None:
+                raise BackendError(f"process backend: cannot find {spec.command[:1]!r} on the "
+                                   f"workload PATH ({self.options.path}); give an absolute path")
+            await trio.to_thread.run_sync(self._prepare_user_dir, spec.user_dir)
+            if self._user is not None:
+                launch.check_runnable(executable, *self._user, who=self._who())
+            labels = {**spec.labels, LABEL_DEPLOYMENT: self.deployment_id,
+                      LABEL_USER: spec.user_id, LABEL_ROLE: WorkloadRole(spec.role).value}
+            groups = cgroups.WorkloadCgroups.for_workload(self._cgroup_parents, spec.name)
+            state = WorkloadState(
+                name=spec.name, user_id=spec.user_id, role=WorkloadRole(spec.role).value,
+                labels=labels, command=[executable, *spec.command[1:]], env=dict(spec.env),
+                user_dir=spec.user_dir, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
+                stop_signal=spec.stop_signal, spec_port=spec.port, created_at=time.time(),
+                uid=self._user[0] if self._user else None,
+                gid=self._user[1] if self._user else None,
+                namespaces=self._namespaces,
+                cgroups={k: str(v) for k, v in groups.dirs.items()})
+            directory.mkdir(mode=0o700, exist_ok=True)
+            await self._save(state)
+            return self._info(state)
+
+    def _who(self) -> str:
+        assert self._user is not None
+        return f"run_as user {self.options.run_as!r} (uid {self._user[0]})"
+
+    def _prepare_user_dir(self, user_dir: str) -> None:
+        """Make the user directory exist and belong to the run_as account (recursively, but
+        only when its top is not theirs yet: a big directory is not walked on every start)."""
+        path = Path(user_dir)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._user is None:
+            return
+        uid, gid = self._user
+        # Directories of the data dir are ours to open up for traversal (x only, no listing);
+        # anything above it is the operator's, and we say what to change instead.
+        for parent in reversed(path.parents):
+            if parent == self.data_dir or self.data_dir in parent.parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, (mode & 0o7777) | 0o001)
+        blocked = launch.unreachable_part(str(path), uid, gid)
+        if blocked is not None:
+            raise BackendError(
+                f"process backend: {self._who()} cannot reach {path}: {blocked} is not "
+                f"traversable; allow it (chmod o+x {blocked}) or move [server] data_dir")
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            for root, dirs, files in os.walk(path):
+                os.lchown(root, uid, gid)
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), uid, gid)
+        os.chmod(path, 0o700)
+
+    async def start(self, handle: str) -> ContainerInfo:
+        """Launch the workload (see `launch`); a running one is returned as it is."""
+        async with self._lock(handle):
+            state = self._load(handle)
+            if self._alive(state):
+                return self._info(state)
+            await self._kill_tree(state)  # leftovers of a previous run, if any
+            directory = self._dir(handle)
+            groups = self._cgroups(state)
+            await trio.to_thread.run_sync(self._prepare_cgroups, state, groups)
+            state.port = self._pick_port(state)
+            host, port = BIND_HOST, state.port
+            command = [launch.resolve(a, host=host, port=port, user_dir=state.user_dir)
+                       for a in state.command]
+            env = launch.build_env(
+                {k: launch.resolve(v, host=host, port=port, user_dir=state.user_dir)
+                 for k, v in state.env.items()}, path=self.options.path, home=state.user_dir)
+            argv = launch.build_argv(
+                command=command, cgroup_procs=groups.procs_files(),
+                status_file=str(directory / STATUS_FILE), pid_file=str(directory / PID_FILE),
+                namespaces=state.namespaces,
+                user=(state.uid, state.gid) if state.uid is not None and state.gid is not None
+                else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid)
+            (directory / STATUS_FILE).unlink(missing_ok=True)
+            pid = await trio.to_thread.run_sync(
+                lambda: launch.spawn(argv, env=env, cwd=state.user_dir,
+                                     log_path=directory / LOG_FILE,
+                                     pid_file=directory / PID_FILE))
+            identity = procs.identify(pid)
+            state.pid = pid
+            state.start_ticks = identity.start_ticks if identity else None
+            state.boot_id = identity.boot_id if identity else procs.boot_id()
+            state.started_at = time.time()
+            state.finished_at = None
+            state.exit_code = None
+            state.stop_requested = False
+            state.oom_baseline = groups.oom_kills()
+            await self._save(state)
+            return self._info(state)
+
+    def _prepare_cgroups(self, state: WorkloadState, groups: cgroups.WorkloadCgroups) -> None:
+        groups.create()
+        groups.freeze(False)  # a stop interrupted half-way may have left it frozen
+        groups.set_limits(memory_bytes=state.memory_bytes, cpus=state.cpus,
+                          pids_max=self.options.pids_max)
+
+    def _pick_port(self, state: WorkloadState) -> int:
+        if state.spec_port is not None:
+            return state.spec_port
+        reserved = self._reserved_ports(state.name)
+        if state.port is not None and state.port not in reserved and \
+                ports.is_free(state.port, BIND_HOST):
+            return state.port  # keep the address stable across restarts when possible
+        return ports.choose_port(self.port_range, reserved, host=BIND_HOST)
+
+    async def stop(self, handle: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        # `timeout` is the grace period between the stop signal and SIGKILL (as in Docker's
+        # API), not a deadline for the call: a caller wanting one uses a cancel scope.
+        """Stop signal to the command, up to `timeout` to exit, then SIGKILL the whole tree."""
+        async with self._lock(handle):
+            state = self._load(handle)
+            if state.pid is None:
+                return
+            if not state.stop_requested:
+                state.stop_requested = True
+                await self._save(state)
+            if self._alive(state):
+                signum = signal.Signals[state.stop_signal] \
+                    if state.stop_signal in signal.Signals.__members__ else signal.SIGTERM
+                if signum != signal.SIGKILL and timeout > 0:
+                    self._signal_payload(state, signum)
+                    with trio.move_on_after(timeout):
+                        await self._wait_exit(state)
+            await self._kill_tree(state)
+            ended = read_exit_status(self._dir(handle))
+            state.exit_code = ended[0] if ended else state.exit_code
+            state.finished_at = ended[1] if ended else time.time()
+            await self._save(state)
+
+    async def _wait_exit(self, state: WorkloadState) -> None:
+        """Wait until the root process exits. A pidfd (Linux >= 5.3) turns readable when the
+        process ends, for any process, not only our children; it is opened only after the
+        identity matched, so a recycled PID cannot be waited on by mistake."""
+        identity = state.identity()
+        if identity is None:
+            return
+        try:
+            pidfd = os.pidfd_open(identity.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if procs.is_alive(identity):
+                await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+
+    def _signal_payload(self, state: WorkloadState, signum: int) -> None:
+        """Signal the workload's own processes, not the wrappers around it: the namespace's
+        PID 1 (the waiter) ignores signals from outside, and unshare would die and take the
+        namespace down with SIGKILL before the command could exit cleanly."""
+        for pid in self._members(state):
+            if pid == state.pid:
+                continue
+            chain = procs.namespace_pids(pid)
+            if state.namespaces and len(chain) > 1 and chain[-1] == 1:
+                continue
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    async def _kill_tree(self, state: WorkloadState) -> None:
+        """SIGKILL everything of the workload until nothing is left. The freezer (when there
+        is one) stops the tree first, so nothing forks while it is being killed."""
+        groups = self._cgroups(state)
+        with trio.move_on_after(KILL_DEADLINE):
+            while True:
+                members = self._members(state)
+                if not members:
+                    break
+                frozen = groups.freeze(True)
+                for pid in members:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                if frozen:
+                    groups.freeze(False)
+                await trio.sleep(0.01)
+        if self._members(state):
+            raise BackendError(f"process backend: {state.name}: processes survived SIGKILL "
+                               f"for {KILL_DEADLINE:g} s: {self._members(state)}")
+
+    async def remove(self, handle: str) -> None:
+        """Kill what runs, remove the cgroups, delete the record and logs."""
+        async with self._lock(handle):
+            state = self._load(handle)
+            state.stop_requested = True
+            await self._kill_tree(state)
+            groups = self._cgroups(state)
+            with trio.move_on_after(2):
+                # The kernel frees a cgroup a moment after its last process is reaped; there
+                # is no event to wait on (release notifications need a helper binary).
+                while groups.remove():  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            await trio.to_thread.run_sync(
+                lambda: shutil.rmtree(self._dir(handle), ignore_errors=True))
+        self._locks.pop(handle, None)
+
+    async def inspect(self, handle: str) -> ContainerInfo:
+        """The workload's current status (read from /proc, its cgroups and its status file)."""
+        return self._info(self._load(handle))
+
+    async def list(self, *, user_id: str | None = None) -> list[ContainerInfo]:
+        """Workloads of this deployment in the state dir, optionally of one user."""
+        infos = []
+        for directory in sorted(self.state_dir.iterdir()):
+            state = load(directory)
+            if state is None or state.labels.get(LABEL_DEPLOYMENT) != self.deployment_id:
+                continue
+            if user_id is not None and state.user_id != user_id:
+                continue
+            infos.append(self._info(state))
+        return infos
+
+    async def stats(self, handle: str) -> ContainerStats:
+        """Working set and limit from the memory cgroup, CPU from cpuacct; /proc otherwise."""
+        state = self._load(handle)
+        if not self._alive(state):
+            raise BackendError(f"process backend: {handle} is not running, so it has no stats")
+        groups = self._cgroups(state)
+        memory = groups.memory()
+        cpu = groups.cpu_seconds()
+        if memory is None or cpu is None:
+            rss, cpu_fallback = procs.usage(self._members(state))
+            memory = memory or (rss, state.memory_bytes)
+            cpu = cpu if cpu is not None else cpu_fallback
+        return ContainerStats(memory_working_set=memory[0], memory_limit=memory[1],
+                              cpu_usage_seconds=cpu, sampled_at=time.time())
+
+    async def logs(self, handle: str, *, tail: int = 200) -> str:
+        """The last `tail` lines of the workload's output."""
+        self._load(handle)
+        return await trio.to_thread.run_sync(tail_lines, self._dir(handle) / LOG_FILE, tail)
+
+    async def update_limits(self, handle: str, *, memory_bytes: int, cpus: float) -> None:
+        """New limits, applied at once to a running workload and kept for its next start."""
+        async with self._lock(handle):
+            state = self._load(handle)
+            groups = self._cgroups(state)
+            if groups.exist():
+                groups.set_limits(memory_bytes=memory_bytes, cpus=cpus,
+                                  pids_max=self.options.pids_max)
+            state.memory_bytes = memory_bytes
+            state.cpus = cpus
+            await self._save(state)
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts for metrics."""
+        return {"locks": len(self._locks)}

@@ -1,0 +1,32 @@
+"""The markco plugin: registers the `docker` container backend (entry point `markco` → `docker`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from markco_trio.hookspecs import ProviderSpec, hookimpl
+
+from .backend import DockerBackend
+from .options import DockerOptions
+
+if TYPE_CHECKING:
+    from markco_trio.context import PluginContext
+
+# Where the backend keeps what the engine does not (see `ledger`), under the data directory.
+STATE_SUBDIR = "docker"
+
+
+def make_docker_backend(options: DockerOptions, ctx: PluginContext) -> DockerBackend:
+    """The factory `[compute] backend = "docker"` calls with `[compute.docker]`. No I/O here:
+    the engine is contacted when the daemon enters the backend."""
+    return DockerBackend(options, deployment_id=ctx.config.server.deployment_id,
+                         state_dir=ctx.data_dir / STATE_SUBDIR, log=ctx.log,
+                         clock=ctx.clock.now)
+
+
+@hookimpl
+def markco_container_backends() -> list[ProviderSpec]:
+    """Register the `docker` backend."""
+    return [ProviderSpec(name="docker", factory=make_docker_backend, options=DockerOptions,
+                         description="Containers on a Docker (>= 20.10) or Podman (>= 4) "
+                                     "engine: a network per user, unprivileged, limited")]

@@ -1,0 +1,245 @@
+"""What the process backend promises beyond the contract kit: detached workloads that a
+restarted daemon finds, tracked so a recycled PID is never adopted, a clean environment, not
+root, their own namespaces, whole-tree stops, and ports outside the ephemeral range."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pwd
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from markco_trio.builtin.process_backend import ProcessBackend
+from markco_trio.builtin.process_backend.ports import ephemeral_range
+from markco_trio.errors import BackendError, NotFound
+from markco_trio.records import WorkloadRole
+from markco_trio.roles import STATUS_CRASHED, STATUS_EXITED, STATUS_RUNNING, ContainerSpec
+from markco_trio.testing.backend_kit import wait_for_log, wait_for_status
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon is not root here")
+
+
+@pytest.fixture
+def deployment(deployment_ids: Callable[[str], str]) -> str:
+    return deployment_ids("pb")
+
+
+@pytest.fixture
+async def backend(make_process_backend: Callable[..., Any], deployment: str) -> ProcessBackend:
+    backend: ProcessBackend = await make_process_backend(deployment)
+    return backend
+
+
+@pytest.fixture
+async def cleanup(backend: ProcessBackend) -> AsyncIterator[list[str]]:
+    handles: list[str] = []
+    yield handles
+    with trio.CancelScope(shield=True):
+        for handle in handles:
+            try:
+                await backend.remove(handle)
+            except NotFound:
+                pass
+
+
+@pytest.fixture
+def script_spec(deployment: str, process_specs: Callable[[str], Callable[..., ContainerSpec]]
+                ) -> Callable[[str], ContainerSpec]:
+    make = process_specs(deployment)
+    return lambda script: make(uuid.uuid4().hex, WorkloadRole.RUNTIME, script=script)
+
+
+async def run(backend: ProcessBackend, cleanup: list[str], spec: ContainerSpec) -> str:
+    await backend.create(spec)
+    cleanup.append(spec.name)
+    await backend.start(spec.name)
+    return spec.name
+
+
+REPORT = ("import json, os, time\n"
+          "print('REPORT', json.dumps({'uid': os.getuid(), 'pid': os.getpid(),"
+          " 'env': dict(os.environ), 'cwd': os.getcwd()}), flush=True)\n"
+          "while True:\n    time.sleep(1)\n")
+
+
+def owner_of(path: str) -> int:
+    return os.stat(path).st_uid
+
+
+def running(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def report(backend: ProcessBackend, handle: str) -> dict[str, Any]:
+    logs = await wait_for_log(backend, handle, "REPORT")
+    line = next(x for x in logs.splitlines() if x.startswith("REPORT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("REPORT "))
+    return result
+
+
+@needs_root
+async def test_workloads_never_run_as_root(backend: ProcessBackend, cleanup: list[str],
+                                           script_spec: Callable[[str], ContainerSpec]) -> None:
+    spec = script_spec(REPORT)
+    seen = await report(backend, await run(backend, cleanup, spec))
+    nobody = pwd.getpwnam("nobody")
+    assert seen["uid"] == nobody.pw_uid
+    assert owner_of(spec.user_dir) == nobody.pw_uid
+    assert backend.workload_owner(spec.user_id) == (nobody.pw_uid, nobody.pw_gid)
+
+
+async def test_the_environment_is_only_the_spec_and_the_basics(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKCO_DAEMON_SECRET", "do-not-leak")
+    spec = dataclasses.replace(script_spec(REPORT),
+                               env={"CLOUD_MODE": "1", "PORT": "{port}",
+                                    "MARKCO_USER_DIR": "{user_dir}"})
+    seen = await report(backend, await run(backend, cleanup, spec))
+    env = seen["env"]
+    assert "MARKCO_DAEMON_SECRET" not in env
+    port = (await backend.inspect(spec.name)).address.rpartition(":")[2]  # type: ignore[union-attr]
+    assert env.pop("PORT") == port
+    assert env.pop("MARKCO_USER_DIR") == spec.user_dir
+    assert env.pop("CLOUD_MODE") == "1"
+    assert env.pop("HOME") == spec.user_dir
+    env.pop("LC_CTYPE", None)  # Python's own locale coercion may add it
+    assert set(env) == {"PATH", "LANG"}
+    assert seen["cwd"] == spec.user_dir
+
+
+async def test_each_workload_has_its_own_pid_namespace(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    if not backend.capabilities().pid_namespace:
+        pytest.skip("unshare cannot make PID namespaces here")
+    seen = await report(backend, await run(backend, cleanup, script_spec(REPORT)))
+    assert seen["pid"] == 2  # PID 1 of the namespace is the waiter that records the exit
+
+
+async def test_ports_are_free_and_outside_the_ephemeral_range(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    low, high = ephemeral_range()
+    seen = set()
+    for _ in range(3):
+        handle = await run(backend, cleanup, script_spec(REPORT))
+        port = int((await backend.inspect(handle)).address.rpartition(":")[2])  # type: ignore
+        assert 20000 <= port <= 32000 and not low <= port <= high
+        seen.add(port)
+    assert len(seen) == 3
+
+
+async def test_a_restarted_daemon_finds_and_stops_running_workloads(
+        make_process_backend: Callable[..., Any], backend: ProcessBackend,
+        deployment: str, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    handle = await run(backend, cleanup, script_spec(REPORT))
+    before = await backend.inspect(handle)
+    restarted: ProcessBackend = await make_process_backend(deployment)
+    found = await restarted.inspect(handle)
+    assert found.status == STATUS_RUNNING and found.address == before.address
+    assert [i.handle for i in await restarted.list(user_id=found.user_id)] == [handle]
+    assert (await restarted.stats(handle)).memory_working_set > 0
+    await restarted.stop(handle, timeout=1)
+    assert (await restarted.inspect(handle)).status == STATUS_EXITED
+
+
+async def test_an_exit_code_is_known_to_a_restarted_daemon(
+        make_process_backend: Callable[..., Any], backend: ProcessBackend,
+        deployment: str, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    handle = await run(backend, cleanup, script_spec(
+        "import sys, time\nprint('waiting', flush=True)\ntime.sleep(0.5)\nsys.exit(7)\n"))
+    restarted: ProcessBackend = await make_process_backend(deployment)
+    ended = await wait_for_status(restarted, handle, {STATUS_CRASHED, STATUS_EXITED})
+    assert (ended.status, ended.exit_code) == (STATUS_CRASHED, 7)
+
+
+async def test_a_recycled_pid_is_never_adopted(backend: ProcessBackend, cleanup: list[str],
+                                               script_spec: Callable[[str], ContainerSpec]
+                                               ) -> None:
+    handle = await run(backend, cleanup, script_spec(REPORT))
+    await backend.stop(handle, timeout=0)
+    # An unrelated process now holds a PID; pretend the record points at it.
+    stranger = await trio.to_thread.run_sync(lambda: subprocess.Popen(["sleep", "30"]))
+    try:
+        path = backend.state_dir / handle / "workload.json"
+        record = json.loads(path.read_text())
+        record.update(pid=stranger.pid, stop_requested=False)  # start time is the old one's
+        path.write_text(json.dumps(record))
+        assert (await backend.inspect(handle)).status == STATUS_CRASHED
+        await backend.stop(handle, timeout=0)
+        await backend.remove(handle)
+        assert stranger.poll() is None, "the backend killed a process that was not its own"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+ESCAPE = ("import os, sys, time\n"
+          "if os.fork() == 0:\n"
+          "    os.setsid()\n"
+          "    if os.fork() == 0:\n"
+          "        print('GRANDCHILD', os.getpid(), flush=True)\n"
+          "        while True:\n            time.sleep(1)\n"
+          "    os._exit(0)\n"
+          "while True:\n    time.sleep(1)\n")
+
+
+@pytest.mark.parametrize("options", [{}, {"namespaces": False}, {"cgroups": False}],
+                         ids=["namespaces+cgroups", "cgroups-only", "namespaces-only"])
+async def test_stop_kills_escaped_grandchildren(make_process_backend: Callable[..., Any],
+                                                deployment: str,
+                                                process_specs: Callable[[str], Any],
+                                                options: dict[str, Any]) -> None:
+    backend: ProcessBackend = await make_process_backend(deployment, **options)
+    spec = process_specs(deployment)(
+        uuid.uuid4().hex, WorkloadRole.RUNTIME, script=ESCAPE)
+    await backend.create(spec)
+    try:
+        await backend.start(spec.name)
+        await wait_for_log(backend, spec.name, "GRANDCHILD")
+        members = backend._members(backend._load(spec.name))  # the host's view of the tree
+        assert len(members) >= 3
+        await backend.stop(spec.name, timeout=0.2)
+        assert [pid for pid in members if running(pid)] == []
+    finally:
+        await backend.remove(spec.name)
+
+
+async def test_a_run_as_user_that_cannot_run_the_command_is_told_why(
+        backend: ProcessBackend, data_dir: Path, script_spec: Callable[[str], ContainerSpec],
+        tmp_path: Path) -> None:
+    if backend.workload_owner("x") is None:
+        pytest.skip("workloads run as the daemon's own user here")
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    program = hidden / "tool"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    spec = dataclasses.replace(script_spec(REPORT), command=(str(program),))
+    with pytest.raises(BackendError, match="cannot run .*tool.*private"):
+        await backend.create(spec)
+
+
+async def test_update_limits_is_kept_for_the_next_start(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    handle = await run(backend, cleanup, script_spec(REPORT))
+    await backend.update_limits(handle, memory_bytes=384 << 20, cpus=1.0)
+    await backend.stop(handle, timeout=0)
+    await backend.start(handle)
+    assert (await backend.stats(handle)).memory_limit == 384 << 20

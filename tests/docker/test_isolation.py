@@ -1,0 +1,245 @@
+"""On podman, one user's containers cannot reach another user's — by any address — nor the
+host's services, the engine or cloud metadata; the daemon reaches both of a user's workloads.
+
+A probe runs as user A's EDITOR workload (same image, network, user and privileges as a real
+editor) and tries every address of user B's runtime and editor, the host through A's gateway,
+and the outside; it prints one JSON line of verdicts, which the test reads from the logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from markco_docker import DockerBackend
+from markco_docker.testing import kit_spec_factory
+
+from markco_trio.records import WorkloadRole
+from markco_trio.roles import ContainerInfo, ContainerSpec
+from markco_trio.testing.backend_kit import Workloads, fresh_user, wait_for_log
+from markco_trio.testing.network import free_port
+from markco_trio.testing.system import missing_system
+
+pytestmark = pytest.mark.system
+
+BackendFactory = Callable[..., DockerBackend]
+
+PROBE = r"""
+import json, os, socket, sys, time
+from concurrent.futures import ThreadPoolExecutor
+targets = json.loads(sys.argv[1])
+def probe(target):
+    host, port = target.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(1.5)
+    try:
+        s.connect((host, int(port)))
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "timeout"
+    except OSError as exc:
+        return "unreachable" if exc.errno in (101, 113) else f"error {exc.errno}"
+    finally:
+        s.close()
+with ThreadPoolExecutor(len(targets) or 1) as pool:
+    verdicts = dict(zip(targets, pool.map(probe, targets)))
+sockets = [p for p in ("/run/podman/podman.sock", "/var/run/docker.sock", "/run/docker.sock")
+           if os.path.exists(p)]
+print("probe: " + json.dumps({"verdicts": verdicts, "engine_sockets": sockets}), flush=True)
+while True:
+    time.sleep(1)
+"""
+
+METADATA = "169.254.169.254:80"
+OUTSIDE = "1.1.1.1:53"
+
+
+async def wait_answering(url: str, within: float = 20.0) -> None:
+    """Poll `url` from the host until it answers 200."""
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        with trio.move_on_after(within):
+            while True:
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+    pytest.fail(f"{url} did not answer within {within:g} s")
+
+
+async def network_gateway(backend: DockerBackend, info: ContainerInfo) -> str:
+    """The gateway address of the container's network: the host, as the container sees it."""
+    response = await backend.engine.request("GET", f"/containers/{info.handle}/json")
+    networks = response.json()["NetworkSettings"]["Networks"]
+    return str(next(iter(networks.values()))["Gateway"])
+
+
+async def run_probe(backend: DockerBackend, workloads: Workloads, spec: ContainerSpec,
+                    targets: list[str]) -> dict[str, Any]:
+    """Run the probe as `spec` (A's editor); return its verdicts."""
+    probe_spec = dataclasses.replace(spec, command=("python", "-c", PROBE, json.dumps(targets)),
+                                     stop_signal="SIGKILL")
+    info = await workloads.run(probe_spec)
+    logs = await wait_for_log(backend, info.handle, "probe: ", within=30)
+    line = next(x for x in logs.splitlines() if x.startswith("probe: "))
+    result: dict[str, Any] = json.loads(line.removeprefix("probe: "))
+    return result
+
+
+@pytest.fixture
+async def isolated(make_backend: BackendFactory, deployment_ids: Callable[[str], str],
+                   tmp_path: Any) -> AsyncIterator[tuple[DockerBackend, Workloads,
+                                                         Callable[..., ContainerSpec]]]:
+    """A backend in `internal` mode, its workloads (removed at teardown) and specs."""
+    async with make_backend(deployment_ids("iso")) as backend:
+        workloads = Workloads(backend)
+        try:
+            yield backend, workloads, kit_spec_factory(backend.deployment_id, tmp_path)
+        finally:
+            with trio.CancelScope(shield=True):
+                await workloads.remove_all()
+
+
+async def start_user(backend: DockerBackend, workloads: Workloads,
+                     specs: Callable[..., ContainerSpec],
+                     user: str) -> tuple[ContainerInfo, ContainerInfo]:
+    """Start a user's real runtime (mrmd-python) and real editor; wait until both answer."""
+    runtime = await workloads.run(specs(user, WorkloadRole.RUNTIME))
+    editor = await workloads.run(specs(user, WorkloadRole.EDITOR))
+    assert runtime.address and editor.address
+    await wait_answering(f"http://{runtime.address}/mrp/v1/capabilities")
+    await wait_answering(f"http://{editor.address}/health")
+    return runtime, editor
+
+
+async def test_the_daemon_reaches_both_workloads_and_nothing_is_published(
+        isolated: tuple[DockerBackend, Workloads, Callable[..., ContainerSpec]]) -> None:
+    backend, workloads, specs = isolated
+    runtime, editor = await start_user(backend, workloads, specs, fresh_user())
+    for info in (runtime, editor):
+        response = await backend.engine.request("GET", f"/containers/{info.handle}/json")
+        data = response.json()
+        assert not any(data["NetworkSettings"].get("Ports", {}).values()), data["Name"]
+        assert not any((data["HostConfig"].get("PortBindings") or {}).values())
+
+
+async def test_a_users_editor_cannot_reach_another_users_workloads_by_any_address(
+        isolated: tuple[DockerBackend, Workloads, Callable[..., ContainerSpec]]) -> None:
+    backend, workloads, specs = isolated
+    alice, bob = fresh_user(), fresh_user()
+    bob_runtime, bob_editor = await start_user(backend, workloads, specs, bob)
+    alice_runtime = await workloads.run(specs(alice, WorkloadRole.RUNTIME))
+    assert alice_runtime.address and bob_runtime.address and bob_editor.address
+    await wait_answering(f"http://{alice_runtime.address}/mrp/v1/capabilities")
+    alice_gateway = await network_gateway(backend, alice_runtime)
+    bob_gateway = await network_gateway(backend, bob_runtime)
+    bob_ports = [a.rsplit(":", 1)[1] for a in (bob_runtime.address, bob_editor.address)]
+    bob_targets = [bob_runtime.address, bob_editor.address,
+                   *(f"{gateway}:{port}" for gateway in (alice_gateway, bob_gateway)
+                     for port in bob_ports),
+                   *(f"127.0.0.1:{port}" for port in bob_ports)]
+    # A host service on loopback only (as the daemon and PostgreSQL listen by default).
+    with trio.socket.socket() as loopback:
+        await loopback.bind(("127.0.0.1", free_port()))
+        loopback.listen()
+        loopback_port = loopback.getsockname()[1]
+        host_targets = [f"{alice_gateway}:{loopback_port}", f"127.0.0.1:{loopback_port}"]
+        result = await run_probe(backend, workloads, specs(alice, WorkloadRole.EDITOR),
+                                 [alice_runtime.address, *bob_targets, *host_targets, METADATA,
+                                  OUTSIDE])
+    verdicts = result["verdicts"]
+    assert verdicts[alice_runtime.address] == "open"  # the probe works: its own runtime answers
+    for target in bob_targets:
+        assert verdicts[target] != "open", f"alice reached bob at {target}: {verdicts}"
+    for target in host_targets:
+        assert verdicts[target] != "open", f"alice reached a host service at {target}"
+    assert verdicts[METADATA] in ("unreachable", "timeout"), verdicts
+    assert verdicts[OUTSIDE] in ("unreachable", "timeout"), verdicts
+    assert result["engine_sockets"] == []
+
+
+@pytest.fixture
+def firewall() -> None:
+    """Skip (fail in CI) unless `scripts/setup-podman --firewall` has installed its rules."""
+    for chain, rule in (("INPUT", ["-i", "mkc+", "-j", "MARKCO-INPUT"]),
+                        ("FORWARD", ["-o", "mkc+", "-j", "MARKCO-FORWARD"])):
+        try:
+            done = subprocess.run(["iptables", "-C", chain, *rule], capture_output=True,
+                                  check=False)
+        except FileNotFoundError:
+            missing_system("iptables", "run `scripts/setup-podman --firewall` (as root)")
+        if done.returncode != 0:
+            missing_system("markco's host firewall rules",
+                           "run `scripts/setup-podman --firewall` (as root)")
+
+
+@pytest.mark.usefixtures("firewall")
+async def test_with_the_firewall_rules_host_services_on_every_address_are_out_of_reach(
+        isolated: tuple[DockerBackend, Workloads, Callable[..., ContainerSpec]]) -> None:
+    backend, workloads, specs = isolated
+    user = fresh_user()
+    runtime = await workloads.run(specs(user, WorkloadRole.RUNTIME))
+    gateway = await network_gateway(backend, runtime)
+    with trio.socket.socket() as exposed:  # a host service listening on every address
+        await exposed.bind(("0.0.0.0", free_port()))
+        exposed.listen()
+        port = exposed.getsockname()[1]
+        result = await run_probe(backend, workloads, specs(user, WorkloadRole.EDITOR),
+                                 [f"{gateway}:{port}"])
+    assert result["verdicts"][f"{gateway}:{port}"] == "timeout"  # dropped, not even refused
+
+
+async def test_in_egress_mode_the_editor_is_published_on_loopback_only(
+        make_backend: BackendFactory, deployment_ids: Callable[[str], str],
+        tmp_path: Any) -> None:
+    async with make_backend(deployment_ids("egress"), network="egress") as backend:
+        workloads = Workloads(backend)
+        try:
+            specs = kit_spec_factory(backend.deployment_id, tmp_path)
+            runtime, editor = await start_user(backend, workloads, specs, fresh_user())
+            assert editor.address is not None and editor.address.startswith("127.0.0.1:")
+            response = await backend.engine.request("GET", f"/containers/{runtime.handle}/json")
+            assert not any((response.json()["HostConfig"].get("PortBindings") or {}).values())
+        finally:
+            with trio.CancelScope(shield=True):
+                await workloads.remove_all()
+
+
+@pytest.mark.usefixtures("firewall")
+async def test_in_egress_mode_the_firewall_rules_keep_users_apart(
+        make_backend: BackendFactory, deployment_ids: Callable[[str], str],
+        tmp_path: Any) -> None:
+    async with make_backend(deployment_ids("egress"), network="egress") as backend:
+        workloads = Workloads(backend)
+        try:
+            specs = kit_spec_factory(backend.deployment_id, tmp_path)
+            alice, bob = fresh_user(), fresh_user()
+            bob_runtime, bob_editor = await start_user(backend, workloads, specs, bob)
+            assert bob_runtime.address and bob_editor.address
+            alice_runtime = await workloads.run(specs(alice, WorkloadRole.RUNTIME))
+            assert alice_runtime.address
+            await wait_answering(f"http://{alice_runtime.address}/mrp/v1/capabilities")
+            bob_ip = bob_runtime.address.rsplit(":", 1)[0]
+            bob_editor_port = (await backend.engine.request(
+                "GET", f"/containers/{bob_editor.handle}/json")).json()["Config"]["Labels"][
+                "markco.port"]
+            targets = [bob_runtime.address, f"{bob_ip}:{bob_editor_port}",
+                       bob_editor.address, METADATA]
+            result = await run_probe(backend, workloads, specs(alice, WorkloadRole.EDITOR),
+                                     [alice_runtime.address, *targets])
+            verdicts = result["verdicts"]
+            assert verdicts[alice_runtime.address] == "open"
+            for target in targets:
+                assert verdicts[target] != "open", f"alice reached {target}: {verdicts}"
+        finally:
+            with trio.CancelScope(shield=True):
+                await workloads.remove_all()
