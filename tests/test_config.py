@@ -117,3 +117,17 @@ def test_options_can_be_described_for_documentation() -> None:
     rows = describe_options(_WithSecret)
     assert ("client_id", "a string", "required") in rows
     assert any(key.startswith("client_secret_env") for key, _, _ in rows)
+
+
+def test_the_production_example_is_valid_given_its_secrets() -> None:
+    config, _ = load_config(ROOT / "config" / "production.toml",
+                            environ={"MARKCO_DATABASE_URL": "postgresql://m@127.0.0.1/m",
+                                     "MARKCO_GITHUB_CLIENT_SECRET": "not-a-real-secret"})
+    assert config.roles["storage"].names == ("postgres",)
+    assert config.roles["compute"].names == ("docker",)
+    assert config.roles["oauth"].names == ("github",)
+
+
+def test_the_production_example_names_its_missing_secret() -> None:
+    with pytest.raises(ConfigError, match="dsn_env: environment variable MARKCO_DATABASE_URL"):
+        load_config(ROOT / "config" / "production.toml", environ={})
