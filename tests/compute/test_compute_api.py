@@ -229,3 +229,41 @@ modules = {json.dumps(modules)}
             assert response.status_code == 503
             assert "backend" in response.json()["error"]["message"]
         nursery.cancel_scope.cancel()
+
+
+async def test_the_dashboard_shows_the_workspace_and_starts_it(running: Running) -> None:
+    """The dashboard's workspace section: its state, an Open link, and a Start button that
+    queues the same operation as the API (a plain form POST, checked for its Origin)."""
+    user = await running.user("lovelace")
+    storage = running.daemon.ctx.require_storage()
+    link = await issue_login_link(storage, running.daemon.ctx.clock, user,
+                                  public_url=running.base, minutes=5)
+    async with running.client() as browser:
+        await browser.get(link.removeprefix(running.base))
+        # Let the start on login finish, then stop, so the page offers Start.
+        await eventually(lambda: running.compute.state_nowait(user.id).ready,
+                         what="the start on login", within=30)
+        await running.compute.stop(user.id, reason="test")
+        page = (await browser.get("/dashboard")).text
+        assert "Your workspace" in page and f'href="/u/{user.id}/"' in page
+        assert 'action="/dashboard/workspace/start"' in page
+        started = await browser.post("/dashboard/workspace/start",
+                                     headers={"Origin": running.base})
+        assert started.status_code == 303 and started.headers["location"].endswith("/dashboard")
+        await eventually(lambda: running.compute.state_nowait(user.id).ready,
+                         what="the workspace started from the dashboard", within=30)
+        page = (await browser.get("/dashboard")).text
+        assert "<strong>ready</strong>" in page
+        assert 'action="/dashboard/workspace/stop"' in page
+
+
+async def test_a_dashboard_action_without_the_origin_is_refused(running: Running) -> None:
+    user = await running.user("mallory")
+    storage = running.daemon.ctx.require_storage()
+    link = await issue_login_link(storage, running.daemon.ctx.clock, user,
+                                  public_url=running.base, minutes=5)
+    async with running.client() as browser:
+        await browser.get(link.removeprefix(running.base))
+        answer = await browser.post("/dashboard/workspace/stop",
+                                    headers={"Origin": "https://evil.example"})
+        assert answer.status_code == 403

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 from quart import Response
 
@@ -104,10 +105,44 @@ def login_page(providers: Sequence[tuple[str, str]], *, notice: str | None = Non
     return render("Log in", body)
 
 
+def _workspace_section(user: User, workspace: Any) -> str:
+    """The editor section: state, what is happening, open / start / stop / restart."""
+    if workspace is None:
+        return (f"<p>Your editor: <a href=\"/u/{esc(user.id)}/\">/u/{esc(user.id)}/</a></p>")
+    if workspace.ready:
+        label = "ready"
+    elif workspace.operation is not None:
+        label = "starting…" if workspace.operation in ("start", "restart") else "stopping…"
+    else:
+        label = (workspace.runtime.state.value if workspace.runtime.state is not None
+                 else "not started")
+    html = (f"<h2>Your workspace</h2><p>Editor and Python runtime: <strong>{esc(label)}"
+            "</strong>")
+    if workspace.message and not workspace.ready:
+        html += f" — <span class=\"muted\">{esc(workspace.message)}</span>"
+    html += "</p>"
+    for w in (workspace.runtime, workspace.editor):
+        if w.reason and w.state is not None and w.state.value == "failed":
+            html += (f"<div class=\"box error\"><p>The {esc(w.role.value)} failed: "
+                     f"{esc(w.reason)}</p></div>")
+    if workspace.runtime.oom_kills:
+        html += (f"<p class=\"muted\">Your runtime ran out of memory "
+                 f"{workspace.runtime.oom_kills} time(s).</p>")
+    html += f"<p><a class=\"button\" href=\"/u/{esc(user.id)}/\">Open the editor</a></p>"
+    if workspace.ready or workspace.operation is not None:
+        html += (_button_form("/dashboard/workspace/restart", "Restart", secondary=True)
+                 + _button_form("/dashboard/workspace/stop", "Stop", secondary=True))
+    else:
+        html += _button_form("/dashboard/workspace/start", "Start")
+    return html
+
+
 def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Session],
                    current_session_id: str | None, identities: Iterable[Identity],
-                   held: Sequence[Grant], owners: dict[str, User]) -> Response:
-    """Who you are, your sessions, what is shared with you."""
+                   held: Sequence[Grant], owners: dict[str, User],
+                   workspace: Any = None) -> Response:
+    """Who you are, your workspace (when compute runs), your sessions, what is shared with
+    you."""
     body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
             f"<p class=\"muted\">Logged in as <strong>@{esc(user.username)}</strong>"
             f"{' · ' + esc(user.email) if user.email else ''} · plan {esc(user.plan)}"
@@ -115,8 +150,7 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
     linked = ", ".join(f"{esc(i.provider)}" for i in identities)
     if linked:
         body += f"<p class=\"muted\">Linked logins: {linked}</p>"
-    body += (f"<p>Your editor: <a href=\"/u/{esc(user.id)}/\">/u/{esc(user.id)}/</a></p>"
-             + _button_form("/logout", "Log out"))
+    body += _workspace_section(user, workspace) + _button_form("/logout", "Log out")
     rows = "".join(
         f"<tr><td>{esc(s.user_agent or 'unknown browser')}"
         f"{' <strong>(this one)</strong>' if s.id == current_session_id else ''}</td>"

@@ -215,10 +215,27 @@ def login_blueprint(state: AuthState) -> Blueprint:
             owner = await storage.get_user(owner_id)
             if owner is not None:
                 owners[owner_id] = owner
+        compute = state.ctx.extras.get("compute")
+        workspace = compute.state_nowait(user.id) if compute is not None else None
         return pages.dashboard_page(
             user, principal, sessions=sessions,
             current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
-            identities=await storage.list_identities(user.id), held=held, owners=owners)
+            identities=await storage.list_identities(user.id), held=held, owners=owners,
+            workspace=workspace)
+
+    @bp.post("/dashboard/workspace/<action>")
+    async def workspace_action(action: str) -> Response:
+        """Start, stop or restart one's own editor and runtime from the dashboard (the same
+        operations as the API, for a page without JavaScript)."""
+        principal = session_principal()
+        if principal is None:
+            return redirect(state.url("/login"))
+        compute = state.ctx.extras.get("compute")
+        if action not in ("start", "stop", "restart") or compute is None:
+            return pages.message_page("Not available", "This markco runs no workspaces.",
+                                      status=404, link=("/dashboard", "Back to your dashboard"))
+        compute.request(principal.user_id, action, reason="dashboard")
+        return redirect(state.url("/dashboard"))
 
     @bp.get("/admin")
     async def admin() -> Response:
