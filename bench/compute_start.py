@@ -1,6 +1,7 @@
 """Benchmark: console-link login → the user's editor ready (and a first python block run).
 
-    PYTHONPATH=. .venv/bin/python bench/compute_start.py [--runs 5] [--backend process]
+    PYTHONPATH=. .venv/bin/python bench/compute_start.py [--runs 5] [--backend process] \
+        [--backend docker]
 
 It starts a real daemon in-process (SQLite, auth, compute, the chosen container backend), then
 for each run creates a user, logs in with a console link, and measures:
@@ -12,7 +13,14 @@ for each run creates a user, logs in with a console link, and measures:
   the runtime through the runtime front (includes the runtime's own readiness).
 
 Goal on the process backend: editor ready in under 1.5 s. Not a test: it prints a table.
-The docker plugin adds its column by registering a backend in `BACKENDS` (name → config text).
+A backend is an entry of `BACKENDS`: name → a context manager that gets the run's directory,
+yields the backend's config text and cleans up after the daemon has stopped.
+
+`docker` (the docker plugin) runs on a throw-away rootful `podman system service` of its own,
+on a socket in a temporary directory with `config/containers.conf`; the local images are built
+first when missing or stale (the step `scripts/setup-podman` ends with); every container and
+network of the benchmark's deployment is removed and the service stopped at the end. Without
+`--backend`, the columns are `process`, plus `docker` when podman is installed and we are root.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import statistics
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +72,46 @@ def process_backend(wpython: WorkloadPython) -> str:
         """)
 
 
-# Backend name → config text (`[compute]`, `[compute.<name>]`, `[workloads]`).
-BACKENDS: dict[str, Callable[[WorkloadPython], str]] = {"process": process_backend}
+@contextmanager
+def docker_backend(base: Path) -> Iterator[str]:
+    """Config for the docker plugin on a podman service of its own, with the local images."""
+    from markco_docker import localimage
+    from markco_docker.testing import purge_deployment, running_podman_service
+
+    venv = Path(sys.prefix)
+    with running_podman_service(containers_conf=ROOT / "config" / "containers.conf",
+                                tmp_dir=base) as engine_url:
+        localimage.ensure_images(venv)
+        try:
+            yield textwrap.dedent(f"""\
+                [compute]
+                backend = "docker"
+
+                [compute.docker]
+                engine_url = "{engine_url}"
+                runtime_image = "{localimage.RUNTIME_TAG}"
+                editor_image = "{localimage.EDITOR_TAG}"
+                mounts = {json.dumps(localimage.dev_mounts(venv))}
+                """)
+        finally:
+            for removed in purge_deployment(engine_url, DEPLOYMENT):
+                print(f"docker: removed {removed}")
 
 
-def write_config(base: Path, backend: str, wpython: WorkloadPython, port: int) -> Path:
+def podman_usable() -> bool:
+    """Whether the docker column can run here (rootful podman), for the default columns."""
+    return shutil.which("podman") is not None and os.geteuid() == 0
+
+
+# Backend name → (run directory → context manager yielding the config text: `[compute]`,
+# `[compute.<name>]`, `[workloads]`).
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "process": lambda base: nullcontext(process_backend(workload_python(base))),
+    "docker": docker_backend,
+}
+
+
+def write_config(base: Path, backend_config: str, port: int) -> Path:
     builtin = {module for _, module in BUILTIN_PLUGINS}
     modules = [m for m in MODULES if m not in builtin]
     data_dir = base / "data"
@@ -86,7 +130,7 @@ def write_config(base: Path, backend: str, wpython: WorkloadPython, port: int) -
         [auth]
         login_link = "never"
 
-        """) + BACKENDS[backend](wpython))
+        """) + backend_config)
     return path
 
 
@@ -119,25 +163,28 @@ async def one_run(daemon: Daemon, base_url: str, n: int) -> dict[str, float]:
     return {"login": login, "editor ready": editor_ready, "first block": first_block}
 
 
-async def bench(backend: str, runs: int) -> list[dict[str, float]]:
+async def measure(config_path: Path, port: int, runs: int) -> list[dict[str, float]]:
+    config, pm = load_config(config_path, entry_points=True)
+    daemon = Daemon(config, pm)
+    results = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: daemon.run(task_status=task_status, handle_signals=False))
+        while not daemon.readiness.snapshot().ready:  # noqa: ASYNC110 - no event for it
+            await trio.sleep(0.01)
+        for n in range(runs):
+            results.append(await one_run(daemon, f"http://127.0.0.1:{port}", n))
+        nursery.cancel_scope.cancel()
+    return results
+
+
+def bench(backend: str, runs: int) -> list[dict[str, float]]:
     base = Path(tempfile.mkdtemp(prefix="markco-bench-", dir="/tmp"))
     os.chmod(base, 0o711)
     try:
-        wpython = workload_python(base)
-        port = free_port()
-        config, pm = load_config(write_config(base, backend, wpython, port),
-                                 entry_points=True)
-        daemon = Daemon(config, pm)
-        results = []
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: daemon.run(task_status=task_status, handle_signals=False))
-            while not daemon.readiness.snapshot().ready:  # noqa: ASYNC110 - no event for it
-                await trio.sleep(0.01)
-            for n in range(runs):
-                results.append(await one_run(daemon, f"http://127.0.0.1:{port}", n))
-            nursery.cancel_scope.cancel()
-        return results
+        with BACKENDS[backend](base) as backend_config:
+            port = free_port()
+            return trio.run(measure, write_config(base, backend_config, port), port, runs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         for controller in CONTROLLERS:  # the deployment's (now empty) cgroup parents
@@ -165,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--backend", action="append", choices=sorted(BACKENDS),
-                        help="repeat for several columns (default: process)")
+                        help="repeat for several columns (default: process, and docker "
+                             "when podman is installed and we are root)")
     args = parser.parse_args(argv)
     columns: dict[str, Any] = {}
-    for backend in args.backend or ["process"]:
-        columns[backend] = trio.run(bench, backend, args.runs)
+    for backend in args.backend or ["process", *(["docker"] if podman_usable() else [])]:
+        columns[backend] = bench(backend, args.runs)
         for n, run in enumerate(columns[backend]):
             print(f"{backend} run {n}: " + ", ".join(f"{k} {v:.3f} s" for k, v in run.items()))
     print()
