@@ -31,6 +31,8 @@ from .context import PluginContext
 from .errors import MarkcoError
 from .events import EventBus
 from .plugins import MarkcoPluginManager
+from .proxy.activity import ActivityRecord
+from .proxy.gate import EditorGate
 from .proxy.server import FrontDoor
 from .readiness import Readiness
 from .roles import ServiceSpec, Storage
@@ -124,8 +126,11 @@ class Daemon:
         ctx.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(ctx.runtime_dir, 0o700)
         app = build_app(ctx)
+        # Built after the app: the plugins' web-route hooks have published `auth` and `compute`.
+        # A supervisor restarting the proxy calls `serve` again on this same FrontDoor.
         self.front_door = FrontDoor(server.host, server.port, self.api_socket, self.readiness,
-                                    trusted_proxies=tuple(server.trusted_proxies))
+                                    trusted_proxies=tuple(server.trusted_proxies),
+                                    gate=self._editor_gate())
         specs = [
             ServiceSpec("storage-watch", self._watch_storage, critical=False),
             ServiceSpec("api", partial(serve_api, app, self.api_socket)),
@@ -144,6 +149,25 @@ class Daemon:
         if duplicates:
             raise MarkcoError(f"two services share the name(s) {sorted(duplicates)}")
         return specs
+
+    def _editor_gate(self) -> EditorGate | None:
+        """The gate of `/u/<userId>/...`: the auth plugin's session authority, the one
+        authorisation decision and compute (None without an authority: editors are then
+        unavailable). Publishes the activity record as `ctx.extras["activity"]`."""
+        ctx = self.ctx
+        authority = ctx.extras.get("auth")
+        if authority is None:
+            log.warning("no session authority (the auth plugin is disabled): users' editors "
+                        "under /u/ cannot be reached")
+            return None
+        compute = ctx.extras.get("compute")
+        activity = ActivityRecord(compute.record_activity if compute is not None else None)
+        ctx.extras["activity"] = activity
+        public_url = self.config.server.public_url.rstrip("/")
+        return EditorGate(authority=authority, authorize=ctx.authorize, compute=compute,
+                          login_url=f"{public_url}/login",
+                          cookie_names=markco_cookie_names(authority.cookie_name),
+                          activity=activity)
 
     async def _serve(self, task_status: trio.TaskStatus[int], handle_signals: bool) -> int:
         specs = self.services()
@@ -199,6 +223,13 @@ class Daemon:
                 async for signum in signals:
                     log.info("received %s", signal.Signals(signum).name)
                     nursery.start_soon(self.stop, cancel_scope)
+
+
+def markco_cookie_names(session_cookie: str) -> list[str]:
+    """markco's own cookies, which never reach an editor and which no editor may set: the
+    session cookie and the login-in-flight cookie, with and without the `__Host-` prefix."""
+    base = session_cookie.removeprefix("__Host-")
+    return [base, f"__Host-{base}", "markco_login", "__Host-markco_login"]
 
 
 def run_blocking(config: Config, plugins: MarkcoPluginManager,

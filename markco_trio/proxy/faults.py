@@ -17,6 +17,10 @@ _LOGGED = {
     "internal": logging.ERROR,
     "upstream_unavailable": logging.WARNING,
     "upstream_error": logging.WARNING,
+    "gate_error": logging.WARNING,
+    # A user's editor is the user's own code: its trouble is worth a line, not an alarm.
+    "editor_unavailable": logging.INFO,
+    "editor_error": logging.INFO,
 }
 
 

@@ -76,8 +76,10 @@ _REQUEST_SPECIAL = {
     b"x-request-id": _RID_H,
 }
 # The response parser also notes hop-by-hop headers, so a response without any can be re-emitted
-# byte for byte.
+# byte for byte, and the headers an editor's response may not pass unchanged (cookies, and the
+# ones that widen a service worker's scope or wipe the whole origin's storage).
 _HOP_H = 7
+_SENSITIVE_H = 8
 _RESPONSE_SPECIAL = {
     b"content-length": _CL_H,
     b"transfer-encoding": _TE_H,
@@ -88,6 +90,9 @@ _RESPONSE_SPECIAL = {
     b"te": _HOP_H,
     b"trailer": _HOP_H,
     b"proxy-authenticate": _HOP_H,
+    b"set-cookie": _SENSITIVE_H,
+    b"service-worker-allowed": _SENSITIVE_H,
+    b"clear-site-data": _SENSITIVE_H,
 }
 
 
@@ -145,17 +150,23 @@ class RequestHead:
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header called `name` (lower case), without surrounding OWS."""
-        try:
-            i = self.names.index(name)
-        except ValueError:
+        names = self.names
+        # A membership test first: a missing header is the common case, and the ValueError of
+        # `index` would cost more than a second scan of a short list.
+        if name not in names:
             return None
-        return self.lines[i].partition(b":")[2].strip(b" \t")
+        return self.lines[names.index(name)].partition(b":")[2].strip(b" \t")
 
     def get_all(self, name: bytes) -> list[bytes]:
         """The values of every header called `name` (lower case), in order."""
+        names = self.names
+        if name not in names:
+            return []
+        if names.count(name) == 1:
+            return [self.lines[names.index(name)].partition(b":")[2].strip(b" \t")]
         return [
             line.partition(b":")[2].strip(b" \t")
-            for n, line in zip(self.names, self.lines, strict=True)
+            for n, line in zip(names, self.lines, strict=True)
             if n == name
         ]
 
@@ -175,6 +186,7 @@ class ResponseHead:
     hop_by_hop: bool  # a hop-by-hop header (Connection, Keep-Alive, TE, ...) is present
     connection_names: tuple[bytes, ...]
     upgrade: bytes | None
+    sensitive: bool = False  # Set-Cookie, Service-Worker-Allowed or Clear-Site-Data is present
 
 
 def parse_request_head(
@@ -360,11 +372,13 @@ def parse_response_head(head: bytes, *, max_headers: int = 100) -> ResponseHead:
     content_length: int | None = None
     chunked = seen_te = False
     close = keep_alive_token = False
-    hop_by_hop = False
+    hop_by_hop = sensitive = False
     connection_names: tuple[bytes, ...] = ()
     upgrade: bytes | None = None
     for code, value in specials:
-        if code == _CL_H:
+        if code == _SENSITIVE_H:
+            sensitive = True
+        elif code == _CL_H:
             if content_length is not None:
                 raise BadResponse("duplicate Content-Length header")
             content_length = _content_length(value)
@@ -403,6 +417,7 @@ def parse_response_head(head: bytes, *, max_headers: int = 100) -> ResponseHead:
         hop_by_hop,
         connection_names,
         upgrade,
+        sensitive,
     )
 
 

@@ -8,8 +8,15 @@ X-Forwarded-* are kept (its X-Forwarded-For gets the peer appended, as Caddy doe
 leaves with an `X-Request-Id`. Framing headers are re-emitted canonically, never dropped, so a
 `Connection: content-length` trick cannot make the upstream see a different body.
 
+Requests to an editor also get their target replaced (the `/u/<userId>` prefix stripped), some
+headers dropped (the Cookie header, re-added without markco's cookies; a markco API token's
+Authorization) and the identity headers added (`X-Markco-User`, `X-Markco-Role`,
+`X-Forwarded-Prefix`): the gate decides them, this module only writes them.
+
 Responses: hop-by-hop headers go, framing is re-stated when the proxy re-frames, and a response
-that needs no change is passed on as the very bytes the upstream sent.
+that needs no change is passed on as the very bytes the upstream sent. An editor's response is
+filtered too (`EditorScope`): its cookies are confined to its prefix (`cookies.py`), and
+`Service-Worker-Allowed` and `Clear-Site-Data` are stripped.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import ipaddress
 import os
 from collections.abc import Sequence
 
+from markco_trio.proxy.cookies import CookieRules, filter_set_cookie
 from markco_trio.proxy.head import RequestHead, ResponseHead
 
 __all__ = [
+    "EditorScope",
     "RequestIds",
     "TrustedProxies",
     "acceptable_request_id",
@@ -43,7 +52,14 @@ _REQUEST_DROP = frozenset(
     ]
 )
 _FORWARDING = frozenset(
-    [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"]
+    [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"forwarded",
+        b"x-real-ip",
+    ]
 )
 _UNTRUSTED_DROP = _REQUEST_DROP | _FORWARDING
 # Headers a client cannot make us drop by naming them in Connection.
@@ -62,6 +78,9 @@ _RESPONSE_DROP = frozenset(
         b"transfer-encoding",
     ]
 )
+# What an editor may not tell the browser: widen a service worker's scope beyond its prefix, or
+# wipe the storage (and cookies) of the whole origin.
+_EDITOR_RESPONSE_DROP = frozenset([b"service-worker-allowed", b"clear-site-data"])
 _REQUEST_ID_BYTES = b"-._:0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _MAX_REQUEST_ID = 128
 
@@ -74,21 +93,26 @@ def forward_request_head(
     request_id: bytes,
     trusted: bool = False,
     default_host: bytes = b"localhost",
+    target: bytes | None = None,
+    drop: frozenset[bytes] = frozenset(),
+    add: tuple[bytes, ...] = (),
 ) -> bytes:
     """The request head to send upstream, always as HTTP/1.1, ending with CRLF CRLF.
 
     `trusted` says the peer is a configured trusted proxy whose X-Forwarded-* headers we keep.
-    `default_host` stands in for the Host an HTTP/1.0 client may omit.
+    `default_host` stands in for the Host an HTTP/1.0 client may omit. For an editor: `target`
+    replaces the request target, the headers named in `drop` (lower case) are left out and the
+    header lines in `add` are appended.
     """
-    out = [head.method + b" " + head.target + b" HTTP/1.1"]
+    out = [head.method + b" " + (head.target if target is None else target) + b" HTTP/1.1"]
     append = out.append
     extra = _connection_named(head.connection_names) if head.connection_names else ()
     forwarded_for: list[bytes] = []
     have_proto = have_host = False
-    drop = _REQUEST_DROP if trusted else _UNTRUSTED_DROP
+    base = _REQUEST_DROP if trusted else _UNTRUSTED_DROP
     for name, line in zip(head.names, head.lines, strict=True):
         # `proxy*` covers Proxy-Authorization/-Connection and the httpoxy `Proxy:` header.
-        if name in drop or name[:5] == b"proxy" or (extra and name in extra):
+        if name in base or name[:5] == b"proxy" or (extra and name in extra) or name in drop:
             continue
         if trusted and name in _FORWARDING:
             if name == b"x-forwarded-for":
@@ -111,9 +135,20 @@ def forward_request_head(
     if not have_host and head.host is not None:
         append(b"x-forwarded-host: " + head.host)
     append(b"x-request-id: " + request_id)
+    out.extend(add)
     append(b"")
     append(b"")
     return b"\r\n".join(out)
+
+
+class EditorScope:
+    """How an editor's responses are filtered: its prefix (`/u/<id>`) and markco's cookies."""
+
+    __slots__ = ("prefix", "cookies")
+
+    def __init__(self, prefix: bytes, cookies: CookieRules) -> None:
+        self.prefix = prefix
+        self.cookies = cookies
 
 
 def forward_response_head(
@@ -122,17 +157,20 @@ def forward_response_head(
     *,
     connection: bytes | None = None,
     chunked: bool | None = None,
+    scope: EditorScope | None = None,
 ) -> bytes:
     """The response head to send to the client, ending with CRLF CRLF.
 
     `raw` is the upstream's head as received (with its CRLF CRLF): returned unchanged when no
     header has to go or change. `connection` is the Connection value to state (b"close",
     b"keep-alive", b"upgrade") or None; `chunked` overrides whether the body goes out chunked
-    (None: as the upstream framed it).
+    (None: as the upstream framed it). `scope`: the response comes from an editor, whose
+    cookies and storage-wide headers are filtered.
     """
     if chunked is None:
         chunked = resp.chunked
-    if not resp.hop_by_hop and connection is None and chunked == resp.chunked:
+    filtered = scope is not None and resp.sensitive
+    if not resp.hop_by_hop and connection is None and chunked == resp.chunked and not filtered:
         return raw
     out = [resp.status_line]
     append = out.append
@@ -140,6 +178,17 @@ def forward_response_head(
     for name, line in zip(resp.names, resp.lines, strict=True):
         if name in _RESPONSE_DROP or (extra and name in extra):
             continue
+        if filtered:
+            assert scope is not None
+            if name in _EDITOR_RESPONSE_DROP:
+                continue
+            if name == b"set-cookie":
+                kept = filter_set_cookie(
+                    line.partition(b":")[2].strip(b" \t"), scope.prefix, scope.cookies
+                )
+                if kept is not None:
+                    append(b"set-cookie: " + kept)
+                continue
         append(line)
     if chunked:
         append(b"transfer-encoding: chunked")

@@ -1,7 +1,9 @@
 """The front door: a trio server on the public port that answers health checks and forwards.
 
 `FrontDoor.serve()` binds, accepts, and runs one task per client connection
-(`exchange.ClientConnection`) plus one sweeper task. The sweeper is the only clock of the proxy:
+(`exchange.ClientConnection`) plus one sweeper task. Requests for `/u/<userId>/...` pass the
+editor gate (`gate.EditorGate`, given by the daemon) and go to that user's editor; the rest go
+to the API app. The sweeper is the only clock of the proxy:
 about every 20–500 ms it advances the coarse time the connections stamp their deadlines with,
 cancels the connections whose deadline has passed, closes pooled upstream connections that idled
 too long, and flushes the batched access log. So a request costs no cancel scope and no clock read.
@@ -11,6 +13,9 @@ idle, and lets requests in flight finish (their responses say `Connection: close
 still apply). `serve()` itself runs on until cancelled, so a supervisor never mistakes a drained
 front door for a crashed one: the daemon watches `statistics().active_requests` (or awaits
 `drained()`) within its grace period, then cancels.
+
+Restart: a supervisor restarts a crashed front door by calling `serve()` again. Each call starts
+afresh (a new listener on the same port, new pools, no connections); counters carry on.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from pathlib import Path
 import trio
 
 from markco_trio.proxy.accesslog import AccessLog
+from markco_trio.proxy.activity import UserActivity
 from markco_trio.proxy.exchange import ClientConnection, Phase, ProxyState
 from markco_trio.proxy.faults import Faults
+from markco_trio.proxy.gate import EditorGate
 from markco_trio.proxy.rewrite import TrustedProxies
-from markco_trio.proxy.upstream import UpstreamPool, UpstreamStatistics
+from markco_trio.proxy.upstream import EditorPools, UpstreamPool, UpstreamStatistics
 from markco_trio.readiness import Readiness
 
 __all__ = ["FrontDoor", "FrontDoorStatistics"]
@@ -42,6 +49,7 @@ _EXPIRY_REASONS = {
     Phase.IDLE: "idle_timeout",
     Phase.HEAD: "header_timeout",
     Phase.BODY: "body_timeout",
+    Phase.TUNNEL: "tunnel_idle_timeout",
 }
 # Out of descriptors or memory: the listener stays readable, so back off instead of spinning.
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -57,6 +65,8 @@ class FrontDoorStatistics:
     requests_served: int
     errors: dict[str, int]  # by kind: bad_request, header_timeout, upstream_unavailable, ...
     upstream: UpstreamStatistics
+    editors: UpstreamStatistics  # all editor pools together
+    serves: int = 0  # how many times `serve()` started (1, or more after restarts)
 
 
 class FrontDoor:
@@ -73,7 +83,12 @@ class FrontDoor:
     `upstream_max_idle_time`, below hypercorn's 5 s keep-alive). Keep it near the expected
     concurrency: below it, connections churn (measured with 1,000 concurrent clients: 64 idle
     allowed gave 9,800 req/s and 22,000 reconnects in 5 s; 1,024 gave 14,200 req/s and 770).
+    `editor_max_idle` and `editor_max_idle_time` are the same bounds per editor (below the 5 s
+    keep-alive of hypercorn and Node, the usual editors' servers). `tunnel_idle_timeout`
+    closes an upgraded connection (a WebSocket) silent that long in both directions.
     `access_log_sample_every` keeps one access-log line per that many responses (5xx always).
+
+    `gate` admits requests for `/u/<userId>/...` (without one, they get 503).
     """
 
     def __init__(
@@ -92,14 +107,19 @@ class FrontDoor:
         trusted_proxies: Sequence[str] = (),
         upstream_max_idle: int = 256,
         upstream_max_idle_time: float = 4.0,
+        editor_max_idle: int = 64,
+        editor_max_idle_time: float = 4.0,
+        tunnel_idle_timeout: float = 300.0,
         backlog: int = 1024,
         access_log_sample_every: int = 100,
+        gate: EditorGate | None = None,
     ) -> None:
         for name, value in (
             ("header_timeout", header_timeout),
             ("idle_timeout", idle_timeout),
             ("body_timeout", body_timeout),
             ("send_timeout", send_timeout),
+            ("tunnel_idle_timeout", tunnel_idle_timeout),
         ):
             if value <= 0:
                 raise ValueError(f"FrontDoor: {name} must be positive seconds, not {value!r}")
@@ -115,32 +135,59 @@ class FrontDoor:
         self._max_headers = max_headers
         self._timeouts = (header_timeout, idle_timeout, body_timeout, send_timeout)
         self._trusted = TrustedProxies(trusted_proxies)
-        self._pool = UpstreamPool(
-            self.api_socket, max_idle=upstream_max_idle, max_idle_time=upstream_max_idle_time
-        )
+        self._pool_options = (upstream_max_idle, upstream_max_idle_time)
+        self._pool = self._new_pool()
+        self._editor_options = (editor_max_idle, editor_max_idle_time)
+        self._editors = self._new_editor_pools()
+        self._tunnel_idle_timeout = tunnel_idle_timeout
+        self.gate = gate
+        self._serves = 0
         self._backlog = backlog
         self._faults = Faults(logger)
         self._access = AccessLog(logger, sample_every=access_log_sample_every)
         # The sweeper's period: a quarter of the shortest timeout, within [20 ms, 500 ms].
-        self._tick = min(max(min(self._timeouts) / 4, 0.02), 0.5)
+        self._tick = min(max(min(*self._timeouts, tunnel_idle_timeout) / 4, 0.02), 0.5)
         self._listener: socket.socket | None = None
         self._state: ProxyState | None = None
+        self._requests_before = 0  # requests served by earlier runs of `serve()`
         self._connections: set[ClientConnection] = set()
         self._stopped = False
         self._drained = trio.Event()
 
+    def _new_editor_pools(self) -> EditorPools:
+        max_idle, max_idle_time = self._editor_options
+        return EditorPools(max_idle=max_idle, max_idle_time=max_idle_time)
+
+    def _new_pool(self) -> UpstreamPool:
+        max_idle, max_idle_time = self._pool_options
+        return UpstreamPool(self.api_socket, max_idle=max_idle, max_idle_time=max_idle_time)
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the bound port via `task_status` (and `self.port`), serve until cancelled.
 
-        One `FrontDoor` serves once: after `serve()` ends, build a new one.
+        Calling it again after it ended (a supervisor restarting a crashed front door) starts
+        afresh on the same port: the first call's port 0 became the real one. Only one call
+        may run at a time.
         """
+        if self._state is not None:
+            raise RuntimeError("FrontDoor.serve() is already running")
+        if self._serves:
+            # A restart: nothing of the previous run is reused (its sockets were closed).
+            self._pool = self._new_pool()
+            self._editors = self._new_editor_pools()
+            self._connections = set()
+            self._drained = trio.Event()
         listener = await self._bind()
+        self._serves += 1
         self._listener = listener
         port: int = listener.getsockname()[1]
         self.port = port
         header_timeout, idle_timeout, body_timeout, send_timeout = self._timeouts
         state = ProxyState(
             pool=self._pool,
+            editors=self._editors,
+            gate=self.gate,
+            tunnel_idle_timeout=self._tunnel_idle_timeout,
             readiness=self._readiness.snapshot,
             faults=self._faults,
             access=self._access,
@@ -158,6 +205,7 @@ class FrontDoor:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep, state)
+                nursery.start_soon(state.tunnels.run)
                 task_status.started(port)
                 logger.info(
                     "proxy: listening on %s:%d, forwarding to %s", self.host, port, self.api_socket
@@ -169,7 +217,12 @@ class FrontDoor:
                 # Connections drain in this nursery; the sweeper keeps enforcing their timeouts.
         finally:
             listener.close()
+            self._listener = None
+            self._requests_before += state.requests
+            self._state = None
+            state.close()
             self._pool.close()
+            self._editors.close()
             self._access.flush()
             self._faults.flush()
 
@@ -192,16 +245,24 @@ class FrontDoor:
         await self._drained.wait()
 
     def statistics(self) -> FrontDoorStatistics:
-        """Open connections, requests served, errors by kind, and the upstream pool's counters."""
+        """Open connections, requests served, errors by kind, and the upstream pools' counters."""
         idle = (Phase.NEW, Phase.IDLE)
+        served = self._requests_before + (self._state.requests if self._state is not None else 0)
         return FrontDoorStatistics(
             accepting=self._listener is not None and not self._stopped,
             open_connections=len(self._connections),
             active_requests=sum(1 for c in self._connections if c.phase not in idle),
-            requests_served=self._state.requests if self._state is not None else 0,
+            requests_served=served,
             errors=dict(self._faults.counts),
             upstream=self._pool.statistics(),
+            editors=self._editors.statistics(),
+            serves=self._serves,
         )
+
+    def activity_nowait(self, user_id: str) -> UserActivity | None:
+        """The last navigation, non-GET request and WebSocket traffic seen for `user_id`'s
+        editor (None without a gate)."""
+        return self.gate.activity.last_nowait(user_id) if self.gate is not None else None
 
     async def _bind(self) -> socket.socket:
         infos = await trio.socket.getaddrinfo(
@@ -271,6 +332,7 @@ class FrontDoor:
                 elif conn.write_deadline < now:
                     conn.expire("send_timeout")
             self._pool.sweep()
+            self._editors.sweep()
             if now >= next_flush:
                 next_flush = now + _FLUSH_INTERVAL
                 self._access.flush()

@@ -58,7 +58,7 @@ def test_health_endpoints_refuse_other_methods_with_405() -> None:
 
 
 def test_everything_else_is_forwarded_to_the_api() -> None:
-    for target in ("/", "/api/v1/me", "/healthz/", "/healthzz", "/readyz/x", "/u/abc/"):
+    for target in ("/", "/api/v1/me", "/healthz/", "/healthzz", "/readyz/x", "/u", "/users/abc"):
         assert route(get(target), never_asked) is FORWARD_TO_API
 
 

@@ -1,0 +1,301 @@
+"""The editor gate: who may pass into `/u/<owner>/`, and how the request is sent on.
+
+The front door's pure core routes `/u/<owner>/...` to a `UserPath`; the gate turns that and the
+request head into a decision — an `Answer` to send, or an `EditorForward` saying where the
+request goes and how its head changes. It stands between the front door and the rest of the
+daemon: the session authority (`ctx.extras["auth"]`), the one authorisation decision
+(`ctx.authorize`) and compute (`ctx.extras["compute"]`), all passed in, so the front door
+imports none of them and tests can hand it stand-ins.
+
+For each request (DESIGN §3.1, §3.2, §5.3):
+1. Fetch Metadata: cross-site requests that are not navigations are refused (403).
+2. Who: `Authorization: Bearer mkt_...` (an API token), else the session cookie — from the
+   authority's memory (no database round trip in the steady state), awaiting a lookup only on
+   a cache miss. The principal is computed for THIS owner (`entering=`), which is what makes
+   an admin's explicit entry count for that one editor only. Nobody: a navigation is sent to
+   the login page, anything else gets 401.
+3. Origin: a WebSocket handshake must come from a markco page (`origin_allowed`); so must a
+   state-changing request that carries an Origin. (An API token's client may send no Origin.)
+4. May they: `authorize(principal, editor.enter, Resource("editor", owner))`. No: 404, the
+   same as for a user that does not exist. (The answer is remembered per principal object:
+   see `_admitted_for`.)
+5. Activity is noted (navigations and non-GET requests; see `activity.py`).
+6. Where: compute's `editor_address_nowait(owner)`. Not ready: a navigation starts (or wakes)
+   the user and gets the wait page; everything else gets 503 + Retry-After and starts nothing.
+7. How: the `/u/<owner>` prefix is stripped; the Cookie header goes without markco's cookies;
+   a markco API token's Authorization is removed; `X-Markco-User` (the caller's user id),
+   `X-Markco-Role` (owner | collaborator | admin) and `X-Forwarded-Prefix` are set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import trio
+
+from markco_trio.authz import Action, Principal, Resource
+from markco_trio.proxy import admission
+from markco_trio.proxy.activity import ActivityRecord
+from markco_trio.proxy.answers import Answer
+from markco_trio.proxy.cookies import CookieRules, strip_request_cookies
+from markco_trio.proxy.head import RequestHead
+from markco_trio.proxy.paths import UserPath
+from markco_trio.proxy.rewrite import EditorScope
+from markco_trio.proxy.waiting import wait_page
+
+__all__ = ["Authority", "Compute", "EditorForward", "EditorGate"]
+
+_UNSAFE_METHODS_EXEMPT: Final = frozenset([b"GET", b"HEAD", b"OPTIONS"])
+_EDITOR_DROP: Final = frozenset([b"cookie", b"x-forwarded-prefix"])
+_EDITOR_DROP_TOKEN: Final = _EDITOR_DROP | frozenset([b"authorization"])
+_MAX_RESOURCES: Final = 10_000
+_MAX_ADMITTED: Final = 10_000
+
+
+class Authority(Protocol):
+    """What the gate uses of the session authority (`ctx.extras["auth"]`, auth's
+    `SessionAuthority`)."""
+
+    cookie_name: str
+
+    def principal_for_cookie_nowait(
+        self, cookie_header: str | None, *, entering: str | None = None
+    ) -> Any: ...
+
+    async def principal_for_cookie(
+        self, cookie_header: str | None, *, entering: str | None = None
+    ) -> Principal | None: ...
+
+    async def principal_for_token(self, token: str) -> Principal | None: ...
+
+    def origin_allowed(self, origin: str | None, referer: str | None = None) -> bool: ...
+
+
+class Compute(Protocol):
+    """What the gate and the wait page use of compute (`ctx.extras["compute"]`)."""
+
+    def editor_address_nowait(self, user_id: str) -> tuple[str, int] | None: ...
+
+    def state_nowait(self, user_id: str) -> Any: ...
+
+    def request_start(self, user_id: str, *, reason: str) -> None: ...
+
+    def record_activity(self, user_id: str, kind: str) -> None: ...
+
+    def subscribe_progress(
+        self, user_id: str
+    ) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]: ...
+
+
+Authorize = Callable[[Principal | None, str, Resource], bool]
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """What the gate concluded for one principal object and one owner: allowed or not, and
+    the identity headers and response scope of its requests (see `EditorGate._admitted`)."""
+
+    principal: Principal
+    allowed: bool
+    add: tuple[bytes, ...]
+    scope: EditorScope
+
+
+@dataclass(slots=True)
+class EditorForward:
+    """Decision: send the request to `owner`'s editor at `address`, its head changed so."""
+
+    owner: str
+    address: tuple[str, int]
+    target: bytes
+    drop: frozenset[bytes]
+    add: tuple[bytes, ...]
+    scope: EditorScope
+
+
+class EditorGate:
+    """Admission to users' editors (see the module doc).
+
+    `cookie_names` are markco's own cookies (the session cookie under every name it may have,
+    the login-in-flight cookie): removed from requests to editors, refused from their
+    responses. `login_url` is where anonymous navigations go. `compute` may be None (no compute
+    configured): every editor is then unavailable (503).
+    """
+
+    def __init__(
+        self,
+        *,
+        authority: Authority,
+        authorize: Authorize,
+        compute: Compute | None,
+        login_url: str,
+        cookie_names: Iterable[str],
+        activity: ActivityRecord | None = None,
+    ) -> None:
+        self.authority = authority
+        self.compute = compute
+        self._authorize = authorize
+        self._login_url = login_url.encode("latin-1")
+        self.cookies = CookieRules(cookie_names)
+        self.activity = activity or ActivityRecord(
+            compute.record_activity if compute is not None else None
+        )
+        self._resources: dict[str, Resource] = {}
+        self._admitted: dict[tuple[int, str], _Admitted] = {}
+        self._scopes: dict[str, EditorScope] = {}
+
+    # ---------------------------------------------------------------- admission
+
+    async def admit(self, head: RequestHead, path: UserPath) -> Answer | EditorForward:
+        """Decide a request for `path.owner`'s editor (HTTP or a WebSocket upgrade)."""
+        if admission.refused_cross_site(head):
+            return admission.CROSS_SITE
+        owner = path.owner
+        navigation = admission.is_navigation(head)
+        cookies = head.get_all(b"cookie")
+        token = admission.markco_bearer_token(head)
+        principal = await self._principal(cookies, token, owner)
+        if principal is None:
+            return admission.unauthenticated(navigation, self._login_url)
+        if not self._origin_ok(head, by_token=token is not None):
+            return admission.BAD_ORIGIN
+        admitted = self._admitted_for(principal, owner, path.prefix)
+        if not admitted.allowed:
+            return admission.not_found(navigation)
+
+        method = head.method
+        if navigation:
+            self.activity.navigation(owner)
+        elif method not in _UNSAFE_METHODS_EXEMPT:
+            self.activity.request(owner)
+
+        compute = self.compute
+        if compute is None:
+            return admission.unavailable(
+                "compute_unavailable", "no compute is configured on this markco",
+                navigation=navigation)
+        address = compute.editor_address_nowait(owner)
+        if address is None:
+            return self._not_ready(compute, owner, navigation and head.upgrade is None)
+
+        add = admitted.add
+        if cookies:
+            kept = strip_request_cookies(cookies, self.cookies)
+            if kept is not None:
+                add = (*add, b"cookie: " + kept)
+        return EditorForward(
+            owner,
+            address,
+            path.target,
+            _EDITOR_DROP_TOKEN if token is not None else _EDITOR_DROP,
+            add,
+            admitted.scope,
+        )
+
+    def _admitted_for(self, principal: Principal, owner: str, prefix: bytes) -> _Admitted:
+        """The authorisation decision for `principal` entering `owner`'s editor, and the
+        identity headers its requests carry.
+
+        Remembered per principal OBJECT: the authority hands out the same immutable
+        `Principal` for a session until something about it changes (a revocation, new grants,
+        the cache's TTL), and the decision is pure over the principal (DESIGN §5.3), so the
+        same object gets the same answer — the pluggy call and the header building are done
+        once instead of per request. An admin's entry makes a new principal per request and
+        is not remembered.
+        """
+        key = (id(principal), owner)
+        admitted = self._admitted.get(key)
+        if admitted is not None and admitted.principal is principal:
+            return admitted
+        allowed = self._authorize(principal, Action.EDITOR_ENTER, self._resource(owner))
+        scope = self._scopes.get(owner)
+        if scope is None:
+            if len(self._scopes) >= _MAX_RESOURCES:
+                self._scopes.clear()
+            scope = self._scopes[owner] = EditorScope(prefix, self.cookies)
+        admitted = _Admitted(
+            principal,
+            allowed,
+            (
+                b"x-markco-user: " + principal.user_id.encode("latin-1"),
+                b"x-markco-role: " + admission.role_of(principal, owner),
+                b"x-forwarded-prefix: " + prefix,
+            ),
+            scope,
+        )
+        if not principal.admin_entry:
+            if len(self._admitted) >= _MAX_ADMITTED:
+                self._admitted.clear()  # (holding the principals keeps their ids unique)
+            self._admitted[key] = admitted
+        return admitted
+
+    async def admit_progress(self, head: RequestHead, owner: str) -> Answer | None:
+        """Whether the wait page's progress stream for `owner` may be sent: None if so (the
+        same people as may enter the editor), else the answer."""
+        if admission.refused_cross_site(head):
+            return admission.CROSS_SITE
+        token = admission.markco_bearer_token(head)
+        principal = await self._principal(head.get_all(b"cookie"), token, owner)
+        if principal is None:
+            return admission.unauthenticated(False, self._login_url)
+        if not self._authorize(principal, Action.EDITOR_ENTER, self._resource(owner)):
+            return admission.not_found(False)
+        if self.compute is None:
+            return admission.unavailable(
+                "compute_unavailable", "no compute is configured on this markco")
+        return None
+
+    # ---------------------------------------------------------------- parts
+
+    async def _principal(
+        self, cookies: list[bytes], token: str | None, owner: str
+    ) -> Principal | None:
+        authority = self.authority
+        if token is not None:
+            # An explicit token is the credential: a bad one is not rescued by a cookie.
+            return await authority.principal_for_token(token)
+        if not cookies:
+            return None
+        header = (
+            cookies[0] if len(cookies) == 1 else b"; ".join(cookies)
+        ).decode("latin-1")
+        answer = authority.principal_for_cookie_nowait(header, entering=owner)
+        if answer is None or isinstance(answer, Principal):
+            return answer
+        # Not in memory (first request, expiry, a cache flush): one lookup, shared by all.
+        return await authority.principal_for_cookie(header, entering=owner)
+
+    def _origin_ok(self, head: RequestHead, *, by_token: bool) -> bool:
+        origin = head.get(b"origin")
+        if head.upgrade is not None:
+            # A WebSocket handshake carries the cookie cross-site (no CORS): Origin decides.
+            if origin is None:
+                return by_token
+            return self.authority.origin_allowed(origin.decode("latin-1"), None)
+        if origin is None or head.method in _UNSAFE_METHODS_EXEMPT:
+            return True
+        return self.authority.origin_allowed(origin.decode("latin-1"), None)
+
+    def _resource(self, owner: str) -> Resource:
+        resource = self._resources.get(owner)
+        if resource is None:
+            if len(self._resources) >= _MAX_RESOURCES:
+                self._resources.clear()
+            resource = self._resources[owner] = Resource("editor", owner_id=owner)
+        return resource
+
+    def _not_ready(self, compute: Compute, owner: str, navigation: bool) -> Answer:
+        if not navigation:
+            return admission.unavailable(
+                "editor_not_ready",
+                "the editor is not running; open it in the browser to start it",
+            )
+        try:
+            compute.request_start(owner, reason="navigation")
+        except Exception as exc:  # no backend configured, a user compute refuses...
+            return admission.unavailable("editor_unavailable", str(exc), navigation=True)
+        state = compute.state_nowait(owner)
+        return wait_page(owner, str(getattr(state, "message", "") or "Starting\u2026"))
