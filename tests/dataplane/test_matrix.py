@@ -265,7 +265,7 @@ async def test_forged_identity_headers_are_replaced(cast: Cast) -> None:
               "X-Forwarded-For": "10.0.0.1"}
     response = await plane.client().get(f"/u/{bob_id}/whoami",
                                         headers={**bob.headers, **XHR, **forged})
-    headers = {}
+    headers: dict[str, list[str]] = {}
     for name, value in response.json()["headers"]:
         headers.setdefault(name, []).append(value)
     assert headers["x-markco-user"] == [bob_id]

@@ -80,7 +80,7 @@ async def test_headless_chromium_shows_the_wait_page_then_the_editor(
             "name": markco.authority.cookie_name, "value": token, "url": markco.url,
             "httpOnly": True, "sameSite": "Lax"})
         await browser.call("Page.navigate", {"url": f"{markco.url}/u/{dave.id}/"})
-        titles = []
+        titles: list[str] = []
         with trio.fail_after(60):
             while True:
                 title = await browser.evaluate("document.title")
@@ -176,9 +176,9 @@ async def test_the_runtime_front_is_reached_only_through_its_owners_editor(
     # Each front is a socket of its own: 0600, in a 0711 directory, owned by the daemon.
     fronts = markco.compute.fronts_dir
     for user in (alice, bob):
-        path = front_socket_path(fronts, user.id)
-        mode = path.lstat()
+        socket_path = front_socket_path(fronts, user.id)
+        mode = socket_path.lstat()
         assert stat.S_ISSOCK(mode.st_mode) and stat.S_IMODE(mode.st_mode) == 0o600
-        directory = path.parent.lstat()
+        directory = socket_path.parent.lstat()
         assert stat.S_IMODE(directory.st_mode) == 0o711 and directory.st_uid == os.geteuid()
     assert front_socket_path(fronts, alice.id) != front_socket_path(fronts, bob.id)

@@ -9,7 +9,7 @@ from markco_trio.authz import HeldGrant, Principal
 from markco_trio.proxy import admission
 from markco_trio.proxy.answers import Answer
 from markco_trio.proxy.cookies import CookieRules, filter_set_cookie, strip_request_cookies
-from markco_trio.proxy.head import parse_request_head, parse_response_head
+from markco_trio.proxy.head import RequestHead, parse_request_head, parse_response_head
 from markco_trio.proxy.paths import UserPath, bad_path, split_user_path
 from markco_trio.proxy.rewrite import EditorScope, forward_request_head, forward_response_head
 from markco_trio.proxy.routing import FORWARD_TO_API, ProgressRoute, route
@@ -20,13 +20,13 @@ RULES = CookieRules(["markco_session", "__Host-markco_session", "markco_login",
 PREFIX = b"/u/alice"
 
 
-def head(target: str, *headers: str, method: str = "GET") -> object:
+def head(target: str, *headers: str, method: str = "GET") -> RequestHead:
     lines = [f"{method} {target} HTTP/1.1", "Host: markco.test", *headers]
     return parse_request_head("\r\n".join(lines).encode())
 
 
 def decide(target: str) -> object:
-    return route(head(target), lambda: ReadinessReport(True, ()))  # type: ignore[arg-type]
+    return route(head(target), lambda: ReadinessReport(True, ()))
 
 
 # ------------------------------------------------------------------------------ paths

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 
 import trio
 import trio.lowlevel
@@ -120,7 +121,7 @@ async def test_a_chunked_upload_arrives_whole(plane: Plane) -> None:
     user_id, headers = await owner(plane)
     pieces = [os.urandom(n) for n in (1, 1000, 65536, 300_000, 7)]
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         for piece in pieces:
             yield piece
             await trio.lowlevel.checkpoint()
