@@ -207,6 +207,10 @@ def chromium_binary() -> str:
     return found
 
 
+class CommandFailed(AssertionError):
+    """Chromium answered a DevTools command with an error."""
+
+
 class Browser:
     """Headless Chromium over the DevTools protocol: one page, commands answered in order,
     events kept (`events`)."""
@@ -229,14 +233,19 @@ class Browser:
                 reply = json.loads(await self._ws.get_message())
                 if reply.get("id") == self._id:
                     if "error" in reply:
-                        raise AssertionError(f"{method}: {reply['error']}")
+                        raise CommandFailed(f"{method}: {reply['error']}")
                     result: dict[str, Any] = reply.get("result", {})
                     return result
                 self.events.append(reply)
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", {"expression": expression,
-                                                      "returnByValue": True})
+        """The value of `expression` in the page, or None while the page is being replaced (a
+        navigation destroys the context an evaluation was sent to: callers poll)."""
+        try:
+            result = await self.call("Runtime.evaluate", {"expression": expression,
+                                                          "returnByValue": True})
+        except CommandFailed:
+            return None
         return result.get("result", {}).get("value")
 
 
