@@ -23,6 +23,7 @@ from markco_trio.errors import BackendError, NotFound
 from markco_trio.records import WorkloadRole
 from markco_trio.roles import STATUS_CRASHED, STATUS_EXITED, STATUS_RUNNING, ContainerSpec
 from markco_trio.testing.backend_kit import wait_for_log, wait_for_status
+from markco_trio.testing.system import missing_system
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon is not root here")
 
@@ -124,7 +125,8 @@ async def test_each_workload_has_its_own_pid_namespace(
         backend: ProcessBackend, cleanup: list[str],
         script_spec: Callable[[str], ContainerSpec]) -> None:
     if not backend.capabilities().pid_namespace:
-        pytest.skip("unshare cannot make PID namespaces here")
+        missing_system("PID namespaces (unshare --pid)",
+                       "run as root on a kernel that allows user PID namespaces")
     seen = await report(backend, await run(backend, cleanup, script_spec(REPORT)))
     assert seen["pid"] == 2  # PID 1 of the namespace is the waiter that records the exit
 

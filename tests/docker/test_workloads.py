@@ -26,6 +26,7 @@ from markco_trio.testing.backend_kit import (
     wait_for_log,
     wait_for_status,
 )
+from markco_trio.testing.system import system_required
 
 pytestmark = pytest.mark.system
 
@@ -105,7 +106,8 @@ async def test_stats_do_not_count_the_page_cache(
     assert stats.memory_working_set < 64 * MiB, stats  # ~10 MiB of python, not 96 MiB of cache
 
 
-@pytest.mark.skipif(not kernel_log_records(), reason="the kernel log is not readable here")
+@pytest.mark.skipif(not kernel_log_records() and not system_required(),
+                    reason="the kernel log is not readable here (a failure in CI)")
 async def test_an_oom_kill_is_reported_as_such(
         backend: DockerBackend, spec_factory: SpecFactory, workloads: Workloads) -> None:
     spec = dataclasses.replace(

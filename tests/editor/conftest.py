@@ -28,6 +28,8 @@ from editor_testing import (
 )
 from markco_editor import EditorSettings, serve_editor
 
+from markco_trio.testing.system import missing_system
+
 # -- a real runtime --------------------------------------------------------------------------
 
 
@@ -39,7 +41,7 @@ def mrmd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """
     exe = shutil.which("mrmd-python", path=str(VENV_BIN))
     if exe is None:
-        pytest.skip("mrmd-python is not installed in this environment")
+        missing_system("mrmd-python", "scripts/bootstrap installs it with markco")
     cwd = tmp_path_factory.mktemp("runtime")
     port = free_port()
     log = (cwd / "mrmd-python.log").open("wb")
