@@ -38,3 +38,17 @@ class AlreadyRunning(MarkcoError):
 
 class BackendError(MarkcoError):
     """A container backend or checkpointer failed; the message says which engine and why."""
+
+
+class CheckpointError(BackendError):
+    """A checkpoint or restore failed; the workload was left as it was."""
+
+
+class CheckpointUnavailable(CheckpointError):
+    """Checkpointing cannot work here (CRIU missing or too old, the kernel refuses, the backend
+    is not supported); the message says how to fix it."""
+
+
+class RestoreIncompatible(CheckpointError):
+    """An archive cannot be restored here (CRIU, kernel, image or runtime changed since it was
+    made, or it is damaged): fall back to a cold start with the user's files intact."""

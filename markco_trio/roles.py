@@ -414,7 +414,14 @@ class ContainerBackend(Protocol):
 
 @dataclass(frozen=True)
 class CheckpointResult:
-    """Where a checkpoint went and what it depends on (image digest, runtime version...)."""
+    """A finished checkpoint: the archive and what a restore of it depends on.
+
+    `path` is one archive FILE (mode 0600), written under a temporary name and renamed into place
+    only once complete, so a half-written archive is never at `path`. `sha256` is of the file's
+    bytes (checked before every restore). `depends_on` records what the restore needs to find
+    again (e.g. `criu`, `kernel`, `image`, `mrmd_python`); a restore whose dependencies changed
+    raises `RestoreIncompatible`, and the caller falls back to a cold start.
+    """
 
     path: str
     size_bytes: int
@@ -423,10 +430,38 @@ class CheckpointResult:
     depends_on: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CheckpointCapabilities:
+    """What a checkpointer can do with one backend's workloads — each flag true only when a test
+    of the checkpointer contract kit proves it on that backend.
+
+    `checkpoint`: dump and restore work at all. `leave_running`: a checkpoint can leave the source
+    running (snapshots, forks). `restore_as_new`: a restore may use another name (a fork next to
+    its source). `established_tcp`: open TCP connections survive a dump/restore. `pre_copy`:
+    iterative memory pre-copy (soft-dirty tracking) is available for moves. `notes` say why a
+    flag is false.
+    """
+
+    checkpoint: bool
+    leave_running: bool = False
+    restore_as_new: bool = False
+    established_tcp: bool = False
+    pre_copy: bool = False
+    notes: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Checkpointer(Protocol):
-    """Checkpoints and restores runtimes (CRIU). It reaches the backend only through the typed
-    interface the backend exposes for it, never through another plugin's internals."""
+    """Checkpoints and restores users' RUNTIMES (CRIU). It reaches a backend only through the
+    typed interfaces the backend exposes for it (declared here, next to this role), never
+    through another plugin's internals.
+
+    Errors: `CheckpointUnavailable` (CRIU missing, the kernel refuses, this backend is not
+    supported: say how to fix it), `RestoreIncompatible` (the archive depends on something that
+    changed: fall back to a cold start), `CheckpointError` for the rest. A failed `checkpoint`
+    leaves no file at `archive_path` and the workload as it was (running if it ran). The
+    contract is checked by `markco_trio.testing.checkpoint_kit`.
+    """
 
     name: str
 
@@ -434,13 +469,37 @@ class Checkpointer(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> bool | None: ...
 
-    def supports(self, backend: ContainerBackend) -> bool: ...
+    def capabilities(self, backend: ContainerBackend) -> CheckpointCapabilities:
+        """What this checkpointer can do with `backend`'s workloads (checkpoint=False: nothing)."""
+        ...
 
     async def checkpoint(self, backend: ContainerBackend, handle: str, *, archive_path: str,
-                         leave_running: bool) -> CheckpointResult: ...
+                         leave_running: bool) -> CheckpointResult:
+        """Dump the workload `handle` into ONE archive file at `archive_path`.
+
+        `leave_running=False`: the workload is frozen for the dump and ends stopped (its
+        processes gone, its record kept: `inspect` says `exited`), ready to be removed or
+        restored; `True`: it keeps running afterwards (a snapshot, or the source of a fork).
+        """
+        ...
 
     async def restore(self, backend: ContainerBackend, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo: ...
+                      spec: ContainerSpec) -> ContainerInfo:
+        """Restore the archive as the workload `spec.name` (created by this call; `Conflict`
+        when a workload of that name exists), with `spec`'s limits, labels and port, and
+        return it running. The archive is verified (sha256 recorded next to it, or in its
+        header) before anything is restored."""
+        ...
+
+    async def export_archive(self, archive_path: str) -> Any:
+        """An async iterator of the archive's bytes in chunks (streamed, never loaded whole),
+        for moving an archive to another host."""
+        ...
+
+    async def import_archive(self, chunks: Any, archive_path: str) -> CheckpointResult:
+        """Write an archive streamed by `export_archive` (an async iterable of bytes) to
+        `archive_path`, atomically, and verify it; returns what it depends on."""
+        ...
 
 
 # -------------------------------------------------------------------------------- OAuth provider
