@@ -218,6 +218,10 @@ class Snapshot:
     sha256: str | None
     created_at: float
     depends_on: dict[str, Any] = field(default_factory=dict)
+    kind: str = "named"
+
+
+SNAPSHOT_KINDS = frozenset({"named", "sleep", "fork"})
 
 
 @dataclass(frozen=True)

@@ -214,9 +214,18 @@ class Storage(Protocol):
     # snapshots and migrations
     async def create_snapshot(self, *, user_id: str, runtime_id: str | None, name: str,
                               path: str, size_bytes: int, sha256: str | None,
-                              depends_on: Mapping[str, Any], now: float) -> Snapshot: ...
+                              depends_on: Mapping[str, Any], now: float,
+                              kind: str = "named") -> Snapshot:
+        """Record a complete archive. `kind`: `named`, `sleep` or `fork`; a second `named`
+        snapshot of one name for one user raises `Conflict`."""
+        ...
 
-    async def list_snapshots(self, user_id: str) -> list[Snapshot]: ...
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot | None: ...
+
+    async def list_snapshots(self, user_id: str | None = None, *,
+                             kind: str | None = None) -> list[Snapshot]:
+        """Snapshots, oldest first: of one user (or all), of one kind (or all)."""
+        ...
 
     async def delete_snapshot(self, snapshot_id: str) -> bool: ...
 

@@ -253,8 +253,20 @@ _INITIAL = [
     "INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0)",
 ]
 
+# Checkpoints (issue 10): a snapshot is `named` (kept until deleted, names unique per user),
+# `sleep` (the image of a sleeping runtime, kept until it is woken) or `fork` (the live
+# checkpoint a fork is restored from). A row is written only once its archive is complete and
+# fsynced: a row is what makes an archive authoritative.
+_SNAPSHOT_KINDS = [
+    "ALTER TABLE snapshots ADD COLUMN kind TEXT NOT NULL DEFAULT 'named'",
+    """
+    CREATE UNIQUE INDEX snapshots_named_unique ON snapshots (user_id, name)
+        WHERE kind = 'named'""",
+]
+
 MIGRATIONS: list[SchemaMigration] = [
     SchemaMigration(1, "initial", _INITIAL),
+    SchemaMigration(2, "snapshot_kinds", _SNAPSHOT_KINDS),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -45,6 +45,7 @@ from ..records import (
     Runtime,
     RuntimeState,
     Session,
+    SNAPSHOT_KINDS,
     Snapshot,
     User,
     WorkloadRole,
@@ -878,23 +879,41 @@ class SqlStorage(abc.ABC):
 
     async def create_snapshot(self, *, user_id: str, runtime_id: str | None, name: str,
                               path: str, size_bytes: int, sha256: str | None,
-                              depends_on: Mapping[str, Any], now: float) -> Snapshot:
-        """Record a checkpoint archive."""
+                              depends_on: Mapping[str, Any], now: float,
+                              kind: str = "named") -> Snapshot:
+        """Record a complete checkpoint archive (`kind`: named, sleep or fork)."""
+        if kind not in SNAPSHOT_KINDS:
+            raise ValueError(f"unknown snapshot kind {kind!r}")
         params = (_new_id(), user_id, runtime_id, name, path, size_bytes, sha256,
-                  _json(depends_on), now)
+                  _json(depends_on), now, kind)
         row = await self._write(
             lambda tx: tx.one(
                 "INSERT INTO snapshots (id, user_id, runtime_id, name, path, size_bytes, sha256,"
-                " depends_on, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-                params),
+                " depends_on, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING *", params),
+            conflicts={"snapshots_named_unique": f"a snapshot named {name!r} exists"},
             missing=f"user {user_id!r} or runtime {runtime_id!r} not found")
         assert row is not None
         return _snapshot(row)
 
-    async def list_snapshots(self, user_id: str) -> list[Snapshot]:
-        """The user's snapshots, oldest first."""
-        rows = await self._read(lambda tx: tx.execute(
-            "SELECT * FROM snapshots WHERE user_id = ? ORDER BY created_at, id", (user_id,)))
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        """One snapshot by id."""
+        row = await self._read(lambda tx: tx.one(
+            "SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)))
+        return _snapshot(row) if row else None
+
+    async def list_snapshots(self, user_id: str | None = None, *,
+                             kind: str | None = None) -> list[Snapshot]:
+        """Snapshots, oldest first: of one user (or all), of one kind (or all)."""
+        where, params = ["1 = 1"], []
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = f"SELECT * FROM snapshots WHERE {' AND '.join(where)} ORDER BY created_at, id"
+        rows = await self._read(lambda tx: tx.execute(sql, params))
         return [_snapshot(row) for row in rows]
 
     async def delete_snapshot(self, snapshot_id: str) -> bool:
@@ -1058,7 +1077,7 @@ def _snapshot(row: Row) -> Snapshot:
     return Snapshot(id=row["id"], user_id=row["user_id"], runtime_id=row["runtime_id"],
                     name=row["name"], path=row["path"], size_bytes=row["size_bytes"],
                     sha256=row["sha256"], created_at=float(row["created_at"]),
-                    depends_on=json.loads(row["depends_on"]))
+                    depends_on=json.loads(row["depends_on"]), kind=row["kind"])
 
 
 def _migration(row: Row) -> Migration:

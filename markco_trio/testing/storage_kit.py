@@ -816,6 +816,53 @@ class StorageContract:
         assert await storage.delete_snapshot(snapshot.id) is False
         assert await storage.list_snapshots(user.id) == []
 
+    async def test_snapshot_kind_defaults_to_named(self, storage: Storage) -> None:
+        user = await make_user(storage)
+        snapshot = await storage.create_snapshot(user_id=user.id, runtime_id=None, name="s",
+                                                 path="/s.img", size_bytes=1, sha256=None,
+                                                 depends_on={}, now=T0)
+        assert snapshot.kind == "named"
+
+    async def test_snapshots_are_listed_by_kind(self, storage: Storage) -> None:
+        user = await make_user(storage)
+        named = await storage.create_snapshot(user_id=user.id, runtime_id=None, name="a",
+                                              path="/a.img", size_bytes=1, sha256="0" * 64,
+                                              depends_on={}, now=T0)
+        sleep = await storage.create_snapshot(user_id=user.id, runtime_id=None, name="zz",
+                                              path="/z.img", size_bytes=2, sha256="1" * 64,
+                                              depends_on={}, now=T0 + 1, kind="sleep")
+        assert await storage.list_snapshots(user.id, kind="sleep") == [sleep]
+        assert await storage.list_snapshots(kind="named") == [named]
+        assert await storage.list_snapshots(user.id) == [named, sleep]
+
+    async def test_snapshot_is_found_by_id(self, storage: Storage) -> None:
+        user = await make_user(storage)
+        snapshot = await storage.create_snapshot(user_id=user.id, runtime_id=None, name="a",
+                                                 path="/a.img", size_bytes=1, sha256=None,
+                                                 depends_on={"criu": "4.1"}, now=T0,
+                                                 kind="fork")
+        assert await storage.get_snapshot(snapshot.id) == snapshot
+        assert await storage.get_snapshot("nope") is None
+
+    async def test_second_named_snapshot_of_one_name_conflicts(self,
+                                                               storage: Storage) -> None:
+        user = await make_user(storage)
+        await storage.create_snapshot(user_id=user.id, runtime_id=None, name="a",
+                                      path="/a.img", size_bytes=1, sha256=None,
+                                      depends_on={}, now=T0)
+        with pytest.raises(Conflict):
+            await storage.create_snapshot(user_id=user.id, runtime_id=None, name="a",
+                                          path="/b.img", size_bytes=1, sha256=None,
+                                          depends_on={}, now=T0)
+
+    async def test_sleep_images_may_share_a_name(self, storage: Storage) -> None:
+        user = await make_user(storage)
+        for path in ("/a.img", "/b.img"):
+            await storage.create_snapshot(user_id=user.id, runtime_id=None, name="sleep",
+                                          path=path, size_bytes=1, sha256=None,
+                                          depends_on={}, now=T0, kind="sleep")
+        assert len(await storage.list_snapshots(user.id, kind="sleep")) == 2
+
     # ---------------------------------------------------------------- migrations
 
     async def test_finished_migration_records_its_outcome_and_timings(
