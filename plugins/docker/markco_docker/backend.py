@@ -45,7 +45,7 @@ from markco_trio.roles import (
     ContainerStats,
 )
 
-from . import cgroups, oom
+from . import cgroups, firewall, oom
 from .engine import Engine
 from .ledger import Ledger, Remembered
 from .multiplex import demultiplex
@@ -98,6 +98,8 @@ class DockerBackend:
         try:
             for key in ("runtime_image", "editor_image"):
                 await self._check_image(key, getattr(self.options, key))
+            if self.options.network == "egress":
+                await firewall.require_for_egress(local=self.local, log=self.log)
         except BaseException:
             await self.engine.__aexit__()
             raise
