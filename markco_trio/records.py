@@ -253,3 +253,15 @@ class Event:
     user_id: str | None
     data: dict[str, Any]
     created_at: float
+
+
+@dataclass(frozen=True)
+class WorkloadAccount:
+    """The host account a user's workloads run as on a backend that runs them as host processes
+    (`process`): a uid/gid of their own, allocated once from the configured range and never
+    given to anyone else, even after the user is deleted (their files may remain)."""
+
+    user_id: str
+    uid: int
+    gid: int
+    created_at: float

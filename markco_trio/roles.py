@@ -28,6 +28,7 @@ from .records import (
     Session,
     Snapshot,
     User,
+    WorkloadAccount,
     WorkloadRole,
 )
 
@@ -238,6 +239,23 @@ class Storage(Protocol):
                                error: str | None = None) -> Migration: ...
 
     async def list_migrations(self, *, runtime_id: str | None = None) -> list[Migration]: ...
+
+    # host accounts of workloads (the process backend)
+    async def allocate_workload_account(self, user_id: str, *, uid_min: int, uid_max: int,
+                                        now: float) -> WorkloadAccount:
+        """The user's workload account (uid/gid of their own), allocated when they have none:
+        the next uid of [uid_min, uid_max] above every uid ever allocated there, gid = uid.
+        Uids are never reused, not even after the user is deleted. `Conflict` when the range
+        is used up (or, rarely, when another daemon allocated the same uid at once: retry)."""
+        ...
+
+    async def get_workload_account(self, user_id: str) -> WorkloadAccount | None:
+        """The user's workload account, or None when none was allocated."""
+        ...
+
+    async def list_workload_accounts(self) -> list[WorkloadAccount]:
+        """Every workload account ever allocated, by uid."""
+        ...
 
     # the event log
     async def append_event(self, *, type: str, user_id: str | None, data: Mapping[str, Any],

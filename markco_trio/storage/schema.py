@@ -264,9 +264,24 @@ _SNAPSHOT_KINDS = [
         WHERE kind = 'named'""",
 ]
 
+# Per-user host accounts (issue 9): the process backend runs each user's workloads as a uid/gid
+# of their own. No foreign key to users: a deleted user's uid stays taken (files they left
+# behind must never be handed to the next user), and uids are never reused.
+_WORKLOAD_ACCOUNTS = [
+    """
+    CREATE TABLE workload_accounts (
+        user_id TEXT PRIMARY KEY,
+        uid BIGINT NOT NULL,
+        gid BIGINT NOT NULL,
+        created_at {float} NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX workload_accounts_uid ON workload_accounts (uid)",
+]
+
 MIGRATIONS: list[SchemaMigration] = [
     SchemaMigration(1, "initial", _INITIAL),
     SchemaMigration(2, "snapshot_kinds", _SNAPSHOT_KINDS),
+    SchemaMigration(3, "workload_accounts", _WORKLOAD_ACCOUNTS),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -48,6 +48,7 @@ from ..records import (
     SNAPSHOT_KINDS,
     Snapshot,
     User,
+    WorkloadAccount,
     WorkloadRole,
 )
 from . import schema
@@ -964,6 +965,47 @@ class SqlStorage(abc.ABC):
         rows = await self._read(lambda tx: tx.execute(sql, params))
         return [_migration(row) for row in rows]
 
+    # ------------------------------------------------------------------ workload accounts
+
+    async def allocate_workload_account(self, user_id: str, *, uid_min: int, uid_max: int,
+                                        now: float) -> WorkloadAccount:
+        """The user's workload account, allocated if they have none: the next uid of
+        [uid_min, uid_max] above every uid ever allocated there (never reused), gid = uid.
+        `Conflict` when the range is used up."""
+        if not 0 < uid_min <= uid_max:
+            raise ValueError(f"bad uid range {uid_min}-{uid_max}")
+
+        def allocate(tx: Tx) -> WorkloadAccount:
+            self._serialize(tx, "workload_accounts")
+            row = tx.one("SELECT * FROM workload_accounts WHERE user_id = ?", (user_id,))
+            if row is not None:
+                return _workload_account(row)
+            top = tx.one("SELECT MAX(uid) AS top FROM workload_accounts WHERE uid >= ? AND"
+                         " uid <= ?", (uid_min, uid_max))
+            uid = uid_min if top is None or top["top"] is None else int(top["top"]) + 1
+            if uid > uid_max:
+                raise Conflict(f"the workload uid range {uid_min}-{uid_max} is used up")
+            row = tx.one("INSERT INTO workload_accounts (user_id, uid, gid, created_at)"
+                         " VALUES (?, ?, ?, ?) RETURNING *", (user_id, uid, uid, now))
+            assert row is not None
+            return _workload_account(row)
+
+        return await self._write(allocate, conflicts={
+            "workload_accounts_uid": "another daemon allocated that uid at the same moment; "
+                                     "try again"})
+
+    async def get_workload_account(self, user_id: str) -> WorkloadAccount | None:
+        """The user's workload account, or None."""
+        row = await self._read(lambda tx: tx.one(
+            "SELECT * FROM workload_accounts WHERE user_id = ?", (user_id,)))
+        return _workload_account(row) if row else None
+
+    async def list_workload_accounts(self) -> list[WorkloadAccount]:
+        """Every workload account, by uid."""
+        rows = await self._read(lambda tx: tx.execute(
+            "SELECT * FROM workload_accounts ORDER BY uid"))
+        return [_workload_account(row) for row in rows]
+
     # ------------------------------------------------------------------ the event log
 
     async def append_event(self, *, type: str, user_id: str | None, data: Mapping[str, Any],
@@ -1087,6 +1129,11 @@ def _migration(row: Row) -> Migration:
                      started_at=float(row["started_at"]), completed_at=_time(row["completed_at"]),
                      checkpoint_ms=row["checkpoint_ms"], transfer_ms=row["transfer_ms"],
                      restore_ms=row["restore_ms"], error=row["error"])
+
+
+def _workload_account(row: Row) -> WorkloadAccount:
+    return WorkloadAccount(user_id=row["user_id"], uid=int(row["uid"]), gid=int(row["gid"]),
+                           created_at=float(row["created_at"]))
 
 
 def _event(row: Row) -> Event:

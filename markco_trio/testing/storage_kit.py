@@ -896,6 +896,62 @@ class StorageContract:
             runtime_id=runtimes[0].id)] == [runtimes[0].id]
         assert len(await storage.list_migrations()) == 2
 
+    # ---------------------------------------------------------------- workload accounts
+
+    async def test_first_workload_account_gets_the_bottom_of_the_range(
+            self, storage: Storage) -> None:
+        account = await storage.allocate_workload_account("u1", uid_min=200000,
+                                                          uid_max=200009, now=T0)
+        assert (account.user_id, account.uid, account.gid, account.created_at) == (
+            "u1", 200000, 200000, T0)
+
+    async def test_allocating_again_returns_the_same_account(self, storage: Storage) -> None:
+        first = await storage.allocate_workload_account("u1", uid_min=200000, uid_max=200009,
+                                                        now=T0)
+        again = await storage.allocate_workload_account("u1", uid_min=200000, uid_max=200009,
+                                                        now=T0 + 5)
+        assert again == first == await storage.get_workload_account("u1")
+
+    async def test_users_get_distinct_uids(self, storage: Storage) -> None:
+        uids = [(await storage.allocate_workload_account(f"u{i}", uid_min=200000,
+                                                         uid_max=200009, now=T0)).uid
+                for i in range(3)]
+        assert uids == [200000, 200001, 200002]
+        assert [a.uid for a in await storage.list_workload_accounts()] == uids
+
+    async def test_concurrent_allocations_never_share_a_uid(self, storage: Storage) -> None:
+        uids: list[int] = []
+
+        async def allocate(user_id: str) -> None:
+            for _ in range(5):  # a Conflict means another daemon won the race: retry
+                try:
+                    account = await storage.allocate_workload_account(
+                        user_id, uid_min=200000, uid_max=200099, now=T0)
+                except Conflict:
+                    continue
+                uids.append(account.uid)
+                return
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(allocate, f"u{i}")
+        assert len(uids) == 8 and len(set(uids)) == 8
+
+    async def test_a_used_up_uid_range_is_a_conflict(self, storage: Storage) -> None:
+        await storage.allocate_workload_account("u1", uid_min=200000, uid_max=200000, now=T0)
+        with pytest.raises(Conflict):
+            await storage.allocate_workload_account("u2", uid_min=200000, uid_max=200000,
+                                                    now=T0)
+
+    async def test_a_workload_account_needs_no_user_row(self, storage: Storage) -> None:
+        # No foreign key: an account outlives its user, so its uid is never handed on.
+        account = await storage.allocate_workload_account("gone-user", uid_min=200000,
+                                                          uid_max=200009, now=T0)
+        assert await storage.get_workload_account("gone-user") == account
+
+    async def test_unknown_user_has_no_workload_account(self, storage: Storage) -> None:
+        assert await storage.get_workload_account("nobody-here") is None
+
     # ---------------------------------------------------------------- the event log
 
     async def test_appended_events_have_increasing_seqs(self, storage: Storage) -> None:
