@@ -16,8 +16,8 @@ failure. Needs root and `ip` (iproute2).
 `namespace()` is just an empty namespace (loopback up): a process run in it with `ip netns
 exec` sees its own interfaces and its own (empty) firewall tables.
 
-Never probe a real address instead (169.254.169.254, public resolvers, ...): a probe that is
-not blocked then reaches a machine that is not ours. `tests/test_network_rule.py` enforces it.
+Never probe a real address instead (the real metadata service's, a public resolver's, ...): a
+probe that is not blocked then reaches a machine that is not ours. `tests/test_network_rule.py` enforces it.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _subnet_in_use(third_octet: int) -> bool:
 
 def _choose_octet() -> int:
     for _ in range(64):
-        # Not 169.254.169.x (the real metadata service's /24) nor 169.254.0.x/255.x.
+        # Not the real metadata service's /24 (N = 169), nor 169.254.0.x / 169.254.255.x.
         octet = 16 + secrets.randbelow(150)
         if octet != 169 and not _subnet_in_use(octet):
             return octet

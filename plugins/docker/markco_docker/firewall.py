@@ -115,24 +115,24 @@ def install(*, netns: str | None = None) -> None:
     if done.returncode != 0:
         raise FirewallError(f"nft could not install table {FAMILY} {TABLE}: "
                             f"{done.stderr.strip()}")
-    if netns is None:
-        remove_legacy_iptables()
+    remove_legacy_iptables(netns=netns)
 
 
-def remove_legacy_iptables() -> list[str]:
+def remove_legacy_iptables(*, netns: str | None = None) -> list[str]:
     """Remove the MARKCO-INPUT / MARKCO-FORWARD iptables chains and their jumps, if present;
     return what was removed."""
     if shutil.which("iptables") is None:
         return []
+    iptables = ["ip", "netns", "exec", netns, "iptables"] if netns else ["iptables"]
     removed: list[str] = []
     for chain, match, target in _LEGACY:
         rule = [chain, *match, "-j", target]
-        while _run(["iptables", "-C", *rule]).returncode == 0:
-            _run(["iptables", "-D", *rule])
+        while _run([*iptables, "-C", *rule]).returncode == 0:
+            _run([*iptables, "-D", *rule])
             removed.append(" ".join(rule))
     for target in ("MARKCO-INPUT", "MARKCO-FORWARD"):
-        if _run(["iptables", "-F", target]).returncode == 0:
-            _run(["iptables", "-X", target])
+        if _run([*iptables, "-F", target]).returncode == 0:
+            _run([*iptables, "-X", target])
             removed.append(target)
     return removed
 
