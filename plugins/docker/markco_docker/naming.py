@@ -13,7 +13,8 @@ import json
 from markco_trio.roles import LABEL_DEPLOYMENT, LABEL_USER
 
 # Every bridge the backend creates is named `mkc<12 hex>`: Linux caps interface names at 15
-# characters, and one fixed prefix lets a host firewall rule match them all (`-i mkc+`).
+# characters, and one fixed prefix lets the host firewall match them all (`iifname "mkc*"`,
+# see `firewall`).
 BRIDGE_PREFIX = "mkc"
 LABEL_NETWORK = "markco.network"
 
