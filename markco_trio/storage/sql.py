@@ -52,6 +52,7 @@ from ..records import (
     WorkloadRole,
 )
 from . import schema
+from .failures import InvalidCursor, StorageUnavailable
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -195,7 +196,7 @@ def _decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     if not text.startswith(_CURSOR_TAG):
-        raise ValueError(f"invalid cursor {cursor!r}: pass back a next_cursor as it came")
+        raise InvalidCursor(f"invalid cursor {cursor!r}: pass back a next_cursor as it came")
     return text.removeprefix(_CURSOR_TAG)
 
 
@@ -249,6 +250,12 @@ class SqlStorage(abc.ABC):
     def _translate(self, sql: str) -> str:
         """Rewrite a query written with `?` placeholders for the driver."""
         return sql
+
+    def _unavailable_cause(self, exc: Exception) -> str | None:
+        """Classify a driver error an operator must fix (read-only, disk full, I/O error,
+        server gone) as a short cause ("database is read-only"); None for anything else. The
+        default knows none."""
+        return None
 
     def _serialize(self, tx: Tx, what: str) -> None:
         """Serialise transactions that touch `what` until this one ends, where concurrent
@@ -324,6 +331,9 @@ class SqlStorage(abc.ABC):
                 finally:
                     job.detach()
         except self.driver_errors as exc:
+            cause = self._unavailable_cause(exc)
+            if cause is not None:
+                raise StorageUnavailable(cause, f"{self!r}: {exc}") from exc
             raise StorageError(f"{self.name} storage failed: {exc}") from exc
         finally:
             job.finish()

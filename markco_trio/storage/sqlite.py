@@ -28,6 +28,18 @@ from .sql import ForeignKeyViolation, SqlStorage, Tx, UniqueViolation
 
 _INDEX_MESSAGE = re.compile(r"index '(?P<name>[^']+)'")
 
+# SQLite's primary result codes that only an operator can clear, and what to call them.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_READONLY: "database is read-only",
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_IOERR: "I/O error on the database file",
+    sqlite3.SQLITE_CANTOPEN: "cannot open the database file",
+    sqlite3.SQLITE_CORRUPT: "database file is damaged",
+    sqlite3.SQLITE_NOTADB: "database file is damaged",
+    sqlite3.SQLITE_BUSY: "database is locked by another process",
+    sqlite3.SQLITE_PERM: "no permission to write the database file",
+}
+
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
@@ -154,6 +166,13 @@ class SqliteStorage(SqlStorage):
 
     def _interrupt(self, conn: Any) -> None:
         conn.interrupt()
+
+    def _unavailable_cause(self, exc: Exception) -> str | None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return None
+        # Extended result codes keep the primary code in their low byte.
+        return _UNAVAILABLE.get(code & 0xFF)
 
     def _has_table(self, tx: Tx, table: str) -> bool:
         return tx.one("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?",

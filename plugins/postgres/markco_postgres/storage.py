@@ -143,6 +143,25 @@ class PostgresStorage(SqlStorage):
             return ForeignKeyViolation(str(exc))
         return None
 
+    def _unavailable_cause(self, exc: Exception) -> str | None:
+        # By SQLSTATE class where it is specific enough (PostgreSQL's errcodes appendix).
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "25006":
+            return "database is read-only"
+        if state == "53100":
+            return "disk full on the database server"
+        if state.startswith("53"):
+            return "the database server is out of resources"
+        if state == "58030":
+            return "I/O error on the database server"
+        if state in ("57P01", "57P02", "57P03"):
+            return "the database server is shutting down or starting"
+        if state == "57014":
+            return "a database statement timed out"
+        if isinstance(exc, psycopg.OperationalError) and not state:
+            return "cannot reach the database server"
+        return None
+
     # ------------------------------------------------------------------ single instance
 
     @asynccontextmanager
