@@ -10,6 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
+from ..storage.failures import InvalidCursor
 from .conventions import ApiError, error_response
 
 if TYPE_CHECKING:
@@ -28,6 +29,11 @@ def build_app(ctx: PluginContext) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(InvalidCursor)
+    async def _bad_cursor(exc: InvalidCursor) -> Response:
+        # Whichever route passed a client's cursor on: the client's mistake, never a 500.
+        return error_response(400, "bad_cursor", str(exc))
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:

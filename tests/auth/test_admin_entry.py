@@ -83,3 +83,38 @@ async def test_the_admin_page_lists_users_with_an_entry_button(
     page = await admin.get("/admin")
     assert page.status_code == 200
     assert f'action="/admin/enter/{bob.id}"' in page.text and "@bob" in page.text
+
+
+async def test_the_owner_sees_an_admin_entry_on_the_dashboard(
+        start_markco: StartMarkco) -> None:
+    markco = await start_markco()
+    admin = await markco.login_as("root", admin=True)
+    bob = await markco.login_as("bob")
+    bob_user = await markco.user("bob")
+    await admin.post(f"/admin/enter/{bob_user.id}", headers=markco.origin())
+    page = await bob.get("/dashboard")
+    assert "Administrator access" in page.text and "@root entered your editor" in page.text
+
+
+async def test_the_owner_sees_an_admin_entry_through_the_api(
+        start_markco: StartMarkco) -> None:
+    markco = await start_markco(auth="admin_entry_minutes = 5\n")
+    admin = await markco.login_as("root", admin=True)
+    root = await markco.user("root", admin=True)
+    bob = await markco.login_as("bob")
+    bob_user = await markco.user("bob")
+    await admin.post(f"/admin/enter/{bob_user.id}", headers=markco.origin())
+    [entry] = (await bob.get("/api/v1/admin-entries")).json()["items"]
+    assert entry["admin"] == "root" and entry["admin_id"] == root.id
+    assert entry["entered_at"].endswith("Z") and entry["expires_at"].endswith("Z")
+
+
+async def test_a_user_sees_no_entries_into_editors_of_others(
+        start_markco: StartMarkco) -> None:
+    markco = await start_markco()
+    admin = await markco.login_as("root", admin=True)
+    carol = await markco.login_as("carol")
+    bob = await markco.user("bob")
+    await admin.post(f"/admin/enter/{bob.id}", headers=markco.origin())
+    assert (await carol.get("/api/v1/admin-entries")).json()["items"] == []
+    assert "Administrator access" not in (await carol.get("/dashboard")).text

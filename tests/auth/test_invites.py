@@ -173,7 +173,7 @@ async def test_the_invite_page_says_an_editor_runs_code_as_the_owner(
     page = await bob.get(f"/invites/{token}")
     assert page.status_code == 200
     assert "can run code" in page.text and "as alice" in page.text
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"  # never sent to other sites
     assert "default-src 'none'" in page.headers["content-security-policy"]
     accepted = await bob.post(f"/invites/{token}/accept", headers=markco.origin())
     assert accepted.status_code == 200 and "Invitation accepted" in accepted.text

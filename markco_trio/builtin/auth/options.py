@@ -51,6 +51,11 @@ class AuthOptions:
       `invite_max_days` (90) caps any invite's life.
     - `pending_login_minutes` (10): how long an OAuth login may take between the redirect to
       the provider and the callback.
+
+    Login attempts
+    - `login_attempts_per_minute` (10) and `login_attempts_burst` (20): each client address
+      may try console login links and OAuth callbacks `burst` times at once, then this many
+      times a minute; beyond that it gets 429 with `Retry-After`.
     """
 
     session_ttl_days: float = 14.0
@@ -71,12 +76,14 @@ class AuthOptions:
     invite_max_uses: int = 1
     invite_max_days: float = 90.0
     pending_login_minutes: float = 10.0
+    login_attempts_per_minute: float = 10.0
+    login_attempts_burst: int = 20
 
     def __post_init__(self) -> None:
         positive = ("session_ttl_days", "session_max_days", "renew_after_seconds",
                     "touch_flush_seconds", "revocation_poll_seconds", "cache_ttl_seconds",
                     "login_link_minutes", "admin_entry_minutes", "invite_days",
-                    "invite_max_days", "pending_login_minutes")
+                    "invite_max_days", "pending_login_minutes", "login_attempts_per_minute")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be more than 0")
@@ -86,6 +93,8 @@ class AuthOptions:
             raise ValueError("renew_after_seconds: must be shorter than session_ttl_days")
         if self.invite_days > self.invite_max_days:
             raise ValueError("invite_days: must not exceed invite_max_days")
+        if not 1 <= self.login_attempts_burst <= 10_000:
+            raise ValueError("login_attempts_burst: between 1 and 10000")
         if not 1 <= self.invite_max_uses <= 1000:
             raise ValueError("invite_max_uses: between 1 and 1000")
         if not _COOKIE_NAME.match(self.cookie_name) or self.cookie_name.startswith("__"):

@@ -1,8 +1,12 @@
 """The auth plugin's HTML pages: small, server-rendered, every value escaped, no external asset.
 
 Every page is sent with a strict Content-Security-Policy (no script at all, the one inline
-stylesheet allowed by its hash, forms only to this origin, no framing), `no-referrer` (paths
-such as invite links must not leak to other sites) and `no-store` (pages show personal data).
+stylesheet allowed by its hash, forms only to this origin, no framing), `no-store` (pages show
+personal data) and `Referrer-Policy: same-origin`: paths such as invite links never reach other
+sites, while markco's own form posts keep their `Origin` (under `no-referrer` a browser sends
+`Origin: null`, which the CSRF check must refuse). `Cross-Origin-Opener-Policy: same-origin`
+keeps a page opened from an editor page (`/u/`, same origin but no such policy) out of its
+opener's reach.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from quart import Response
 
 from ...authz import Principal
 from ...records import Grant, Identity, Session, User
+from .admin_entries import AdminEntry
 
 _CSS = (
     "body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;"
@@ -43,7 +48,8 @@ SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -140,9 +146,10 @@ def _workspace_section(user: User, workspace: Any) -> str:
 def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Session],
                    current_session_id: str | None, identities: Iterable[Identity],
                    held: Sequence[Grant], owners: dict[str, User],
-                   workspace: Any = None) -> Response:
+                   workspace: Any = None,
+                   admin_entries: Sequence[AdminEntry] = ()) -> Response:
     """Who you are, your workspace (when compute runs), your sessions, what is shared with
-    you."""
+    you, and which administrators entered your editor."""
     body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
             f"<p class=\"muted\">Logged in as <strong>@{esc(user.username)}</strong>"
             f"{' · ' + esc(user.email) if user.email else ''} · plan {esc(user.plan)}"
@@ -164,6 +171,13 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
             f"{esc(owners[g.owner_id].username if g.owner_id in owners else '?')} — "
             f"{esc(g.role.value)}</li>" for g in held)
         body += f"<h2>Shared with you</h2><ul>{items}</ul>"
+    if admin_entries:
+        items = "".join(
+            f"<li>@{esc(e.admin)} entered your editor on {when(e.entered_at)}"
+            f"{', for access until ' + when(e.expires_at) if e.expires_at else ''}</li>"
+            for e in admin_entries)
+        body += ("<h2>Administrator access</h2><p class=\"muted\">Administrators who entered "
+                 f"your editor (each entry can run code as you).</p><ul>{items}</ul>")
     return render("Dashboard", body)
 
 

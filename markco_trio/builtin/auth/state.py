@@ -18,6 +18,7 @@ from .invites import Invites
 from .options import AuthOptions
 from .origin import allowed_origins
 from .pending import PendingLogins
+from .ratelimit import ClientAddress, TokenBuckets
 
 EXTRAS_KEY = "auth"
 _STATE_KEY = "auth.state"
@@ -41,6 +42,10 @@ class AuthState:
         self.accounts = Accounts(self.storage, ctx.clock, self.options)
         self.invites = Invites(self.storage, ctx.clock, self.options, ctx.authorize,
                                ctx.events)
+        self.login_attempts = TokenBuckets(per_minute=self.options.login_attempts_per_minute,
+                                           burst=self.options.login_attempts_burst,
+                                           now=ctx.clock.now)
+        self.client_address = ClientAddress(ctx.config.server.trusted_proxies)
         # The login-in-flight cookie: Lax so the provider's top-level redirect carries it.
         self.pending_cookie = ("__Host-" if self.secure else "") + "markco_login"
 

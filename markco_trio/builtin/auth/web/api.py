@@ -9,6 +9,7 @@
 | `POST /invites/lookup` | nothing | what an invite token is for (token in the body) |
 | `POST /invites/accept` | `user` | accept an invite (token in the body) |
 | `GET /grants`, `DELETE /grants/<id>` | `user` | grants you hold and gave; revoke one you gave |
+| `GET /admin-entries` | `user` | administrators' entries into your editor, newest first |
 | `GET /users` | `admin` | every user, cursor-paged |
 
 Secrets (invite tokens) travel in request bodies, never in URLs.
@@ -24,6 +25,7 @@ from ....api.conventions import ApiError, error_response, page_json, page_params
 from ....api.principal import current_principal
 from ....authz import SCOPE_FOR_ACTION, Action, Principal, Resource
 from ....records import Invite, User
+from ..admin_entries import admin_entries_of
 from ..api_tokens import TokenProblem, create_api_token
 from ..invites import InviteProblem, invite_state
 from ..state import AuthState
@@ -247,6 +249,14 @@ def api_blueprint(state: AuthState) -> Blueprint:
                             data={"grant_id": grant_id, "user_id": grant.user_id,
                                   "project": grant.project, "role": grant.role.value})
         return {"revoked": True}
+
+    # ------------------------------------------------------------------ admin entries
+
+    @bp.get("/admin-entries")
+    async def list_admin_entries() -> Any:
+        principal = caller()
+        entries = await admin_entries_of(storage, principal.user_id)
+        return {"items": to_json(entries), "next_cursor": None}
 
     # ------------------------------------------------------------------ users (admin)
 

@@ -4,7 +4,8 @@ means), `GET /invites/<token>/login/<provider>` (log in, then come back to it) a
 
 An invite link is a capability to share, like the invite links of other services: it does
 not authenticate anyone (accepting needs a logged-in user) and its pages are sent with
-`no-referrer`, so the link does not leak to other sites.
+`Referrer-Policy: same-origin`, so the link does not leak to other sites (and the accept form
+keeps its Origin).
 """
 
 from __future__ import annotations

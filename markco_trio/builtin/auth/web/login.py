@@ -18,9 +18,11 @@ from ....errors import MarkcoError
 from ....records import User
 from .. import pages
 from ..accounts import AccountDisabled, SignupClosed, is_configured_admin
+from ..admin_entries import admin_entries_of
 from ..invites import InviteProblem
 from ..login_links import LINK_PATH
 from ..pending import PendingLogin
+from ..ratelimit import retry_after_header
 from ..state import AuthState
 from ..tokens import hash_token, well_formed
 from .request_auth import (
@@ -35,10 +37,14 @@ log = logging.getLogger("markco.auth")
 ADMIN_PAGE_SIZE = 200
 
 
-def redirect(url: str, status: int = 303) -> Response:
-    """A redirect that is never cached and never leaks its origin page's URL."""
-    return Response("", status=status, headers={"Location": url, "Cache-Control": "no-store",
-                                                "Referrer-Policy": "no-referrer"})
+def redirect(url: str, status: int = 303, *, carries_secret: bool = False) -> Response:
+    """A redirect that is never cached. `carries_secret`: the URL it answers holds a secret
+    (a login link, an OAuth code): `no-referrer`, so the next page does not see that URL. Any
+    other redirect is `same-origin`, as markco's pages are: the page it leads to must keep its
+    `Origin` on form posts (DESIGN §5.1)."""
+    return Response("", status=status, headers={
+        "Location": url, "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer" if carries_secret else "same-origin"})
 
 
 def _error_status(exc: MarkcoError, default: int) -> int:
@@ -76,7 +82,7 @@ async def finish_login(state: AuthState, user: User, *, via: str, then: str) -> 
     await state.publish("auth.login", user_id=user.id,
                         data={"via": via, "session_id": session.id,
                               "username": user.username})
-    response = redirect(state.url(then))
+    response = redirect(state.url(then), carries_secret=True)  # a login link or OAuth code
     forget_stale_cookie()
     response.headers.add("Set-Cookie", authority.set_cookie_header(token))
     return response
@@ -108,8 +114,26 @@ def login_blueprint(state: AuthState) -> Blueprint:
     async def login_with(provider_name: str) -> Response:
         return await start_login(state, provider_name)
 
+    def too_many_attempts() -> Response | None:
+        """429 when this client has used up its login attempts (see `ratelimit.py`)."""
+        client = state.client_address(request.headers.get("X-Forwarded-For"))
+        wait = state.login_attempts.take_nowait(client)
+        if not wait:
+            return None
+        retry = retry_after_header(wait)
+        log.warning("login attempts from %s over the limit; refused for %s s", client, retry)
+        response = pages.message_page(
+            "Too many login attempts",
+            f"This address has tried to log in too often. Wait {retry} seconds, then start "
+            f"the login again.", status=429)
+        response.headers["Retry-After"] = retry
+        return response
+
     @bp.get("/auth/callback/<provider_name>")
     async def callback(provider_name: str) -> Response:
+        refused = too_many_attempts()
+        if refused is not None:
+            return refused
         pending = state.pending.take(request.cookies.get(state.pending_cookie))
         return clear_pending(await _callback(provider_name, pending))
 
@@ -161,6 +185,9 @@ def login_blueprint(state: AuthState) -> Blueprint:
 
     @bp.get(LINK_PATH + "<token>")
     async def login_link(token: str) -> Response:
+        refused = too_many_attempts()
+        if refused is not None:
+            return refused
         link = (await storage.consume_login_link(hash_token(token), now=clock.now())
                 if well_formed(token) else None)
         user = await storage.get_user(link.user_id) if link is not None else None
@@ -221,7 +248,7 @@ def login_blueprint(state: AuthState) -> Blueprint:
             user, principal, sessions=sessions,
             current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
             identities=await storage.list_identities(user.id), held=held, owners=owners,
-            workspace=workspace)
+            workspace=workspace, admin_entries=await admin_entries_of(storage, user.id))
 
     @bp.post("/dashboard/workspace/<action>")
     async def workspace_action(action: str) -> Response:
@@ -246,8 +273,14 @@ def login_blueprint(state: AuthState) -> Blueprint:
             return pages.message_page("Administrators only",
                                       "This page is for administrators.", status=403,
                                       link=("/dashboard", "Back to your dashboard"))
-        page = await storage.list_users(cursor=request.args.get("cursor") or None,
-                                        limit=ADMIN_PAGE_SIZE)
+        try:
+            page = await storage.list_users(cursor=request.args.get("cursor") or None,
+                                            limit=ADMIN_PAGE_SIZE)
+        except ValueError:
+            return pages.message_page(
+                "Bad page link", "This page link is damaged (its cursor was not made by "
+                "markco). Start again from the first page.", status=400,
+                link=("/admin", "The first page of users"))
         return pages.admin_page(page.items, next_cursor=page.next_cursor,
                                 me=principal.user_id)
 
