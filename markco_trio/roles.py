@@ -529,6 +529,63 @@ class Checkpointer(Protocol):
         ...
 
 
+# ------------------------------------------------ what a container engine backend offers to one
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What a container-engine backend says about its engine, for checkpoints to record and
+    compare. `kind` is `podman` or `docker`; `checkpoint_api` is True when the engine has a
+    checkpoint/restore API the backend speaks (Podman's libpod API: checkpoint with export,
+    restore with import); `kernel` is the engine host's kernel release."""
+
+    kind: str
+    version: str
+    api_version: str
+    kernel: str
+    oci_runtime: str
+    local: bool
+    checkpoint_api: bool
+
+
+@runtime_checkable
+class EngineCheckpointing(Protocol):
+    """The typed interface a container-engine backend (the `docker` plugin) exposes to a
+    checkpointer, so that the checkpointer never reaches into the backend's internals. Every
+    method checks that the workload is this backend's (its deployment's): `NotFound` otherwise.
+
+    The archive is the engine's own (Podman: a tar of the container's configuration and the
+    CRIU images); the backend streams it and never holds it whole in memory.
+    """
+
+    async def engine_facts(self) -> EngineFacts:
+        """The engine's kind, versions and host kernel (asked once, then remembered)."""
+        ...
+
+    async def image_id(self, image: str) -> str | None:
+        """The id of the engine's image `image` (a name or an id); None when it has none."""
+        ...
+
+    async def export_checkpoint(self, handle: str, write: Any, *, leave_running: bool,
+                                tcp_established: bool = False) -> Mapping[str, Any]:
+        """Checkpoint the running workload `handle` through the engine and pass the archive's
+        bytes, in order, to `write` (an async callable taking `bytes`). `leave_running=False`:
+        the workload ends stopped (`exited`, never counted as a crash). Returns what the archive
+        depends on on the engine's side: `image` (name), `image_id`, `user_id`, `role`, `port`.
+        Raises `CheckpointUnavailable` when the engine has no checkpoint API, `CheckpointError`
+        when it refuses (the workload is then left as it was)."""
+        ...
+
+    async def import_checkpoint(self, spec: ContainerSpec, chunks: Any, *,
+                                tcp_established: bool = False) -> ContainerInfo:
+        """Create the workload `spec.name` from an archive streamed as `chunks` (an async
+        iterable of bytes) and return it running, a normal workload of the backend (listed,
+        inspected, stopped, removed like any other) with `spec`'s limits. `Conflict` when a
+        workload of that name exists; `CheckpointError` when the engine refuses (nothing is
+        left behind)."""
+        ...
+
+
 # -------------------------------------------------------------------------------- OAuth provider
 
 

@@ -43,9 +43,10 @@ from markco_trio.roles import (
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
+    EngineFacts,
 )
 
-from . import cgroups, firewall, oom
+from . import cgroups, checkpointing, firewall, oom
 from .engine import Engine
 from .ledger import Ledger, Remembered
 from .multiplex import demultiplex
@@ -86,6 +87,7 @@ class DockerBackend:
         self.local = urlsplit(options.engine_url).scheme == "unix"
         self._network_locks: dict[str, trio.Lock] = {}
         self._oom_verdicts: dict[tuple[str, str], bool] = {}
+        self._engine_facts: EngineFacts | None = None  # asked by `checkpointing`, once
         self._entered = False
 
     def __repr__(self) -> str:
@@ -146,6 +148,10 @@ class DockerBackend:
             update_limits_live=True, checkpoint=podman, isolated_network=True,
             per_user_cgroup=True, enforces_limits=True, mounts=True, pid_namespace=True,
             notes=tuple(notes))
+
+    async def prepare_user(self, user_id: str) -> None:
+        """Nothing to prepare: every container runs as one configured account."""
+        return None
 
     def workload_owner(self, user_id: str) -> tuple[int, int] | None:
         """The (uid, gid) every container runs as (`[compute.docker] user`)."""
@@ -470,6 +476,29 @@ class DockerBackend:
                       "NanoCpus": int(round(cpus * 1e9))})
         self.engine.check(response, f"updating the limits of {container_id[:12]}",
                           not_found=str(self._not_found(container_id)))
+
+    # ------------------------------------------------------------------ for a checkpointer
+    # `markco_trio.roles.EngineCheckpointing`, implemented in `checkpointing`.
+
+    async def engine_facts(self) -> EngineFacts:
+        """The engine's kind, versions and host kernel."""
+        return await checkpointing.engine_facts(self)
+
+    async def image_id(self, image: str) -> str | None:
+        """The engine's id of `image`; None when it has none."""
+        return await checkpointing.image_id(self, image)
+
+    async def export_checkpoint(self, handle: str, write: Any, *, leave_running: bool,
+                                tcp_established: bool = False) -> dict[str, Any]:
+        """Checkpoint `handle` through the engine, streaming the archive to `write`."""
+        return dict(await checkpointing.export_checkpoint(
+            self, handle, write, leave_running=leave_running, tcp_established=tcp_established))
+
+    async def import_checkpoint(self, spec: ContainerSpec, chunks: Any, *,
+                                tcp_established: bool = False) -> ContainerInfo:
+        """Create and run `spec.name` from an archive streamed as `chunks`."""
+        return await checkpointing.import_checkpoint(self, spec, chunks,
+                                                     tcp_established=tcp_established)
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,6 +203,35 @@ class Engine:
                                f"overloaded or stuck ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
+
+    @asynccontextmanager
+    async def stream(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                     content: Any = None, headers: dict[str, str] | None = None,
+                     wait_seconds: float | None = None,
+                     libpod: bool = False) -> AsyncIterator[httpx.Response]:
+        """Like `request`, with a streamed body each way: `content` (bytes or an async iterable
+        of bytes) is sent as it comes, and the response's body is read by the caller
+        (`aiter_bytes()`) inside the block. `wait_seconds` bounds each wait for the engine (the
+        first byte of a checkpoint comes only once the engine has dumped it)."""
+        if self._client is None:
+            raise RuntimeError("the engine connection is not open: use `async with`")
+        full = LIBPOD_PREFIX + path if libpod else f"/v{self.version.api_version}{path}"
+        wait = wait_seconds or self.timeout
+        request = self._client.build_request(
+            method, full, params=params, content=content, headers=headers,
+            timeout=httpx.Timeout(wait, connect=min(wait, 10.0)))
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"the container engine at {self.url} did not answer {method} "
+                               f"{path} within {wait:g} s: it may be overloaded or stuck "
+                               f"({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def check(self, response: httpx.Response, doing: str, *, not_found: str | None = None,
               conflict: str | None = None) -> httpx.Response:

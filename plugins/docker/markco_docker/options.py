@@ -64,7 +64,8 @@ class DockerOptions:
     - `cap_add`: capabilities given back after dropping ALL (none are needed by mrmd-python or
       the built-in editor).
     - `init`: run a tiny init as PID 1 (signals forwarded, zombies reaped; a program that is
-      PID 1 itself ignores SIGTERM unless it handles it).
+      PID 1 itself ignores SIGTERM unless it handles it) — in the editor: the runtime never has
+      one, so that CRIU can checkpoint and restore it (see `translation.create_body`).
     """
 
     engine_url: str = DEFAULT_ENGINE_URL

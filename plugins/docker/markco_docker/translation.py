@@ -95,7 +95,11 @@ def create_body(spec: ContainerSpec, options: DockerOptions, *, deployment_id: s
         "SecurityOpt": ["no-new-privileges"],
         "ReadonlyRootfs": options.read_only_rootfs,
         "Tmpfs": {"/tmp": f"rw,nosuid,nodev,size={options.tmpfs_size_mb}m,mode=1777"},
-        "Init": options.init,
+        # Podman's init is a host file bind-mounted into the container, which CRIU 4.1's
+        # mount engine cannot restore ("Can't remount ... with MS_PRIVATE"): the runtime, the
+        # one workload that is checkpointed, runs as PID 1 itself (it is stopped with SIGKILL,
+        # which PID 1 receives from outside its namespace like any process).
+        "Init": options.init and spec.role != WorkloadRole.RUNTIME,
         # The daemon restarts crashed workloads itself, with backoff and a crash count: an
         # engine restarting them too would hide crashes and fight the daemon.
         "RestartPolicy": {"Name": "no"},

@@ -1,0 +1,243 @@
+"""What the docker backend offers a checkpointer (`markco_trio.roles.EngineCheckpointing`).
+
+Podman checkpoints a container with CRIU through its libpod API, on the same socket as the
+Docker API: `POST /libpod/containers/{id}/checkpoint?export=true` answers with a tar of the
+container's configuration and CRIU images, and `POST /libpod/containers/{name}/restore?
+import=true&name=N` creates a container from such a tar. Docker Engine's own checkpoint API is
+experimental (and 404 on Podman): it is not spoken here — on Docker, checkpointing is
+`CheckpointUnavailable`.
+
+What Podman 4.3 lets a restore change is the name (and published ports): labels, networks and
+limits come from the archive. So the backend checks that the restored container is of its own
+deployment, user and role (and removes it otherwise), restores on the user's network (created
+first when the user has no container left), and applies the spec's limits right after.
+
+These are functions of the backend (`backend.py` delegates to them): they use its helpers, as
+any module of this plugin may; a checkpointer only ever sees the Protocol's methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from markco_trio.errors import (
+    BackendError,
+    CheckpointError,
+    CheckpointUnavailable,
+    Conflict,
+)
+from markco_trio.roles import (
+    LABEL_DEPLOYMENT,
+    LABEL_ROLE,
+    LABEL_USER,
+    ContainerInfo,
+    ContainerSpec,
+    EngineFacts,
+)
+
+from .engine import engine_message
+from .naming import network_name
+from .translation import LABEL_PORT
+
+if TYPE_CHECKING:
+    from .backend import DockerBackend
+
+# A checkpoint's first byte comes only once the engine has frozen, dumped and packed the
+# container; a restore answers once the container runs again. Large runtimes take seconds.
+CHECKPOINT_WAIT_SECONDS = 600.0
+# What an engine's refusal says when CRIU itself is the problem (missing, too old, refused).
+_CRIU_WORDS = ("criu", "checkpoint/restore requires", "does not support checkpoint")
+_RUNNING = frozenset({"running"})
+
+
+async def engine_facts(backend: DockerBackend) -> EngineFacts:
+    """The engine's kind and versions, and (Podman) its host's kernel and OCI runtime, from
+    `/libpod/info` — asked once per backend."""
+    if backend._engine_facts is not None:
+        return backend._engine_facts
+    version = backend.engine.version
+    kernel = oci_runtime = ""
+    if version.is_podman:
+        response = await backend.engine.request("GET", "/info", libpod=True)
+        backend.engine.check(response, "asking its host's facts")
+        host = response.json().get("host") or {}
+        kernel = str(host.get("kernel") or "")
+        runtime = host.get("ociRuntime") or {}
+        oci_runtime = f"{runtime.get('name', '')} {runtime.get('version', '')}".strip()
+    facts = EngineFacts(kind=version.product, version=version.version,
+                        api_version=version.api_version, kernel=kernel,
+                        oci_runtime=oci_runtime.splitlines()[0] if oci_runtime else "",
+                        local=backend.local, checkpoint_api=version.is_podman)
+    backend._engine_facts = facts
+    return facts
+
+
+def _unavailable(backend: DockerBackend) -> CheckpointUnavailable:
+    version = backend.engine.version
+    return CheckpointUnavailable(
+        f"the container engine at {backend.engine.url} is {version.product} {version.version}: "
+        f"markco checkpoints containers through Podman's libpod API only (Docker Engine's "
+        f"checkpoint API is experimental and not supported). Use Podman (>= 4, with CRIU >= "
+        f"4 on its host) as [compute.docker] engine_url, or the process backend")
+
+
+async def image_id(backend: DockerBackend, image: str) -> str | None:
+    """The engine's id of `image`; None when it has no such image."""
+    response = await backend.engine.request("GET", f"/images/{quote(image, safe='')}/json")
+    if response.status_code == 404:
+        return None
+    backend.engine.check(response, f"looking up image {image!r}")
+    return str(response.json().get("Id") or "") or None
+
+
+def _refusal(backend: DockerBackend, doing: str, status: int, message: str) -> CheckpointError:
+    text = f"the container engine at {backend.engine.url} refused {doing} ({status}): {message}"
+    if any(word in message.lower() for word in _CRIU_WORDS):
+        return CheckpointError(text + " — is CRIU >= 4 installed on the engine's host, ahead "
+                                      "of the system's on PATH (`scripts/setup-criu`)?")
+    return CheckpointError(text)
+
+
+async def export_checkpoint(backend: DockerBackend, handle: str,
+                            write: Callable[[bytes], Awaitable[None]], *, leave_running: bool,
+                            tcp_established: bool = False) -> Mapping[str, Any]:
+    """See `EngineCheckpointing.export_checkpoint`."""
+    facts = await engine_facts(backend)
+    if not facts.checkpoint_api:
+        raise _unavailable(backend)
+    data = await backend._inspect_raw(handle)
+    container_id = str(data["Id"])
+    state = data.get("State") or {}
+    if str(state.get("Status", "")).lower() not in _RUNNING:
+        raise CheckpointError(f"docker backend: {handle!r} is {state.get('Status')!r}, not "
+                              f"running: there is nothing to checkpoint")
+    labels = (data.get("Config") or {}).get("Labels") or {}
+    before = await backend._remembered(container_id)
+    if not leave_running:
+        # The engine reports a checkpointed container as stopped: it was asked to, it did not
+        # crash. Recorded before, undone if the checkpoint fails.
+        await backend._remember(container_id, stopped_run=str(state.get("StartedAt", "")))
+    params = {"export": "true", "leaveRunning": str(leave_running).lower(),
+              "tcpEstablished": str(tcp_established).lower(),
+              # The root filesystem is read-only: no diff to compute and pack.
+              "ignoreRootFS": str(backend.options.read_only_rootfs).lower()}
+    try:
+        async with backend.engine.stream(
+                "POST", f"/containers/{container_id}/checkpoint", params=params, libpod=True,
+                wait_seconds=CHECKPOINT_WAIT_SECONDS) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                if response.status_code == 404:
+                    raise backend._not_found(handle)
+                raise _refusal(backend, f"checkpointing {handle!r}", response.status_code,
+                               engine_message(response))
+            try:
+                async for chunk in response.aiter_bytes(1 << 20):
+                    await write(chunk)
+            except httpx.HTTPError as exc:
+                raise CheckpointError(f"the container engine at {backend.engine.url} broke off "
+                                      f"the checkpoint of {handle!r} ({type(exc).__name__}: "
+                                      f"{exc})") from exc
+    except BaseException:
+        if not leave_running:
+            with trio.CancelScope(shield=True):
+                await backend._remember(container_id, stopped_run=before.stopped_run)
+        raise
+    return {"image": str((data.get("Config") or {}).get("Image") or ""),
+            "image_id": str(data.get("Image") or ""),
+            "user_id": labels.get(LABEL_USER, ""), "role": labels.get(LABEL_ROLE, ""),
+            "port": labels.get(LABEL_PORT, "")}
+
+
+async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
+                            chunks: AsyncIterable[bytes], *,
+                            tcp_established: bool = False) -> ContainerInfo:
+    """See `EngineCheckpointing.import_checkpoint`."""
+    facts = await engine_facts(backend)
+    if not facts.checkpoint_api:
+        raise _unavailable(backend)
+    existing = await backend.engine.request("GET", f"/containers/{quote(spec.name)}/json")
+    if existing.status_code != 404:
+        backend.engine.check(existing, f"looking up {spec.name!r}")
+        raise Conflict(f"docker backend: a workload named {spec.name!r} exists on the engine "
+                       f"at {backend.engine.url}")
+    network = network_name(backend.deployment_id, spec.user_id)
+    params = {"import": "true", "name": spec.name, "tcpEstablished": str(tcp_established).lower(),
+              # A new container gets an address of its own: the source may still hold its own.
+              "ignoreStaticIP": "true", "ignoreStaticMAC": "true",
+              "ignoreRootFS": str(backend.options.read_only_rootfs).lower()}
+    async with backend._network_lock(network):
+        # The user's network goes with their last container: a sleeping runtime's may be gone.
+        await backend._ensure_network(network, spec.user_id)
+        try:
+            async with backend.engine.stream(
+                    "POST", f"/containers/{quote(spec.name)}/restore", params=params,
+                    content=chunks, headers={"Content-Type": "application/x-tar"},
+                    libpod=True, wait_seconds=CHECKPOINT_WAIT_SECONDS) as response:
+                await response.aread()
+                if response.status_code >= 400:
+                    message = engine_message(response)
+                    if "already in use" in message:
+                        raise Conflict(f"docker backend: a workload named {spec.name!r} exists "
+                                       f"on the engine at {backend.engine.url}")
+                    raise _refusal(backend, f"restoring {spec.name!r}", response.status_code,
+                                   message)
+        except Conflict:
+            raise  # not ours to discard
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _discard(backend, spec.name)
+                await backend._remove_network_if_unused(network, spec.user_id)
+            raise
+    try:
+        data = await _restored(backend, spec)
+        await backend.update_limits(str(data["Id"]), memory_bytes=spec.memory_bytes,
+                                    cpus=spec.cpus)
+        return await backend.inspect(str(data["Id"]))
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _discard(backend, spec.name)
+            async with backend._network_lock(network):
+                await backend._remove_network_if_unused(network, spec.user_id)
+        raise
+
+
+async def _restored(backend: DockerBackend, spec: ContainerSpec) -> dict[str, Any]:
+    """The restored container's inspect answer, checked to be the spec's workload: of this
+    deployment, user and role (Podman keeps the archive's labels)."""
+    response = await backend.engine.request("GET", f"/containers/{quote(spec.name)}/json")
+    backend.engine.check(response, f"inspecting the restored {spec.name!r}")
+    data: dict[str, Any] = response.json()
+    labels = (data.get("Config") or {}).get("Labels") or {}
+    wanted = {LABEL_DEPLOYMENT: backend.deployment_id, LABEL_USER: spec.user_id,
+              LABEL_ROLE: spec.role.value}
+    wrong = {key: labels.get(key) for key, value in wanted.items() if labels.get(key) != value}
+    if wrong:
+        raise CheckpointError(f"docker backend: the archive restored as {spec.name!r} is not "
+                              f"this workload's ({wrong}, expected {wanted}): an archive is "
+                              f"restored for the same deployment, user and role only")
+    return data
+
+
+async def _discard(backend: DockerBackend, name: str) -> None:
+    """Remove what a failed restore left (a container it created, of this deployment)."""
+    try:
+        found = await backend.engine.request("GET", f"/containers/{quote(name)}/json")
+        if found.status_code != 200:
+            return
+        labels = (found.json().get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_DEPLOYMENT) != backend.deployment_id:
+            return
+        response = await backend.engine.request(
+            "DELETE", f"/containers/{quote(name)}", params={"force": "true", "v": "true"},
+            wait_seconds=backend.options.timeout_seconds + 10)
+    except BackendError:
+        return
+    if response.status_code < 400:
+        backend.log.info("docker backend: removed %s after a failed restore", name)
+
