@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import MutableMapping
 from functools import partial
 from typing import Any
 
@@ -95,12 +96,27 @@ class EditorApp:
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _http(self, request: Request, send: ASGISend) -> None:
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._route(request, send)
+            await self._route(request, tracked)
         except HTTPError as exc:
             await send_error(send, exc)
         except (WorkspaceError, ExecutionRefused) as exc:
             await send_error(send, HTTPError(exc.status, exc.code, exc.message))
+        except Exception as exc:
+            # Never a bare 500: the page shows `message`, the log has the traceback.
+            log.exception("%s %s failed", request.method, request.path)
+            if not started:
+                await send_error(send, HTTPError(
+                    500, "internal_error", f"the editor failed to handle this request "
+                    f"({type(exc).__name__}: {exc}); try again, and tell your administrator "
+                    "if it keeps happening"))
 
     async def _route(self, request: Request, send: ASGISend) -> None:
         path, method = request.path, request.method

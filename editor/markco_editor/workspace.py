@@ -17,6 +17,7 @@ not defended against, because whoever can create links here already runs code as
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -31,6 +32,7 @@ __all__ = [
     "Listing",
     "Workspace",
     "WorkspaceError",
+    "write_failed",
 ]
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
@@ -209,6 +211,8 @@ class Workspace:
             st = os.stat(real)
         except FileNotFoundError:
             st = None
+        except OSError as exc:
+            raise write_failed(rel, exc, existed=True) from None
         if st is not None:
             if not stat.S_ISREG(st.st_mode):
                 raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
@@ -223,22 +227,27 @@ class Workspace:
                     + (" (it was deleted)" if st is None else "")
                     + "; reload it, or save again without a base version to overwrite",
                 )
-        self._make_parents(rel, real)
-        new = _write_atomic(real, data, mode=mode, exclusive=False)
+        self._make_parents(rel, real, existed=st is not None)
+        try:
+            new = _write_atomic(real, data, mode=mode, exclusive=False)
+        except OSError as exc:
+            raise write_failed(rel, exc, existed=st is not None) from None
         return FileEntry.from_stat(rel, new), st is None
 
     def create(self, path: str, text: str = "") -> FileEntry:
         """Create a new file atomically; 409 `exists` if there is already one at `path`."""
         rel, real = self.resolve(path)
         data = _encode(rel, text)
-        self._make_parents(rel, real)
+        self._make_parents(rel, real, existed=False)
         try:
             new = _write_atomic(real, data, mode=_NEW_FILE_MODE, exclusive=True)
         except FileExistsError:
             raise WorkspaceError(409, "exists", f"{rel!r} already exists") from None
+        except OSError as exc:
+            raise write_failed(rel, exc, existed=False) from None
         return FileEntry.from_stat(rel, new)
 
-    def _make_parents(self, rel: str, real: Path) -> None:
+    def _make_parents(self, rel: str, real: Path, *, existed: bool) -> None:
         # `real` is inside the root (checked by resolve), so its parents are too.
         try:
             real.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +255,34 @@ class Workspace:
             raise WorkspaceError(
                 400, "bad_path", f"{rel!r}: a parent of this path is a file, not a folder"
             ) from None
+        except OSError as exc:
+            raise write_failed(rel, exc, existed=existed) from None
+
+
+def write_failed(rel: str, exc: OSError, *, existed: bool) -> WorkspaceError:
+    """The error for a save the system refused (disk full, read-only, permissions, I/O):
+    a status and code per cause, and a message saying what happened to the file — the write
+    is atomic, so a file that existed still has its previous content."""
+    kept = ("your previous version is unchanged on disk" if existed
+            else "nothing was written")
+    cause = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceError(
+            507, "disk_full", f"{rel!r} was not saved: there is no space left for your files "
+            f"({cause}); {kept}. Free some space (delete or shrink files), then save again")
+    if exc.errno == errno.EROFS:
+        return WorkspaceError(
+            503, "read_only", f"{rel!r} was not saved: your files are on a read-only file "
+            f"system right now; {kept}. Try again later, or ask your administrator")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return WorkspaceError(
+            403, "permission_denied", f"{rel!r} was not saved: permission denied ({cause}); "
+            f"{kept}. Check the permissions of the file and its folder")
+    if exc.errno == errno.ENAMETOOLONG:
+        return WorkspaceError(400, "bad_path", f"{rel!r}: a name in this path is too long")
+    return WorkspaceError(
+        500, "io_error", f"{rel!r} was not saved: the file system failed ({cause}); {kept}. "
+        "Try again; if it keeps failing, tell your administrator")
 
 
 def _check_relative(path: str, *, shown: str | None = None) -> PurePosixPath:

@@ -34,7 +34,10 @@
     let body = null;
     try { body = await resp.json(); } catch (e) { /* not JSON */ }
     if (!resp.ok) {
-      const err = new Error((body && body.error && body.error.message) || resp.statusText);
+      // The editor's errors carry a message to show; anything else (a proxy's page, an empty
+      // body) still says what happened.
+      const err = new Error((body && body.error && body.error.message) ||
+        `the server answered ${resp.status}${resp.statusText ? " " + resp.statusText : ""}`);
       err.status = resp.status;
       err.code = body && body.error && body.error.code;
       throw err;
