@@ -31,6 +31,7 @@ import trio
 
 from ..errors import Conflict, NotFound, StorageError
 from ..records import (
+    SNAPSHOT_KINDS,
     ApiToken,
     Event,
     Grant,
@@ -45,7 +46,6 @@ from ..records import (
     Runtime,
     RuntimeState,
     Session,
-    SNAPSHOT_KINDS,
     Snapshot,
     User,
     WorkloadAccount,

@@ -430,7 +430,7 @@ async def test_a_file_that_is_not_an_engine_archive_is_refused(tmp_path: Path) -
     stub: Any = DockerEngineStub()
     path = tmp_path / "other.img"
     path.write_bytes(os.urandom(100_000))
-    with pytest.raises(RestoreIncompatible, match="not a readable engine checkpoint"):
+    with pytest.raises(RestoreIncompatible, match="not a usable checkpoint archive"):
         await EngineCheckpointer().restore(stub, str(path), spec=None)  # type: ignore[arg-type]
 
 

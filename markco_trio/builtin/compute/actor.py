@@ -42,7 +42,7 @@ from ...roles import (
     ContainerSpec,
     workload_name,
 )
-from . import probes, specs
+from . import checkpoints, probes, specs
 from .front import FrontStatistics, NotReady, RuntimeFront
 from .status import (
     PHASE_CRASHED,
@@ -85,6 +85,8 @@ class Ticket:
     reason: str
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
 
     async def wait(self) -> None:
         """Wait for the end; raise `OperationFailed` when it failed."""
@@ -93,10 +95,13 @@ class Ticket:
             raise OperationFailed(self.error)
 
 
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+def first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     """The first non-group exception inside `group`."""
     first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+_first_leaf = first_leaf
 
 
 def parse_address(address: str | None) -> tuple[str, int] | None:
@@ -125,6 +130,8 @@ class UserActor:
         self.message = ""
         self.last_activity: float | None = None
         self.front: RuntimeFront | None = None
+        self.notice: str | None = None
+        self.forks: dict[str, ContainerInfo] = {}
         self._changed = trio.Event()
         self._tickets: list[Ticket] = []
         self._nursery: trio.Nursery | None = None
@@ -169,10 +176,12 @@ class UserActor:
         stats = self.front.statistics() if self.front else None
         return UserComputeState(
             user_id=self.user_id, runtime=status(WorkloadRole.RUNTIME),
-            editor=status(WorkloadRole.EDITOR), ready=self.ready[WorkloadRole.EDITOR],
+            editor=status(WorkloadRole.EDITOR),
+            ready=self.ready[WorkloadRole.EDITOR] and self.ready[WorkloadRole.RUNTIME],
             operation=self.operation, phase=self.phase, message=self.message,
             last_activity_at=self.last_activity,
-            executions_in_flight=stats.executions_in_flight if stats else 0)
+            executions_in_flight=stats.executions_in_flight if stats else 0,
+            notice=self.notice, forks=tuple(sorted(self.forks)))
 
     def front_statistics(self) -> FrontStatistics | None:
         """The runtime front's counters (None before it exists)."""
@@ -206,17 +215,20 @@ class UserActor:
             self._queued.append(job)  # the actor's task is (re)starting: run it then
 
     def submit(self, kind: str, *, roles: frozenset[WorkloadRole] = BOTH,
-               reason: str = "") -> Ticket:
+               reason: str = "", args: dict[str, Any] | None = None) -> Ticket:
         """Queue an operation; a start while another start of the same roles is pending
-        joins it (two logins at once start one runtime and one editor)."""
+        joins it (two logins at once start one runtime and one editor); so does a sleep."""
         for ticket in self._tickets:
-            if not ticket.done.is_set() and ticket.kind == kind and ticket.roles >= roles:
+            if not ticket.done.is_set() and ticket.kind == kind and ticket.roles >= roles \
+                    and not args and not ticket.args:
                 return ticket
-        ticket = Ticket(kind, roles, reason)
+        ticket = Ticket(kind, roles, reason, args=dict(args or {}))
         self._tickets = [t for t in self._tickets if not t.done.is_set()] + [ticket]
-        if kind == "start" and not self.ready_for(roles):
+        if kind in ("start", "wake") and not self.ready_for(roles):
+            record = self.records[WorkloadRole.RUNTIME]
+            asleep = record is not None and record.state == RuntimeState.SLEEPING
             self.progress(PHASE_QUEUED, "waiting for the previous operation" if self.operation
-                          else "starting")
+                          else "waking your runtime" if asleep else "starting")
 
         async def job() -> None:
             await self._run_ticket(ticket)
@@ -229,14 +241,20 @@ class UserActor:
         return all(self.ready[r] for r in roles)
 
     async def _run_ticket(self, ticket: Ticket) -> None:
-        operations: dict[str, Callable[[Ticket], Awaitable[None]]] = {
-            "start": self._op_start, "stop": self._op_stop, "restart": self._op_restart}
+        operations: dict[str, Callable[[Ticket], Awaitable[Any]]] = {
+            "start": self._op_start, "stop": self._op_stop, "restart": self._op_restart,
+            "wake": self._op_start, "sleep": partial(checkpoints.run_sleep, self),
+            "snapshot": partial(checkpoints.run_snapshot, self),
+            "restore": partial(checkpoints.run_restore, self),
+            "snapshot.delete": partial(checkpoints.run_delete, self),
+            "fork": partial(checkpoints.run_fork, self),
+            "unfork": partial(checkpoints.run_unfork, self)}
         try:
             async with self.lock:
                 self.operation = ticket.kind
                 self.changed()
                 try:
-                    await operations[ticket.kind](ticket)
+                    ticket.result = await operations[ticket.kind](ticket)
                 finally:
                     self.operation = None
         except OperationFailed as exc:
@@ -245,17 +263,23 @@ class UserActor:
             log.exception("compute: %s of user %s failed", ticket.kind, self.user_id)
             ticket.error = f"{ticket.kind} failed: {exc}"
         finally:
+            if ticket.error is not None and not (self.phase == PHASE_FAILED and
+                                                 self.message == ticket.error):
+                # Every failed operation says so to whoever follows the progress (a wait
+                # page must never stay on "starting"); a later attempt starts afresh.
+                self.progress(PHASE_FAILED, ticket.error, failed=True, done=True)
             ticket.done.set()
             self.changed()
 
     # ------------------------------------------------------------------ operations
 
     async def _open_operation(self, kind: str, roles: frozenset[WorkloadRole],
-                              reason: str) -> Operation:
+                              reason: str, **extra: Any) -> Operation:
         targets: dict[str, Any] = {
             role.value: workload_name(self.svc.deployment_id, self.user_id, role)
             for role in roles}
         targets["reason"] = reason
+        targets.update(extra)
         return await self.svc.storage.create_operation(
             user_id=self.user_id, kind=kind, targets=targets, now=self.svc.now())
 
@@ -268,7 +292,119 @@ class UserActor:
             await self.svc.storage.update_operation(op.id, now=self.svc.now(), state=state,
                                                     error=error)
 
+    # The parts `checkpoints.py` builds its operations from.
+    open_operation = _open_operation
+    step = _step
+    close = _close
+
+    def handle(self, role: WorkloadRole) -> str:
+        """The workload's handle now: its record's (a restored runtime may have the other of
+        its two names), else the deterministic name."""
+        record = self.records[role]
+        if record is not None and record.handle and record.state in LIVE_STATES:
+            return record.handle
+        return workload_name(self.svc.deployment_id, self.user_id, role)
+
+    async def live_record(self, role: WorkloadRole) -> Runtime | None:
+        """The live record of `role` (from memory, else storage)."""
+        record = self.records[role]
+        if record is None or record.state not in LIVE_STATES:
+            found = await self.svc.storage.get_live_runtime(self.user_id, role)
+            if found is not None:
+                self.records[role] = found
+            return found
+        return record
+
+    async def update(self, role: WorkloadRole, **fields: Any) -> None:
+        """Update the record of `role` (persisted) and wake waiters."""
+        await self._update(role, **fields)
+
+    async def remove_handle(self, handle: str) -> None:
+        """Stop and remove the workload `handle` if it exists."""
+        backend = self.svc.backend
+        try:
+            await backend.stop(handle, timeout=self.svc.options.stop_timeout)
+            await backend.remove(handle)
+        except NotFound:
+            pass
+
+    async def remove_workload(self, role: WorkloadRole) -> None:
+        """Stop and remove the workload of `role`."""
+        await self._remove_workload(role)
+
+    async def await_ready(self, role: WorkloadRole, info: ContainerInfo) -> None:
+        """Wait until the workload answers (`probes.NotReadyError` otherwise)."""
+        await self._await_ready(role, info)
+
+    @staticmethod
+    def parse(address: str | None) -> tuple[str, int] | None:
+        """`"host:port"` → (host, port)."""
+        return parse_address(address)
+
+    def reset_crashes(self, roles: frozenset[WorkloadRole] = BOTH) -> None:
+        """A successful manual start (start, restart, wake, restore) begins a new crash
+        window: crashes before it do not count towards `max_crashes` any more."""
+        for role in roles:
+            self.crashes[role].clear()
+
+    async def launch_runtime(self, op: Operation) -> ContainerInfo:
+        """Cold-start the runtime (a wake's fallback): launched afresh, not yet ready."""
+        svc = self.svc
+        user = await svc.storage.get_user(self.user_id)
+        if user is None:
+            raise OperationFailed(f"user {self.user_id} does not exist")
+        _, limits = svc.options.limits_for(user.plan)
+        spec = specs.runtime_spec(deployment_id=svc.deployment_id, user=user,
+                                  user_dir=svc.user_dir(self.user_id), limits=limits,
+                                  options=svc.options, caps=svc.capabilities,
+                                  operation_id=op.id)
+        async with svc.start_limiter:
+            return await self._launch(spec, relaunch=True)
+
+    async def start_editor(self, op: Operation) -> None:
+        """Launch the editor and wait until it answers (a wake starts it next to the
+        runtime's restore)."""
+        svc = self.svc
+        role = WorkloadRole.EDITOR
+        user = await svc.storage.get_user(self.user_id)
+        if user is None or user.disabled:
+            raise OperationFailed(f"user {self.user_id} does not exist or is disabled")
+        plan, _ = svc.options.limits_for(user.plan)
+        user_dir = svc.user_dir(self.user_id)
+        owner = svc.backend.workload_owner(self.user_id)
+        await trio.to_thread.run_sync(lambda: scaffold(
+            user_dir, display_name=user.name or user.username, owner=owner))
+        spec = specs.editor_spec(
+            deployment_id=svc.deployment_id, user=user, user_dir=user_dir, plan=plan,
+            front_socket=svc.front_path(self.user_id),
+            runtime_port=self.front.tcp_port if self.front else None,
+            options=svc.options, caps=svc.capabilities, operation_id=op.id,
+            public_url=svc.ctx.config.server.public_url)
+        await self._ensure_record(role, op, {"memory_bytes": spec.memory_bytes,
+                                             "cpus": spec.cpus}, spec.name)
+        async with svc.start_limiter:
+            info = await self._launch(spec, relaunch=False)
+        self.addresses[role] = parse_address(info.address)
+        await self._update(role, handle=info.handle, address=info.address)
+        await self._await_ready(role, info)
+        await self._update(role, state=RuntimeState.RUNNING, reason=None)
+        self.ready[role] = True
+        self.changed()
+        await svc.publish("editor.started", self.user_id, {
+            "address": info.address, "operation": op.kind, "operation_id": op.id})
+
+    async def start_failed(self, op: Operation, roles: frozenset[WorkloadRole],
+                           exc: Exception) -> None:
+        """A start (or wake) failed: remove what is not ready, record why, tell followers."""
+        await self._start_failed(op, roles, exc)
+
     async def _op_start(self, ticket: Ticket) -> None:
+        if WorkloadRole.RUNTIME in ticket.roles:
+            runtime = await self.live_record(WorkloadRole.RUNTIME)
+            if runtime is not None and runtime.state in (RuntimeState.SLEEPING,
+                                                         RuntimeState.WAKING):
+                await checkpoints.run_wake(self, ticket)
+                return
         if self.ready_for(ticket.roles):
             for role in ticket.roles:
                 self.desired.add(role)
@@ -327,8 +463,12 @@ class UserActor:
                         deployment_id=svc.deployment_id, user=user, user_dir=user_dir,
                         plan=plan, front_socket=svc.front_path(self.user_id),
                         runtime_port=self.front.tcp_port if self.front else None,
-                        options=svc.options, caps=svc.capabilities, operation_id=op.id)
+                        options=svc.options, caps=svc.capabilities, operation_id=op.id,
+                        public_url=svc.ctx.config.server.public_url)
                     record_limits = {"memory_bytes": spec.memory_bytes, "cpus": spec.cpus}
+                if self.handle(role) != spec.name:
+                    # a restored runtime ran under its other name: that one goes
+                    await self.remove_handle(self.handle(role))
                 await self._ensure_record(role, op, record_limits, spec.name)
                 async with svc.start_limiter:
                     launched[role] = await self._launch(spec, relaunch=relaunch)
@@ -355,6 +495,8 @@ class UserActor:
                     "operation_id": op.id, "took_ms": took,
                     "limits": dict(record.limits) if record else {}})
             await self._close(op, OperationState.DONE)
+            if op.kind != "recover":
+                self.reset_crashes(roles)
             self.progress(PHASE_READY, "ready", ready=True, done=True)
         except BaseException as exc:
             with trio.CancelScope(shield=True):
@@ -466,13 +608,56 @@ class UserActor:
                                 info.address, within=self.svc.options.ready_timeout)
 
     async def _remove_workload(self, role: WorkloadRole) -> None:
-        name = workload_name(self.svc.deployment_id, self.user_id, role)
+        name = self.handle(role)
         backend = self.svc.backend
         try:
             await backend.stop(name, timeout=self.svc.options.stop_timeout)
             await backend.remove(name)
         except NotFound:
             pass
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def on_shutdown(self, policy: str) -> None:
+        """The daemon stops: put the runtime to sleep (and stop the editor) or stop both.
+        Called shielded; a runtime that cannot be checkpointed keeps running."""
+        try:
+            with trio.move_on_after(self.svc.options.stop_timeout + 5):
+                await self.lock.acquire()  # the actor's own operations are being cancelled
+            if not self.lock.locked():
+                log.error("compute: shutdown: the operation of %s did not end; its "
+                          "workloads are left as they are", self.user_id)
+                return
+            try:
+                self.operation = policy
+                if policy == "sleep" and self.ready[WorkloadRole.RUNTIME]:
+                    try:
+                        await checkpoints.run_sleep(
+                            self, Ticket("sleep", BOTH, "the daemon is stopping"))
+                    except OperationFailed as exc:
+                        log.error("compute: shutdown: the runtime of %s could not sleep and "
+                                  "keeps running: %s", self.user_id, exc)
+                elif policy == "sleep":
+                    runtime = self.records[WorkloadRole.RUNTIME]
+                    if (runtime is None or runtime.state == RuntimeState.SLEEPING) and \
+                            self.records[WorkloadRole.EDITOR] is not None:
+                        op = await self._open_operation("stop", frozenset(
+                            {WorkloadRole.EDITOR}), "the daemon is stopping")
+                        await self.run_stop(op, frozenset({WorkloadRole.EDITOR}),
+                                            reason="the daemon is stopping")
+                        await self._close(op, OperationState.DONE)
+                elif policy == "stop" and any(r is not None for r in self.records.values()):
+                    op = await self._open_operation("stop", BOTH, "the daemon is stopping")
+                    await self.run_stop(op, BOTH, reason="the daemon is stopping")
+                    await self._close(op, OperationState.DONE)
+                for fork in list(self.forks.values()):
+                    await self.remove_handle(fork.handle)
+                self.forks.clear()
+            finally:
+                self.operation = None
+                self.lock.release()
+        except Exception:
+            log.exception("compute: shutdown of %s's workloads failed", self.user_id)
 
     # ------------------------------------------------------------------ the runtime front
 
@@ -489,8 +674,13 @@ class UserActor:
             starting = self.busy() and (WorkloadRole.RUNTIME in self.desired or
                                         self.operation is not None)
             if not starting and ticket is None:
+                record = self.records[WorkloadRole.RUNTIME]
+                if self.svc.shutting_down:
+                    raise NotReady("markco is shutting down", retry_after=10)
                 if not wake:
-                    record = self.records[WorkloadRole.RUNTIME]
+                    if record is not None and record.state == RuntimeState.SLEEPING:
+                        raise NotReady("the runtime is asleep; running code wakes it",
+                                       retry_after=5)
                     why = record.reason if record and record.reason else "it is stopped"
                     raise NotReady(f"the runtime is not running ({why}); running code starts "
                                    f"it", retry_after=5)
@@ -532,8 +722,7 @@ class UserActor:
 
     async def _inspect(self, role: WorkloadRole) -> ContainerInfo | None:
         try:
-            return await self.svc.backend.inspect(
-                workload_name(self.svc.deployment_id, self.user_id, role))
+            return await self.svc.backend.inspect(self.handle(role))
         except NotFound:
             return None
 
@@ -581,8 +770,7 @@ class UserActor:
             self.addresses[role] = None
             oom = info is not None and info.status == STATUS_OOM_KILLED
             exit_code = info.exit_code if info else None
-            name = workload_name(svc.deployment_id, self.user_id, role)
-            tail = await probes.log_tail(svc.backend, name)
+            tail = await probes.log_tail(svc.backend, self.handle(role))
             record = self.records[role]
             limits = record.limits if record else {}
             if oom:

@@ -134,6 +134,8 @@ class RuntimeFront:
         self._held = 0
         self._rejected = 0
         self._last_execution: float | None = None
+        self._upstreams: set[trio.CancelScope] = set()
+        self._upstreams_gone = trio.Event()
 
     def statistics(self) -> FrontStatistics:
         """The counters (cheap, synchronous)."""
@@ -236,12 +238,37 @@ class RuntimeFront:
             self._last_execution = self._now()
             if self._on_execution is not None:
                 self._on_execution()
+        scope = trio.CancelScope()
+        self._upstreams.add(scope)
         try:
-            async with upstream:
-                return await self._relay(conn, stream, request, upstream)
+            with scope:
+                async with upstream:
+                    return await self._relay(conn, stream, request, upstream)
+            await _answer(conn, stream, 503, "the runtime is being checkpointed; try again",
+                          [(b"Retry-After", b"2")])
+            return False
         finally:
+            self._upstreams.discard(scope)
+            if not self._upstreams:
+                self._upstreams_gone.set()
             if execute:
                 self._in_flight -= 1
+
+    # ------------------------------------------------------------------------------ draining
+
+    async def drain(self, within: float) -> int:
+        """Before a checkpoint: wait up to `within` seconds for the requests being forwarded to
+        the runtime to finish, then cut the rest (their clients get a 503, or a broken stream
+        if the answer had begun). New requests are not forwarded meanwhile: the caller has
+        made `locate` hold them. Returns how many were cut."""
+        if self._upstreams:
+            self._upstreams_gone = trio.Event()
+            with trio.move_on_after(within):
+                await self._upstreams_gone.wait()
+        cut = len(self._upstreams)
+        for scope in list(self._upstreams):
+            scope.cancel()
+        return cut
 
     async def _connect(self, *, wake: bool) -> trio.SocketStream:
         """Locate the runtime and connect, holding the request (bounded) while it starts.

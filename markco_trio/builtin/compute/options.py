@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MiB = 1 << 20
+SHUTDOWN_POLICIES = ("keep", "sleep", "stop")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ class WorkloadsOptions:
     runtime_port_forwarder: bool = True
     max_concurrent_starts: int = 4
     stop_timeout: float = 10.0
+    on_shutdown: str = "keep"
+    shutdown_seconds: float = 120.0
+    sleep_drain_seconds: float = 5.0
+    snapshots_keep: int = 5
+    snapshots_max_mib: int = 8192
+    snapshots_min_free_mib: int = 256
+    max_forks: int = 2
 
     def __post_init__(self) -> None:
         if not self.runtime_command or not self.editor_command:
@@ -104,14 +112,22 @@ class WorkloadsOptions:
                              f"{', '.join(sorted(self.all_plans))})")
         for name in ("ready_timeout", "watch_interval", "plan_check_interval",
                      "restart_backoff_initial", "restart_backoff_max", "crash_window",
-                     "hold_seconds"):
+                     "hold_seconds", "shutdown_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be more than 0")
         if self.restart_backoff_max < self.restart_backoff_initial:
             raise ValueError("restart_backoff_max must be >= restart_backoff_initial")
-        for name in ("max_crashes", "hold_max", "max_concurrent_starts"):
+        for name in ("max_crashes", "hold_max", "max_concurrent_starts", "snapshots_max_mib"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
+        for name in ("snapshots_keep", "max_forks", "snapshots_min_free_mib"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be at least 0")
+        if self.sleep_drain_seconds < 0:
+            raise ValueError("sleep_drain_seconds: must be at least 0")
+        if self.on_shutdown not in SHUTDOWN_POLICIES:
+            raise ValueError(f"on_shutdown: {self.on_shutdown!r} is not one of "
+                             f"{', '.join(SHUTDOWN_POLICIES)}")
 
     @property
     def all_plans(self) -> dict[str, PlanLimits]:

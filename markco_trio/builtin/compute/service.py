@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 
-from ...errors import MarkcoError
-from ...records import WorkloadRole
-from ...roles import BackendCapabilities, ContainerBackend, Storage
+from ...errors import MarkcoError, NotFound
+from ...records import Snapshot, WorkloadRole
+from ...roles import BackendCapabilities, ContainerBackend, ContainerInfo, Storage
 from ..process_backend.ports import choose_port, is_free
 from .actor import BOTH, OperationFailed, UserActor
 from .front import FrontStatistics, RuntimeFront, front_socket_path
@@ -80,6 +80,9 @@ class ComputeService:
         self._running = trio.Event()
         self._http: httpx.AsyncClient | None = None
         self.actor_restarts = 0
+        # Checkpoints and restores at once on this host (CPU and disk bound).
+        self.checkpoint_limiter = trio.CapacityLimiter(max(1, options.max_concurrent_starts))
+        self.shutting_down = False
 
     # ------------------------------------------------------------------ what actors use
 
@@ -117,6 +120,11 @@ class ComputeService:
         if self.ctx.events is not None:
             with trio.CancelScope(shield=True):
                 await self.ctx.events.publish(kind, user_id=user_id, data=data)
+
+    @property
+    def archive_root(self) -> Path:
+        """`<data_dir>/snapshots`: one 0700 directory per user, holding their archives."""
+        return self.ctx.data_dir / "snapshots"
 
     @property
     def fronts_dir(self) -> Path:
@@ -195,10 +203,80 @@ class ComputeService:
         self._actor(user_id).submit("start", roles=BOTH, reason=reason)
 
     def request(self, user_id: str, kind: str, *, reason: str) -> None:
-        """Queue `start`, `stop` or `restart` of both workloads without waiting."""
-        if kind not in ("start", "stop", "restart"):
+        """Queue `start`, `stop`, `restart`, `sleep` or `wake` of the user's workloads without
+        waiting (a start of a sleeping user wakes it)."""
+        if kind not in ("start", "stop", "restart", "sleep", "wake"):
             raise ValueError(f"unknown operation {kind!r}")
         self._actor(user_id).submit(kind, roles=BOTH, reason=reason)
+
+    async def _operate(self, user_id: str, kind: str, *, reason: str,
+                       args: dict[str, Any] | None = None) -> Any:
+        actor = self._actor(user_id)
+        await self._running.wait()
+        ticket = actor.submit(kind, roles=BOTH, reason=reason, args=args)
+        await ticket.wait()
+        return ticket.result
+
+    async def sleep(self, user_id: str, *, reason: str) -> UserComputeState:
+        """Checkpoint the user's runtime and stop it (and the editor); `OperationFailed`
+        says why not (the runtime then keeps running)."""
+        await self._operate(user_id, "sleep", reason=reason)
+        return self.state_nowait(user_id)
+
+    async def wake(self, user_id: str, *, reason: str) -> UserComputeState:
+        """Wake (or start) the user's workloads and wait until both answer."""
+        await self._operate(user_id, "wake", reason=reason)
+        return self.state_nowait(user_id)
+
+    async def create_snapshot(self, user_id: str, name: str, *, reason: str) -> Snapshot:
+        """A named snapshot of the running runtime (it keeps running)."""
+        result: Snapshot = await self._operate(user_id, "snapshot", reason=reason,
+                                               args={"name": name})
+        return result
+
+    async def restore_snapshot(self, user_id: str, snapshot: str, *,
+                               reason: str) -> UserComputeState:
+        """Replace the running runtime by the named snapshot (by id or name)."""
+        await self._operate(user_id, "restore", reason=reason, args={"snapshot": snapshot})
+        return self.state_nowait(user_id)
+
+    async def delete_snapshot(self, user_id: str, snapshot: str, *, reason: str) -> None:
+        """Delete a named snapshot (by id or name): its row, then its archive."""
+        await self._operate(user_id, "snapshot.delete", reason=reason,
+                            args={"snapshot": snapshot})
+
+    async def list_snapshots(self, user_id: str) -> list[Snapshot]:
+        """The user's snapshots (named ones and a sleeping runtime's image), oldest first."""
+        return [s for s in await self.storage.list_snapshots(user_id) if s.kind != "fork"]
+
+    async def fork(self, user_id: str, name: str, *, reason: str) -> ContainerInfo:
+        """A second, disposable runtime from a live checkpoint; reach it with
+        `fork_address`. The original runtime is untouched."""
+        result: ContainerInfo = await self._operate(user_id, "fork", reason=reason,
+                                                    args={"name": name})
+        return result
+
+    async def remove_fork(self, user_id: str, name: str, *, reason: str) -> None:
+        """Remove a fork."""
+        await self._operate(user_id, "unfork", reason=reason, args={"name": name})
+
+    async def execute_in_fork(self, user_id: str, name: str, body: bytes) -> tuple[int, bytes]:
+        """Run code in the fork `name`: `body` is mrmd-python's execute request (JSON, e.g.
+        `{"code": "print(x)"}`); returns the fork's (status, JSON answer). `NotFound` when
+        there is no such fork."""
+        from .checkpoints import post_json
+
+        actor = self._actors.get(user_id)
+        info = actor.forks.get(name) if actor else None
+        if info is None or not info.address:
+            raise NotFound(f"no fork {name!r}")
+        return await post_json(info.address, "/mrp/v1/execute", body)
+
+    def fork_address_nowait(self, user_id: str, name: str) -> tuple[str, int] | None:
+        """Where the daemon reaches the fork `name` of the user (None: no such fork)."""
+        actor = self._actors.get(user_id)
+        info = actor.forks.get(name) if actor else None
+        return actor.parse(info.address) if actor and info else None
 
     async def ensure_started(self, user_id: str, *, reason: str) -> UserComputeState:
         """Start (or join the start of) the user's workloads and wait until both are ready.
@@ -339,6 +417,8 @@ class ComputeService:
                     self.request_start(user_id, reason=reason)
                 await trio.sleep_forever()
             finally:
+                self.shutting_down = True
+                await self._shutdown_workloads()
                 self._nursery = None
                 self._running = trio.Event()
                 self._http = None
@@ -348,6 +428,28 @@ def _checked(user_id: str) -> str:
     if not _USER_ID.match(user_id):
         raise ValueError(f"not a valid user id: {user_id!r}")
     return user_id
+
+    async def _shutdown_workloads(self) -> None:
+        """`on_shutdown`: what the daemon's stop does to running runtimes (keep, sleep, stop),
+        shielded from the cancellation that ends the daemon, for at most `shutdown_seconds`."""
+        policy = self.options.on_shutdown
+        if policy == "keep" or not self._actors:
+            return
+        if policy == "sleep":
+            checkpointer = self.ctx.checkpointer
+            if checkpointer is None or not checkpointer.capabilities(self.backend).checkpoint:
+                log.warning("compute: on_shutdown = \"sleep\" but no checkpointer can "
+                            "checkpoint this backend's runtimes: they keep running (set "
+                            "[checkpoint] provider = \"criu\")")
+                return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.options.shutdown_seconds
+            async with trio.open_nursery() as nursery:
+                for actor in list(self._actors.values()):
+                    nursery.start_soon(actor.on_shutdown, policy)
+        if scope.cancelled_caught:
+            log.error("compute: the shutdown's %s of runtimes took over %g s; the rest keep "
+                      "running", policy, self.options.shutdown_seconds)
 
 
 def service_for(ctx: PluginContext) -> ComputeService:

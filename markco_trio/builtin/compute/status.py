@@ -24,6 +24,17 @@ PHASE_STOPPED = "stopped"
 PHASE_CRASHED = "crashed"
 PHASE_RESTARTING = "restarting"
 PHASE_FAILED = "failed"
+PHASE_SLEEPING = "sleeping"   # a checkpoint before the runtime stops
+PHASE_ASLEEP = "asleep"       # the runtime is an archive; a navigation or an execution wakes it
+PHASE_WAKING = "waking"
+PHASE_SNAPSHOT = "snapshot"
+
+# What the words of `UserComputeState.summary` are, for an operation in progress.
+OPERATION_SUMMARY = {"start": "starting", "restart": "restarting", "recover": "restarting",
+                     "stop": "stopping", "sleep": "going to sleep", "wake": "waking",
+                     "snapshot": "taking a snapshot", "restore": "restoring a snapshot",
+                     "fork": "forking", "unfork": "removing a fork",
+                     "snapshot.delete": "deleting a snapshot"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +60,16 @@ class WorkloadStatus:
 class UserComputeState:
     """A user's compute, as a snapshot.
 
-    `ready`: the editor answers (what a navigation needs; the runtime front holds runtime
-    requests until the runtime is ready too). `operation`: the kind of operation in progress
-    (`start`, `stop`, `restart`, `recover`), or None. `phase`/`message`: the latest progress,
-    for a "starting..." page. `last_activity_at`: wall-clock time of the last recorded
-    activity (navigation, execution...). `executions_in_flight`: at the runtime front.
+    `ready`: BOTH the editor and the runtime answer (a workspace with a crashed or failed
+    runtime is not ready, whatever its editor says). `summary`: one word (or two) for
+    people — running, starting, sleeping, waking, failed, stopped... — from both workloads and
+    the operation in progress. `notice`: something the user must be told that outlives the
+    progress (a wake that had to start a fresh runtime). `forks`: names of the user's forks.
+    `operation`: the kind of operation in progress (`start`, `stop`, `restart`, `recover`,
+    `sleep`, `wake`, `snapshot`, `restore`, `fork`...), or None.
+    `phase`/`message`: the latest progress, for a "starting..." page.
+    `last_activity_at`: wall-clock time of the last recorded activity (navigation, execution).
+    `executions_in_flight`: at the runtime front.
     """
 
     user_id: str
@@ -65,6 +81,30 @@ class UserComputeState:
     message: str = ""
     last_activity_at: float | None = None
     executions_in_flight: int = 0
+    notice: str | None = None
+    forks: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """The state of the workspace as a whole (both workloads)."""
+        runtime, editor = self.runtime, self.editor
+        if self.operation is not None and self.operation in OPERATION_SUMMARY and \
+                self.operation not in ("snapshot", "fork", "unfork", "snapshot.delete"):
+            return OPERATION_SUMMARY[self.operation]
+        if RuntimeState.FAILED in (runtime.state, editor.state):
+            return "failed"
+        if runtime.state == RuntimeState.SLEEPING:
+            return "sleeping"
+        if runtime.state == RuntimeState.WAKING:
+            return "waking"
+        if runtime.ready and editor.ready:
+            return "running"
+        if runtime.state is None and editor.state is None:
+            return "not started"
+        live = {RuntimeState.STARTING, RuntimeState.RUNNING}
+        if runtime.state in live or editor.state in live:
+            return "starting" if self.operation is None else "busy"
+        return (runtime.state or editor.state or RuntimeState.STOPPED).value
 
 
 @dataclass(frozen=True)

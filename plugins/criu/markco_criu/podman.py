@@ -22,12 +22,10 @@ Docker Engine is not supported (its checkpoint API is experimental): `Checkpoint
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import shutil
 import subprocess
-import tarfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
@@ -46,13 +44,15 @@ from markco_trio.roles import (
     EngineFacts,
 )
 
+from . import archive
+
 FORMAT = "markco-engine-checkpoint/1"
-TRAILER_NAME = "markco-checkpoint.json"
-TRAILER_DATA = 4096  # the trailer's JSON, padded with spaces to this size
-BLOCK = 512
-END_BLOCKS = 2 * BLOCK  # a tar ends with two zero blocks
-TRAILER_SPAN = BLOCK + TRAILER_DATA + END_BLOCKS  # from the trailer's header to the file's end
-CHUNK = 1 << 20
+# The trailer is `archive`'s, shared with the process backend's archives.
+TRAILER_DATA = archive.TRAILER_DATA  # the trailer's JSON, padded with spaces to this size
+BLOCK = archive.BLOCK
+END_BLOCKS = archive.END_BLOCKS  # a tar ends with two zero blocks
+TRAILER_SPAN = archive.TRAILER_SPAN  # from the trailer's header to the file's end
+CHUNK = archive.CHUNK
 CRIU_HINT = "install CRIU >= 4 ahead of the system's on PATH (`scripts/setup-criu`)"
 
 
@@ -61,37 +61,13 @@ CRIU_HINT = "install CRIU >= 4 ahead of the system's on PATH (`scripts/setup-cri
 
 def _trailer(manifest: Mapping[str, Any]) -> bytes:
     """The trailer member (header + padded JSON) followed by the tar's two end blocks."""
-    data = json.dumps(manifest, sort_keys=True).encode()
-    if len(data) > TRAILER_DATA:
-        raise CheckpointError(f"checkpoint manifest too large ({len(data)} bytes)")
-    info = tarfile.TarInfo(TRAILER_NAME)
-    info.size, info.mode, info.mtime = TRAILER_DATA, 0o600, int(time.time())
-    header = info.tobuf(format=tarfile.USTAR_FORMAT)
-    assert len(header) == BLOCK
-    return header + data.ljust(TRAILER_DATA, b" ") + bytes(END_BLOCKS)
+    return archive.trailer(manifest)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The trailer of an engine checkpoint archive; `RestoreIncompatible` when `path` is not
     one (another format, truncated, damaged). Blocking: call it from a worker thread."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < TRAILER_SPAN + BLOCK:
-                raise ValueError("too short")
-            f.seek(size - TRAILER_SPAN)
-            tail = f.read(TRAILER_SPAN)
-        info = tarfile.TarInfo.frombuf(tail[:BLOCK], "utf-8", "surrogateescape")
-        if info.name != TRAILER_NAME or info.size != TRAILER_DATA or any(tail[-END_BLOCKS:]):
-            raise ValueError("no markco trailer")
-        manifest = json.loads(tail[BLOCK:BLOCK + TRAILER_DATA])
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        if found != FORMAT:
-            raise ValueError(f"format {found!r}, not {FORMAT!r}")
-    except (OSError, ValueError, tarfile.TarError) as exc:
-        raise RestoreIncompatible(f"{path} is not a readable engine checkpoint archive of markco "
-                                  f"({type(exc).__name__}: {exc})") from exc
-    return cast(dict[str, Any], manifest)
+    return archive.read_manifest(path, (FORMAT,))
 
 
 def is_engine_archive(path: str | os.PathLike[str]) -> bool:
@@ -106,15 +82,16 @@ def is_engine_archive(path: str | os.PathLike[str]) -> bool:
 
 class _ArchiveWriter:
     """Writes one archive under a temporary name next to `path`: the engine's tar minus its end
-    blocks (held back until the stream ends), then the trailer; hashes as it goes."""
+    blocks (held back until the stream ends), then the trailer; hashes as it goes (one pass:
+    the file's hash is the body's, continued over the trailer)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
         self.file: BinaryIO | None = None
-        self.body = hashlib.sha256()  # the engine's tar, without its end blocks
-        self.whole = hashlib.sha256()  # every byte of the file
+        self.digest = hashlib.sha256()  # the bytes written so far
         self.body_bytes = 0
+        self.sha256 = ""  # of the whole file, once finished
         self._held = b""
 
     def open(self) -> None:
@@ -122,19 +99,24 @@ class _ArchiveWriter:
         fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.file = os.fdopen(fd, "wb")
 
-    def _out(self, data: bytes) -> None:
+    def _out(self, data: bytes | memoryview) -> None:
         assert self.file is not None
         self.file.write(data)
-        self.whole.update(data)
+        self.digest.update(data)
+        self.body_bytes += len(data)
 
     def feed(self, chunk: bytes) -> None:
-        """Write all but the last END_BLOCKS bytes seen so far."""
+        """Write all but the last END_BLOCKS bytes seen so far (the engine's end blocks)."""
+        if len(chunk) >= END_BLOCKS:
+            if self._held:
+                self._out(self._held)
+            self._out(memoryview(chunk)[:-END_BLOCKS])
+            self._held = chunk[-END_BLOCKS:]
+            return
         data = self._held + chunk
         cut = max(len(data) - END_BLOCKS, 0)
         if cut:
             self._out(data[:cut])
-            self.body.update(data[:cut])
-            self.body_bytes += cut
         self._held = data[cut:]
 
     def feed_raw(self, chunk: bytes) -> None:
@@ -149,9 +131,10 @@ class _ArchiveWriter:
             if len(self._held) != END_BLOCKS or any(self._held) or self.body_bytes % BLOCK:
                 raise CheckpointError("the engine's checkpoint archive is not a complete tar "
                                       "(it does not end with two zero blocks)")
-            manifest = {**manifest, "body_sha256": self.body.hexdigest(),
+            manifest = {**manifest, "body_sha256": self.digest.hexdigest(),
                         "body_bytes": self.body_bytes}
             self._out(_trailer(manifest))
+        self.sha256 = self.digest.hexdigest()
         self.file.flush()
         os.fsync(self.file.fileno())
         size = self.file.tell()
@@ -338,7 +321,7 @@ class EngineCheckpointer:
                 await trio.to_thread.run_sync(writer.discard)
             raise
         return CheckpointResult(path=str(archive_path), size_bytes=size,
-                                sha256=writer.whole.hexdigest(),
+                                sha256=writer.sha256,
                                 duration_ms=int((self._clock() - started) * 1000),
                                 depends_on=depends_on)
 
@@ -404,7 +387,7 @@ class EngineCheckpointer:
                 await trio.to_thread.run_sync(writer.discard)
             raise
         return CheckpointResult(path=str(archive_path), size_bytes=size,
-                                sha256=writer.whole.hexdigest(),
+                                sha256=writer.sha256,
                                 duration_ms=int((self._clock() - started) * 1000),
                                 depends_on=dict(manifest.get("depends_on") or {}))
 
