@@ -82,13 +82,15 @@ def outside() -> Iterator[FakeOutside]:
 
 
 async def wait_answering(url: str, within: float = 20.0) -> None:
-    """Poll `url` from the host until it answers 200."""
+    """Poll `url` from the host until the workload answers over HTTP — with any status: what
+    these tests are about is the network path, not what the application makes of the request
+    (the editor may refuse a Host it does not know, a container address, with 421)."""
     async with httpx.AsyncClient(timeout=2.0) as client:
         with trio.move_on_after(within):
             while True:
                 try:
-                    if (await client.get(url)).status_code == 200:
-                        return
+                    await client.get(url)
+                    return
                 except httpx.TransportError:
                     pass
                 await trio.sleep(0.05)
