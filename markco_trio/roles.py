@@ -395,9 +395,16 @@ class ContainerBackend(Protocol):
 
     def capabilities(self) -> BackendCapabilities: ...
 
+    async def prepare_user(self, user_id: str) -> None:
+        """Make ready what the user's workloads need before anything is made for them: the
+        process backend allocates (once, recorded in storage) the uid/gid they run as. Called
+        before `workload_owner` is asked about the user; idempotent and cheap once done."""
+        ...
+
     def workload_owner(self, user_id: str) -> tuple[int, int] | None:
         """The host (uid, gid) the user's workloads run as, so the daemon gives them the files
-        and sockets made for them (the runtime front); None: no ownership change is needed."""
+        and sockets made for them (the runtime front); None: no ownership change is needed.
+        Asked only after `prepare_user(user_id)`."""
         ...
 
     async def create(self, spec: ContainerSpec) -> ContainerInfo:

@@ -16,6 +16,10 @@ Routes (all relative to the `BASE_PATH` markco strips):
 
 An entry is {"path", "size", "mtime", "version"}. Errors are
 `{"error": {"code", "message"}}` with a 4xx/5xx status.
+
+Before any route: a Host that is not markco's public host or a loopback name is 421, and a
+state-changing request or WebSocket from another origin (Origin, Sec-Fetch-Site) is 403 (see
+`guard`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from markco_editor.asgi import (
     send_json,
 )
 from markco_editor.executor import MAX_CODE_BYTES, ExecutionRefused, Executor, new_exec_id
+from markco_editor.guard import HostAndOrigin
 from markco_editor.hub import Hub, Message, Subscription
 from markco_editor.page import CONTENT_SECURITY_POLICY, PageRenderer, StaticAsset
 from markco_editor.runtime import RuntimeUnavailable
@@ -83,12 +88,24 @@ class EditorApp:
         # Saves run check-then-write in a thread; one at a time so two cannot both pass the
         # version check.
         self._write_lock = trio.Lock()
+        self._guard = HostAndOrigin(settings.public_url)
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-        """The ASGI entry point."""
+        """The ASGI entry point. Every request and WebSocket first passes the Host and Origin
+        checks (`guard`): web pages of other sites are refused."""
         if scope["type"] == "http":
-            await self._http(Request(scope, receive), send)
+            request = Request(scope, receive)
+            refused = self._guard.refusal(request.method, request.headers, websocket=False)
+            if refused is not None:
+                await send_error(send, HTTPError(*refused))
+                return
+            await self._http(request, send)
         elif scope["type"] == "websocket":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope["headers"]}
+            if self._guard.refusal("GET", headers, websocket=True) is not None:
+                await send({"type": "websocket.close", "code": 1008})  # before accept: a 403
+                return
             await self._websocket(scope, receive, send)
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send)

@@ -47,6 +47,7 @@ class EditorSettings:
     runtime_port: int | None
     cloud_mode: bool
     owner: Owner
+    public_url: str = ""
 
     @property
     def runtime_configured(self) -> bool:
@@ -74,6 +75,7 @@ class EditorSettings:
             runtime_socket=env.get("MARKCO_RUNTIME_SOCKET", "").strip() or None,
             runtime_port=runtime_port,
             cloud_mode=env.get("CLOUD_MODE", "").strip() in ("1", "true", "yes"),
+            public_url=env.get("MARKCO_PUBLIC_URL", "").strip(),
             owner=Owner(
                 id=env.get("CLOUD_USER_ID", ""),
                 name=env.get("CLOUD_USER_NAME", ""),

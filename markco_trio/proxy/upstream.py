@@ -2,8 +2,10 @@
 
 The API listens on `<runtime dir>/api.sock` in a 0700 directory, never on loopback TCP (any local
 process could reach that and forge the identity headers the proxy sets). Editors listen on TCP
-(`127.0.0.1:PORT` on the process backend, a container's address on docker), so a pool's address
-is a unix socket path or a `(host, port)` pair; `EditorPools` keeps one pool per editor address.
+(`127.0.0.1:PORT` inside the editor's own network namespace on the process backend — a host of
+the form `netns:<pid>:<ticks>:127.0.0.1`, see `markco_trio.dial` — a container's address on
+docker), so a pool's address is a unix socket path or a `(host, port)` pair; `EditorPools` keeps
+one pool per editor address.
 
 Three rules keep pooled connections from failing requests:
 - A connection idle for `max_idle_time` (default 4 s, below hypercorn's and Node's 5 s keep-alive
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import trio
 
+from markco_trio import dial
 from markco_trio.proxy import sockio
 
 __all__ = [
@@ -263,13 +266,18 @@ class UpstreamPool:
             raise
 
     async def _connect_tcp(self, host: str, port: int) -> socket.socket:
-        # Editors are addressed by IP (compute resolves nothing): no DNS on the hot path.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        # Editors are addressed by IP (compute resolves nothing): no DNS on the hot path. A
+        # `netns:<pid>:<ticks>:` host is inside the editor's own network namespace: the socket
+        # is made there (`markco_trio.dial`), then connected like any other.
+        try:
+            sock, ip = await dial.tcp_socket(host)
+        except (OSError, ValueError) as exc:
+            raise UpstreamUnavailable(f"cannot connect to {self.name} at {host}:{port}: "
+                                      f"{exc}") from exc
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            err = sock.connect_ex((host, port))
+            err = sock.connect_ex((ip, port))
             if err == errno.EINPROGRESS:
                 # A new connection, not the steady state: a cancel scope here costs nothing.
                 with trio.move_on_after(self.connect_timeout):

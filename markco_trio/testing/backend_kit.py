@@ -35,10 +35,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
+from .. import dial
 from ..errors import BackendError, Conflict, NotFound
 from ..records import WorkloadRole
 from ..roles import (
@@ -218,23 +218,24 @@ class BackendContract:
     async def test_a_started_runtime_answers_at_its_address(self, backend: ContainerBackend,
                                                            spec_factory: SpecFactory,
                                                            workloads: Workloads) -> None:
-        # The daemon reaches a runtime at `address` (readiness checks, the runtime front).
+        # The daemon reaches a runtime at `address` (readiness checks, the runtime front),
+        # dialled with `markco_trio.dial` (host:port, or inside a namespace: netns:...).
         spec = self._spec(spec_factory, fresh_user(), WorkloadRole.RUNTIME)
         info = await workloads.run(spec)
         assert info.address is not None
-        url = f"http://{info.address}/mrp/v1/capabilities"
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            with trio.move_on_after(self.ready_timeout):
-                while True:
-                    try:
-                        response = await client.get(url)
-                        if response.status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
-                assert "mrmd" in response.text
-                return
+        url = f"{info.address} /mrp/v1/capabilities"
+        body = b""
+        with trio.move_on_after(self.ready_timeout):
+            while True:
+                try:
+                    status, body = await dial.http_get(info.address, "/mrp/v1/capabilities")
+                    if status == 200:
+                        break
+                except OSError:
+                    pass
+                await trio.sleep(0.05)
+            assert b"mrmd" in body
+            return
         logs = await backend.logs(info.handle)
         pytest.fail(f"{url} did not answer within {self.ready_timeout:g} s; logs:\n{logs}")
 

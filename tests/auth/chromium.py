@@ -22,7 +22,7 @@ import trio
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
+                  "--disable-sync", "--no-first-run", "--disable-popup-blocking"]
 
 
 def chromium_binary() -> str:

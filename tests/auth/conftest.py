@@ -207,7 +207,10 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
 
     async def start(*, auth: str = "", github: FakeGitHub | None = None,
                     github_options: str = "", public_url: str | None = None,
-                    login_link: str = "never", modules: tuple[str, ...] = ()) -> Markco:
+                    login_link: str = "never", modules: tuple[str, ...] = (),
+                    compute: Any = None) -> Markco:
+        """`compute`: a stand-in for compute (`ctx.extras["compute"]`), set before the daemon
+        starts so the editor gate uses it; the compute plugin is then disabled."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         plugin_modules = [*modules, *(["markco_github_oauth.plugin"] if github else [])]
@@ -220,6 +223,7 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
 
             [plugins]
             modules = {json.dumps(plugin_modules)}
+            disable = {json.dumps(["compute", "process"] if compute is not None else [])}
 
             [auth]
             login_link = "{login_link}"
@@ -237,6 +241,8 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
         config, pm = load_config(path, environ=environ, entry_points=False)
         clock = ManualClock(start=time.time())  # real "now", so the CLI's clock agrees
         daemon = Daemon(config, pm, clock=clock)
+        if compute is not None:
+            daemon.ctx.extras["compute"] = compute
         await nursery.start(partial(daemon.run, handle_signals=False))
         # Every critical service (auth's included) has started.
         await eventually(lambda: daemon.readiness.snapshot().ready, within=10)

@@ -20,6 +20,7 @@ from markco_trio.builtin.compute import ComputeService
 from markco_trio.config import load_config
 from markco_trio.daemon import Daemon
 from markco_trio.records import User
+from markco_trio.testing.dialing import workload_client
 from markco_trio.testing.network import free_port
 from markco_trio.testing.workload_python import WorkloadPython
 
@@ -85,9 +86,8 @@ async def running(data_dir: Path, wpython: WorkloadPython,
 async def execute_in_editor(editor: tuple[str, int], code: str) -> str:
     """Run `code` as a python block through the editor's own API; return its stdout."""
     out = []
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http, http.stream(
-            "POST", f"http://{editor[0]}:{editor[1]}/api/execute",
-            json={"code": code}) as response:
+    async with workload_client(f"{editor[0]}:{editor[1]}") as http, http.stream(
+            "POST", "/api/execute", json={"code": code}) as response:
         assert response.status_code == 200
         event = ""
         # Read to the end (the editor ends the stream after `done`): breaking out would leave

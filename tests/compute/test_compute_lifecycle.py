@@ -5,7 +5,6 @@ restarts with backoff, failure after repeated crashes, OOM counted apart, plan c
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import trio
 from markco_trio.builtin.compute import StartFailed
 from markco_trio.records import OperationState, RuntimeState, WorkloadRole
 from markco_trio.roles import workload_name
+from markco_trio.testing.dialing import workload_client
 
 from .harness import Harness, run_harness
 from .polling import eventually
@@ -64,8 +64,8 @@ async def test_start_brings_up_the_runtime_then_the_editor(harness: Harness) -> 
     kinds = harness.kinds(user.id)
     assert kinds.index("runtime.started") < kinds.index("editor.started")
     host, port = harness.service.editor_address_nowait(user.id)  # type: ignore[misc]
-    async with httpx.AsyncClient(trust_env=False) as http:
-        assert (await http.get(f"http://{host}:{port}/health")).status_code == 200
+    async with workload_client(f"{host}:{port}") as http:
+        assert (await http.get("/health")).status_code == 200
     ops = await harness.storage.list_operations(user_id=user.id)
     assert [(o.kind, o.state) for o in ops] == [("start", OperationState.DONE)]
     assert ops[0].targets["runtime"] == workload_name(harness.service.deployment_id, user.id,
@@ -91,8 +91,8 @@ async def test_the_workspace_is_scaffolded_for_the_workloads_account(harness: Ha
     assert "```python" in welcome.read_text() and "Hopper" in welcome.read_text()
     assert (user_dir / "Projects" / "Scratch" / "mrmd.md").read_text().startswith("---\n")
     if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody").pw_uid
-        assert {p.stat().st_uid for p in [user_dir, *user_dir.rglob("*")]} == {nobody}
+        uid, _ = harness.service.backend.workload_owner(user.id)  # type: ignore[misc]
+        assert {p.stat().st_uid for p in [user_dir, *user_dir.rglob("*")]} == {uid}
 
 
 async def test_the_editor_gets_exactly_the_contract_environment(harness: Harness) -> None:
@@ -106,14 +106,17 @@ async def test_the_editor_gets_exactly_the_contract_environment(harness: Harness
     assert front is not None
     expected = {
         "CLOUD_MODE": "1", "HOST": "127.0.0.1", "PORT": str(port),
+        "MARKCO_PUBLIC_URL": harness.ctx.config.server.public_url,
         "BASE_PATH": f"/u/{user.id}/", "MARKCO_USER_DIR": str(harness.service.user_dir(user.id)),
         "MARKCO_RUNTIME_SOCKET": str(harness.service.front_path(user.id)),
         "CLOUD_USER_ID": user.id, "CLOUD_USER_NAME": "Lovelace",
         "CLOUD_USER_USERNAME": "lovelace", "CLOUD_USER_EMAIL": "lovelace@example.org",
         "CLOUD_USER_AVATAR": "", "CLOUD_USER_PLAN": "pro",
     }
-    runtime_port = env.pop("RUNTIME_PORT")
-    assert runtime_port.isdigit()
+    if harness.service.capabilities.isolated_network:
+        assert "RUNTIME_PORT" not in env  # no host port: the socket is the only way
+    else:
+        assert env.pop("RUNTIME_PORT").isdigit()
     assert {k: env.pop(k) for k in list(expected)} == expected
     assert env.pop("HOME") == str(harness.service.user_dir(user.id))
     env.pop("LC_CTYPE", None)  # Python's own locale coercion
@@ -121,6 +124,9 @@ async def test_the_editor_gets_exactly_the_contract_environment(harness: Harness
 
 
 async def test_the_runtime_port_forwarder_reaches_the_runtime(harness: Harness) -> None:
+    if harness.service.capabilities.isolated_network:
+        pytest.skip("workloads have network namespaces here: no host port is offered "
+                    "(test_tenancy checks nothing listens)")
     user = await harness.user("turing")
     await harness.service.ensure_started(user.id, reason="test")
     pid = payload_pid(harness, user.id, WorkloadRole.EDITOR)

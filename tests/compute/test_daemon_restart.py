@@ -18,6 +18,7 @@ import trio
 from markco_trio.builtin.auth.tokens import hash_token, new_api_token
 from markco_trio.builtin.process_backend import ProcessBackend, ProcessOptions
 from markco_trio.storage.sqlite import SqliteStorage
+from markco_trio.testing.dialing import workload_client
 from markco_trio.testing.network import free_port
 from markco_trio.testing.workload_python import WorkloadPython
 
@@ -121,10 +122,9 @@ async def test_a_killed_daemon_finds_both_users_workloads_again(
     await execute(users[0].id, "note = 'still here'")
 
     await daemon_process.kill9()
-    async with httpx.AsyncClient(trust_env=False) as http:  # nobody watches, all still serve
-        for user in users:
-            editor = before[user.id]["editor"]["address"]
-            assert (await http.get(f"http://{editor}/health")).status_code == 200
+    for user in users:  # nobody watches, all still serve
+        async with workload_client(before[user.id]["editor"]["address"]) as http:
+            assert (await http.get("/health")).status_code == 200
 
     await daemon_process.start()
     after = {user.id: await records(user.id) for user in users}
@@ -136,10 +136,9 @@ async def test_a_killed_daemon_finds_both_users_workloads_again(
                               data_dir=data_dir) as backend:
         found = await backend.list()
     assert len(found) == 4 and all(i.status == "running" for i in found)
-    async with httpx.AsyncClient(trust_env=False) as http:
-        for user in users:
-            editor = after[user.id]["editor"]["address"]
-            assert (await http.get(f"http://{editor}/health")).status_code == 200
+    for user in users:
+        async with workload_client(after[user.id]["editor"]["address"]) as http:
+            assert (await http.get("/health")).status_code == 200
     assert await execute(users[0].id, "print(note)") == "still here\n"
 
     # A runtime killed now is noticed, restarted, and the events are in the log.
@@ -164,14 +163,25 @@ def find_payload(data_dir: Path, handle: str) -> int:
     import json
 
     state = json.loads((data_dir / "workloads" / handle / "workload.json").read_text())
+    parents: dict[int, int] = {}
+    argvs: dict[int, list[bytes]] = {}
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            argvs[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        session = int(stat.rsplit(")", 1)[1].split()[3])
-        if session == state["pid"] and not argv[0].endswith((b"sh", b"unshare", b"setpriv")) \
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(pid: int) -> bool:  # from the workload's root process
+        while pid > 1:
+            if pid == state["pid"]:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    for pid, argv in argvs.items():
+        if descends(pid) and not argv[0].endswith((b"sh", b"unshare", b"setpriv", b"setsid")) \
                 and any(b"mrmd-python" in a for a in argv):
             return pid
     raise AssertionError(f"no mrmd-python process for {handle}")

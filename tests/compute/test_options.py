@@ -47,6 +47,7 @@ def test_configured_plans_override_one_and_keep_the_others(tmp_path: Path) -> No
     ("[workloads]\nready_timout = 5\n", "did you mean 'ready_timeout'"),
     ("[compute.process]\nport_range = \"40000\"\n", "port_range"),
     ("[compute.process]\nrun_as = 3\n", "run_as"),
+    ("[compute.process]\nuid_range = \"1000-2000\"\n", "uid_range"),
 ])
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, body: str,
                                                message: str) -> None:
@@ -57,5 +58,6 @@ def test_bad_values_are_refused_naming_the_key(tmp_path: Path, body: str,
 def test_the_process_backend_options_have_safe_defaults(tmp_path: Path) -> None:
     config, _ = load_config(write(tmp_path, ""), entry_points=False)
     options = config.roles["compute"].options["process"]
-    assert options.run_as == "nobody" and options.namespaces and options.cgroups
+    assert options.namespaces and options.cgroups
+    assert options.uid_range == "200000-299999"  # far from the host's own accounts
     assert options.port_range == "20000-32000"

@@ -19,6 +19,7 @@ import trio
 
 from markco_trio.builtin.process_backend import ProcessBackend
 from markco_trio.builtin.process_backend.ports import ephemeral_range
+from markco_trio.dial import http_get
 from markco_trio.errors import BackendError, NotFound
 from markco_trio.records import WorkloadRole
 from markco_trio.roles import STATUS_CRASHED, STATUS_EXITED, STATUS_RUNNING, ContainerSpec
@@ -83,6 +84,19 @@ def running(pid: int) -> bool:
         return False
 
 
+async def answers_within(address: str, path: str, seconds: float) -> bool:
+    """Whether `GET path` at `address` (dialled as the daemon does) answers 200 in time."""
+    with trio.move_on_after(seconds):
+        while True:
+            try:
+                if (await http_get(address, path))[0] == 200:
+                    return True
+            except OSError:
+                pass
+            await trio.sleep(0.05)
+    return False
+
+
 async def report(backend: ProcessBackend, handle: str) -> dict[str, Any]:
     logs = await wait_for_log(backend, handle, "REPORT")
     line = next(x for x in logs.splitlines() if x.startswith("REPORT "))
@@ -91,14 +105,72 @@ async def report(backend: ProcessBackend, handle: str) -> dict[str, Any]:
 
 
 @needs_root
-async def test_workloads_never_run_as_root(backend: ProcessBackend, cleanup: list[str],
-                                           script_spec: Callable[[str], ContainerSpec]) -> None:
+async def test_workloads_run_as_their_users_own_account(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
     spec = script_spec(REPORT)
     seen = await report(backend, await run(backend, cleanup, spec))
+    uid, gid = backend.workload_owner(spec.user_id)  # type: ignore[misc]
+    assert seen["uid"] == uid and 200000 <= uid <= 299999 and gid == uid
+    assert owner_of(spec.user_dir) == uid
+    assert os.stat(spec.user_dir).st_mode & 0o777 == 0o700
+    assert os.stat(Path(spec.user_dir).parent).st_mode & 0o777 == 0o711
+
+
+@needs_root
+async def test_two_users_get_two_accounts(backend: ProcessBackend, cleanup: list[str],
+                                          script_spec: Callable[[str], ContainerSpec]) -> None:
+    first, second = script_spec(REPORT), script_spec(REPORT)
+    seen = [await report(backend, await run(backend, cleanup, spec))
+            for spec in (first, second)]
+    assert seen[0]["uid"] != seen[1]["uid"]
+
+
+@needs_root
+async def test_a_directory_of_the_old_shared_account_is_given_to_the_user(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    spec = script_spec(REPORT)
     nobody = pwd.getpwnam("nobody")
-    assert seen["uid"] == nobody.pw_uid
-    assert owner_of(spec.user_dir) == nobody.pw_uid
-    assert backend.workload_owner(spec.user_id) == (nobody.pw_uid, nobody.pw_gid)
+    notes = Path(spec.user_dir) / "Projects" / "notes.md"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    for path in (Path(spec.user_dir), notes.parent, notes):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    seen = await report(backend, await run(backend, cleanup, spec))
+    assert owner_of(str(notes)) == owner_of(str(notes.parent)) == seen["uid"]
+
+
+@needs_root
+async def test_workloads_reach_nothing_but_their_own_loopback(
+        backend: ProcessBackend, cleanup: list[str],
+        script_spec: Callable[[str], ContainerSpec]) -> None:
+    if not backend.capabilities().isolated_network:
+        missing_system("network namespaces (unshare --net, iproute2)",
+                       "install iproute2; run as root")
+    seen = await report(backend, await run(backend, cleanup, script_spec(
+        "import json, socket, time\n"
+        "names = sorted(n for _, n in socket.if_nameindex())\n"
+        "print('REPORT', json.dumps({'uid': 0, 'pid': 0, 'env': {}, 'cwd': '',"
+        " 'interfaces': names}), flush=True)\n"
+        "while True:\n    time.sleep(1)\n")))
+    assert seen["interfaces"] == ["lo"]
+
+
+@needs_root
+async def test_a_workload_is_not_reachable_on_the_hosts_loopback(
+        backend: ProcessBackend, cleanup: list[str], deployment: str,
+        process_specs: Callable[[str], Callable[..., ContainerSpec]]) -> None:
+    if not backend.capabilities().isolated_network:
+        missing_system("network namespaces (unshare --net, iproute2)",
+                       "install iproute2; run as root")
+    spec = process_specs(deployment)(uuid.uuid4().hex, WorkloadRole.EDITOR)  # http.server
+    info = await backend.start(await run(backend, cleanup, spec))
+    assert info.address is not None and info.address.startswith("netns:")
+    port = int(info.address.rpartition(":")[2])
+    assert await answers_within(info.address, "/", 15)
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", port)
 
 
 async def test_the_environment_is_only_the_spec_and_the_basics(
@@ -128,7 +200,9 @@ async def test_each_workload_has_its_own_pid_namespace(
         missing_system("PID namespaces (unshare --pid)",
                        "run as root on a kernel that allows user PID namespaces")
     seen = await report(backend, await run(backend, cleanup, script_spec(REPORT)))
-    assert seen["pid"] == 2  # PID 1 of the namespace is the waiter that records the exit
+    # PID 1 of the namespace is the waiter that records the exit (and, with a network
+    # namespace, runs `ip link set lo up` first: pid 2).
+    assert seen["pid"] == (3 if backend.capabilities().isolated_network else 2)
 
 
 async def test_ports_are_free_and_outside_the_ephemeral_range(
@@ -222,11 +296,10 @@ async def test_stop_kills_escaped_grandchildren(make_process_backend: Callable[.
         await backend.remove(spec.name)
 
 
-async def test_a_run_as_user_that_cannot_run_the_command_is_told_why(
+@needs_root
+async def test_an_account_that_cannot_run_the_command_is_told_why(
         backend: ProcessBackend, data_dir: Path, script_spec: Callable[[str], ContainerSpec],
         tmp_path: Path) -> None:
-    if backend.workload_owner("x") is None:
-        pytest.skip("workloads run as the daemon's own user here")
     hidden = tmp_path / "private"
     hidden.mkdir(mode=0o700)
     program = hidden / "tool"

@@ -13,6 +13,7 @@ from markco_trio.builtin.compute.specs import labels
 from markco_trio.builtin.process_backend import ProcessBackend, ProcessOptions
 from markco_trio.records import OperationState, RuntimeState, WorkloadRole
 from markco_trio.roles import ContainerSpec, workload_name
+from markco_trio.testing.dialing import workload_client
 
 from .harness import Harness, run_harness
 from .polling import eventually
@@ -30,8 +31,8 @@ async def editor_health(h: Harness, user_id: str) -> int:
     await eventually(lambda: h.service.editor_address_nowait(user_id) is not None,
                      what="the editor ready")
     host, port = h.service.editor_address_nowait(user_id)  # type: ignore[misc]
-    async with httpx.AsyncClient(trust_env=False) as http:
-        return (await http.get(f"http://{host}:{port}/health")).status_code
+    async with workload_client(f"{host}:{port}") as http:
+        return (await http.get("/health")).status_code
 
 
 async def execute_through_front(h: Harness, user_id: str, code: str) -> str:

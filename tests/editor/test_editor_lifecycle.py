@@ -21,7 +21,7 @@ async def test_sigterm_stops_the_editor_promptly_with_status_0(start_editor: Sta
     # leaks its socket when the server vanishes under it.)
     async with await trio.open_tcp_stream("127.0.0.1", editor.port) as stream:
         await stream.send_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         assert (await stream.receive_some()).startswith(b"HTTP/1.1 101")

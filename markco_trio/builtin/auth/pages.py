@@ -77,9 +77,14 @@ def render(title: str, body: str, *, status: int = 200) -> Response:
                     content_type="text/html; charset=utf-8")
 
 
-def _button_form(action: str, label: str, *, secondary: bool = False) -> str:
+def _button_form(action: str, label: str, *, secondary: bool = False,
+                 form_token: str | None = None) -> str:
+    """A one-button form; `form_token`: the session's token (every form of a page shown to a
+    logged-in person carries it, see `web/request_auth.py`)."""
     cls = " class=\"secondary\"" if secondary else ""
-    return (f"<form method=\"post\" action=\"{esc(action)}\">"
+    hidden = ("" if form_token is None else
+              f"<input type=\"hidden\" name=\"csrf\" value=\"{esc(form_token)}\">")
+    return (f"<form method=\"post\" action=\"{esc(action)}\">{hidden}"
             f"<button type=\"submit\"{cls}>{esc(label)}</button></form>")
 
 
@@ -111,7 +116,7 @@ def login_page(providers: Sequence[tuple[str, str]], *, notice: str | None = Non
     return render("Log in", body)
 
 
-def _workspace_section(user: User, workspace: Any) -> str:
+def _workspace_section(user: User, workspace: Any, form_token: str | None) -> str:
     """The editor section: state, what is happening, open / start / stop / restart."""
     if workspace is None:
         return (f"<p>Your editor: <a href=\"/u/{esc(user.id)}/\">/u/{esc(user.id)}/</a></p>")
@@ -136,10 +141,12 @@ def _workspace_section(user: User, workspace: Any) -> str:
                  f"{workspace.runtime.oom_kills} time(s).</p>")
     html += f"<p><a class=\"button\" href=\"/u/{esc(user.id)}/\">Open the editor</a></p>"
     if workspace.ready or workspace.operation is not None:
-        html += (_button_form("/dashboard/workspace/restart", "Restart", secondary=True)
-                 + _button_form("/dashboard/workspace/stop", "Stop", secondary=True))
+        html += (_button_form("/dashboard/workspace/restart", "Restart", secondary=True,
+                              form_token=form_token)
+                 + _button_form("/dashboard/workspace/stop", "Stop", secondary=True,
+                                form_token=form_token))
     else:
-        html += _button_form("/dashboard/workspace/start", "Start")
+        html += _button_form("/dashboard/workspace/start", "Start", form_token=form_token)
     return html
 
 
@@ -147,7 +154,8 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
                    current_session_id: str | None, identities: Iterable[Identity],
                    held: Sequence[Grant], owners: dict[str, User],
                    workspace: Any = None,
-                   admin_entries: Sequence[AdminEntry] = ()) -> Response:
+                   admin_entries: Sequence[AdminEntry] = (),
+                   form_token: str | None = None) -> Response:
     """Who you are, your workspace (when compute runs), your sessions, what is shared with
     you, and which administrators entered your editor."""
     body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
@@ -157,14 +165,16 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
     linked = ", ".join(f"{esc(i.provider)}" for i in identities)
     if linked:
         body += f"<p class=\"muted\">Linked logins: {linked}</p>"
-    body += _workspace_section(user, workspace) + _button_form("/logout", "Log out")
+    body += (_workspace_section(user, workspace, form_token)
+             + _button_form("/logout", "Log out", form_token=form_token))
     rows = "".join(
         f"<tr><td>{esc(s.user_agent or 'unknown browser')}"
         f"{' <strong>(this one)</strong>' if s.id == current_session_id else ''}</td>"
         f"<td>{when(s.created_at)}</td><td>{when(s.expires_at)}</td></tr>" for s in sessions)
     body += ("<h2>Your sessions</h2><table><tr><th>Browser</th><th>Since</th>"
              f"<th>Expires</th></tr>{rows}</table>"
-             + _button_form("/logout-all", "Log out everywhere", secondary=True))
+             + _button_form("/logout-all", "Log out everywhere", secondary=True,
+                            form_token=form_token))
     if held:
         items = "".join(
             f"<li><strong>{esc(g.project)}</strong> of @"
@@ -183,7 +193,8 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
 
 def invite_page(*, project: str, role: str, owner: User, expires_at: float | None,
                 state: str, token: str, viewer: Principal | None,
-                providers: Sequence[tuple[str, str]]) -> Response:
+                providers: Sequence[tuple[str, str]],
+                form_token: str | None = None) -> Response:
     """The invite as its recipient sees it, with what the role means, and the way to
     accept it (log in first when needed)."""
     who = esc(owner.name or owner.username)
@@ -216,7 +227,8 @@ def invite_page(*, project: str, role: str, owner: User, expires_at: float | Non
             body += "<p>Log in first (with a login link), then open this invite again.</p>"
     else:
         body += (f"<p>You are logged in as @{esc(viewer.username)}.</p>"
-                 + _button_form(f"/invites/{token}/accept", f"Accept as {role}"))
+                 + _button_form(f"/invites/{token}/accept", f"Accept as {role}",
+                                form_token=form_token))
     return render("Invitation", body)
 
 
@@ -234,14 +246,15 @@ def accepted_page(*, project: str, role: str, owner: User) -> Response:
     return render("Invitation accepted", body)
 
 
-def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str) -> Response:
+def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
+               form_token: str | None = None) -> Response:
     """The users, each with an audited way into their editor."""
     rows = "".join(
         f"<tr><td>@{esc(u.username)}{' (admin)' if u.is_admin else ''}"
         f"{' — disabled' if u.disabled else ''}</td><td>{esc(u.email or '')}</td>"
         f"<td>{esc(u.plan)}</td><td>"
         + ("" if u.id == me else _button_form(f"/admin/enter/{u.id}", "Enter editor",
-                                               secondary=True))
+                                               secondary=True, form_token=form_token))
         + "</td></tr>" for u in users)
     body = ("<h1>Users</h1><p class=\"muted\">Entering a user's editor lets you run code as "
             "them; each entry is recorded in the event log and lasts a limited time.</p>"

@@ -8,7 +8,9 @@ recognise them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import secrets
 
@@ -32,6 +34,15 @@ def new_api_token() -> str:
 def hash_token(token: str) -> str:
     """The SHA-256 hex digest stored in place of `token`."""
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def form_token(session_token: str) -> str:
+    """The token markco's own forms carry for this session (`csrf`): derived from the session
+    secret, which no page can read (HttpOnly), so only a page markco rendered for this session
+    knows it. Changes with each login; nothing to store."""
+    digest = hmac.new(session_token.encode("ascii", "replace"), b"markco form",
+                      hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def well_formed(token: str) -> bool:

@@ -194,6 +194,8 @@ class UserActor:
         """Serve the runtime front, watch the workloads, run operations; until cancelled."""
         async with trio.open_nursery() as nursery:
             if self.front is None:
+                # The user's account first: the front's socket is made theirs.
+                await self.svc.backend.prepare_user(self.user_id)
                 self.front = self.svc.make_front(self)
             await nursery.start(self.front.serve)
             self._nursery = nursery

@@ -13,8 +13,18 @@ editor being re-pointed, and the path survives daemon restarts.
 - Executions in flight are counted (`statistics()`) and reported as activity.
 - Bodies stream both ways, chunk by chunk: server-sent events arrive event by event.
 
+- Browsers are not its clients: a request carrying an `Origin` or Fetch-Metadata
+  (`Sec-Fetch-*`) header, a CORS preflight, or a `Host` other than a loopback name (or `runtime`,
+  what clients of the unix socket send) is refused with 403 — mrmd-python itself answers
+  `Access-Control-Allow-Origin: *` and checks no Host, so a web page that could reach it could
+  run code. `Access-Control-*` headers of the runtime are dropped from responses.
+- The runtime is dialled with `markco_trio.dial`: inside its own network namespace on the
+  process backend (the `netns:` host form).
+
 Optionally the same front also listens on `127.0.0.1:<tcp_port>` for editors that insist on
-`RUNTIME_PORT`: any local process can reach that port (the process backend's trust caveat).
+`RUNTIME_PORT` — only where workloads share the host's network (the process backend without
+network namespaces, i.e. a daemon that is not root): any local process can reach that port, so
+the checks above are all that keeps web pages out. With network namespaces it is not offered.
 
 h11 parses both sides: this is the editor-to-runtime path, not the daemon's hot path.
 """
@@ -35,6 +45,8 @@ from typing import Any, Protocol
 import h11
 import trio
 
+from ...dial import open_tcp_stream
+
 log = logging.getLogger("markco.compute.front")
 
 SOCKET_NAME = "runtime.sock"
@@ -44,6 +56,11 @@ IDLE_SECONDS = 300.0  # a keep-alive connection with no request for this long is
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
 EXECUTE_PREFIX = b"/mrp/v1/execute"
+# Host names a legitimate client sends: `runtime` over the unix socket (the built-in editor),
+# loopback literals over the TCP forwarder. Never a DNS name (DNS rebinding).
+ALLOWED_HOSTS = frozenset({b"runtime", b"localhost", b"127.0.0.1", b"[::1]"})
+BROWSER_HEADERS = frozenset({b"origin", b"sec-fetch-site", b"sec-fetch-mode",
+                             b"sec-fetch-dest", b"access-control-request-method"})
 
 
 class NotReady(Exception):
@@ -84,6 +101,30 @@ def is_execute(method: bytes, target: bytes) -> bool:
     return method == b"POST" and target.split(b"?", 1)[0].startswith(EXECUTE_PREFIX)
 
 
+def refusal(method: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a request must not reach the runtime (None: it may): it comes from a browser (an
+    `Origin`, Fetch-Metadata, a CORS preflight) or names a Host that is not a loopback name."""
+    if method == b"OPTIONS":
+        return "CORS preflights are refused: web pages are not clients of the runtime"
+    hosts = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in BROWSER_HEADERS:
+            return "requests from web pages are refused (Origin / Sec-Fetch-* present)"
+        if lname == b"host":
+            hosts.append(value)
+    if len(hosts) != 1:
+        return "exactly one Host header is required"
+    host = hosts[0].strip().lower()
+    if host.startswith(b"["):
+        name = host[:host.find(b"]") + 1]
+    else:
+        name = host.partition(b":")[0]
+    if name not in ALLOWED_HOSTS:
+        return "Host must be a loopback name (runtime, localhost, 127.0.0.1, [::1])"
+    return None
+
+
 def forwarded_headers(headers: list[tuple[bytes, bytes]], *, host: bytes,
                       request: bool) -> list[tuple[bytes, bytes]]:
     """Headers minus hop-by-hop ones. Requests keep their framing (`Content-Length` or
@@ -94,7 +135,8 @@ def forwarded_headers(headers: list[tuple[bytes, bytes]], *, host: bytes,
         lname = name.lower()
         if lname in HOP_BY_HOP or lname == b"host":
             continue
-        if not request and lname == b"transfer-encoding":
+        if not request and (lname == b"transfer-encoding" or
+                            lname.startswith(b"access-control-")):
             continue
         out.append((name, value))
     if request:
@@ -224,6 +266,11 @@ class RuntimeFront:
                         request: h11.Request) -> bool:
         """Forward one request; False when the connection must close afterwards."""
         self._requests += 1
+        refused = refusal(request.method, list(request.headers))
+        if refused is not None:
+            self._rejected += 1
+            await _answer(conn, stream, 403, refused)
+            return False
         execute = is_execute(request.method, request.target)
         try:
             upstream = await self._connect(wake=execute)
@@ -283,7 +330,7 @@ class RuntimeFront:
                 while True:
                     host, port = await self._locate_fn(wake=wake)
                     try:
-                        return await trio.open_tcp_stream(host, port)
+                        return await open_tcp_stream(host, port)
                     except OSError:
                         await trio.sleep(0.1)
             raise NotReady(f"the runtime did not become ready within {self._hold_seconds:g} s",
@@ -364,7 +411,8 @@ async def _answer(conn: h11.Connection, stream: trio.abc.Stream, status: int, me
     """A small JSON error in the API's shape, then the connection closes."""
     if conn.our_state is not h11.SEND_RESPONSE:
         return
-    code = {502: "runtime_unreachable", 503: "runtime_not_ready"}.get(status, "error")
+    code = {403: "forbidden", 502: "runtime_unreachable",
+            503: "runtime_not_ready"}.get(status, "error")
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await _send(conn, stream, h11.Response(status_code=status, headers=[
         (b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),

@@ -70,7 +70,9 @@ class WorkloadsOptions:
     - `hold_seconds` / `hold_max`: the runtime front holds requests while the runtime starts,
       at most this long and this many at once (then 503).
     - `runtime_port_forwarder`: also serve the front on `127.0.0.1:RUNTIME_PORT` for editors
-      that insist on TCP (process backend only; any local process can reach that port).
+      that insist on TCP — only where workloads share the host's network (the process backend
+      when the daemon is not root; any local process can reach that port). Ignored where
+      workloads have network namespaces of their own.
     - `max_concurrent_starts`: starts running at once on this host (the morning wake storm).
     - `stop_timeout`: grace period before a stopping editor is killed (seconds).
     """

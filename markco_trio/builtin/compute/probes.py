@@ -1,13 +1,17 @@
 """Readiness checks: a runtime is ready when `GET /mrp/v1/capabilities` answers 200, an editor
-when `GET /health` does — at the address where the daemon reaches it. While waiting, the
-workload itself is watched, so one that dies is reported at once with its last log lines instead
-of after the whole timeout."""
+when `GET /health` does — at the address where the daemon reaches it, dialled with
+`markco_trio.dial` (inside the workload's network namespace on the process backend), one small
+HTTP/1.1 GET with h11. While waiting, the workload itself is watched, so one that dies is
+reported at once with its last log lines instead of after the whole timeout."""
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
+
+import h11
 import trio
 
+from ...dial import http_get
 from ...errors import MarkcoError, NotFound
 from ...records import WorkloadRole
 from ...roles import STATUS_RUNNING, ContainerBackend
@@ -30,20 +34,26 @@ async def log_tail(backend: ContainerBackend, handle: str, lines: int = LOG_LINE
         return ""
 
 
-async def wait_ready(http: httpx.AsyncClient, backend: ContainerBackend, handle: str,
+async def answers(address: str, path: str) -> bool:
+    """Whether `GET path` at `address` answers 200 within 2 s."""
+    with trio.move_on_after(2.0):
+        try:
+            status, _ = await http_get(address, path, host_header="localhost")
+        except (OSError, ValueError, h11.ProtocolError):
+            return False
+        return status == 200
+    return False
+
+
+async def wait_ready(http: Any, backend: ContainerBackend, handle: str,
                      role: WorkloadRole, address: str, *, within: float) -> None:
     """Poll the health endpoint until 200; `NotReadyError` if the workload dies or `within`
-    seconds pass."""
-    url = f"http://{address}{HEALTH_PATHS[role]}"
+    seconds pass. (`http` is unused: kept for callers; the dial is `markco_trio.dial`.)"""
     polls = 0
     with trio.move_on_after(within):
         while True:
-            try:
-                response = await http.get(url, timeout=2.0)
-                if response.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+            if await answers(address, HEALTH_PATHS[role]):
+                return
             polls += 1
             if polls % INSPECT_EVERY == 0:
                 try:
@@ -59,3 +69,4 @@ async def wait_ready(http: httpx.AsyncClient, backend: ContainerBackend, handle:
     tail = await log_tail(backend, handle)
     raise NotReadyError(f"the {role.value} did not answer {HEALTH_PATHS[role]} within "
                         f"{within:g} s" + (f"; its last output:\n{tail}" if tail else ""))
+

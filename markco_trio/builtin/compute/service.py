@@ -142,7 +142,11 @@ class ComputeService:
     def make_front(self, actor: UserActor) -> RuntimeFront:
         """The runtime front of `actor`'s user (with a TCP forwarder when configured)."""
         tcp_port = None
-        if self.options.runtime_port_forwarder and not self.capabilities.mounts:
+        caps = self.capabilities
+        # Only where workloads share the host's network: a workload in a network namespace of
+        # its own could not reach a host port, and nothing else should.
+        if self.options.runtime_port_forwarder and not caps.mounts and \
+                not caps.isolated_network:
             tcp_port = self._front_port(actor.user_id)
         return RuntimeFront(
             actor.user_id, self.front_path(actor.user_id), actor.locate_runtime,

@@ -59,10 +59,13 @@ def runtime_spec(*, deployment_id: str, user: User, user_dir: Path, limits: Plan
 
 
 def editor_env(user: User, *, plan: str, front_socket: str,
-               runtime_port: int | None) -> dict[str, str]:
-    """The editor contract's environment (placeholders resolved by the backend)."""
+               runtime_port: int | None, public_url: str = "") -> dict[str, str]:
+    """The editor contract's environment (placeholders resolved by the backend).
+    `MARKCO_PUBLIC_URL` is the origin browsers reach markco at: the editor accepts that Host
+    (and loopback ones) and refuses other Origins (docs/editor-contract.md)."""
     env = {
         "CLOUD_MODE": "1",
+        "MARKCO_PUBLIC_URL": public_url,
         "HOST": "{host}",
         "PORT": "{port}",
         "BASE_PATH": f"/u/{user.id}/",
@@ -82,7 +85,8 @@ def editor_env(user: User, *, plan: str, front_socket: str,
 
 def editor_spec(*, deployment_id: str, user: User, user_dir: Path, plan: str,
                 front_socket: Path, runtime_port: int | None, options: WorkloadsOptions,
-                caps: BackendCapabilities, operation_id: str | None) -> ContainerSpec:
+                caps: BackendCapabilities, operation_id: str | None,
+                public_url: str = "") -> ContainerSpec:
     """The editor for `user`, reaching the runtime only through the runtime front."""
     role = WorkloadRole.EDITOR
     mounts: tuple[tuple[str, str, bool], ...] = ()
@@ -96,7 +100,8 @@ def editor_spec(*, deployment_id: str, user: User, user_dir: Path, plan: str,
     return ContainerSpec(
         name=workload_name(deployment_id, user.id, role), user_id=user.id, role=role,
         command=resolve_command(options.editor_command, caps),
-        env=editor_env(user, plan=plan, front_socket=socket, runtime_port=runtime_port),
+        env=editor_env(user, plan=plan, front_socket=socket, runtime_port=runtime_port,
+                       public_url=public_url),
         user_dir=str(user_dir), memory_bytes=limits.memory_bytes, cpus=limits.cpus,
         labels=labels(deployment_id, user.id, role, operation_id),
         image=options.editor_image or None, mounts=mounts, stop_signal="SIGTERM")

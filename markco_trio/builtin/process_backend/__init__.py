@@ -1,7 +1,8 @@
 """The built-in `process` container backend (`[compute] backend = "process"`).
 
-Runs users' editors and runtimes as detached local processes: the embedded default, for
-SINGLE-TENANT OR TRUSTED USERS (see `ProcessOptions`). Options: `[compute.process]`.
+Runs users' editors and runtimes as detached local processes: the embedded default. As root,
+each user gets a uid/gid and network namespaces of their own (see `ProcessOptions` and
+docs/compute.md for what that isolates and what not). Options: `[compute.process]`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ __all__ = ["ProcessBackend", "ProcessOptions", "markco_container_backends"]
 
 def _factory(options: ProcessOptions, ctx: Any) -> ProcessBackend:
     return ProcessBackend(options, deployment_id=ctx.config.server.deployment_id,
-                          data_dir=ctx.data_dir)
+                          data_dir=ctx.data_dir, accounts=ctx.storage)
 
 
 @hookimpl
 def markco_container_backends() -> list[ProviderSpec]:
     """The `process` backend."""
     return [ProviderSpec("process", _factory, ProcessOptions,
-                         "local processes (single-tenant or trusted users only)")]
+                         "local processes (a uid and network namespaces per user when root)")]

@@ -1,18 +1,22 @@
 """`ProcessBackend`: users' editors and runtimes as detached local processes.
 
-FOR SINGLE-TENANT OR TRUSTED USERS: workloads share the machine's network (a runtime listens on
-127.0.0.1, where any local process can reach it) and, by default, one unprivileged account. What
-it does guarantee: each workload runs detached (own session, logs to files, no pipe to the
-daemon) so it survives a daemon restart; in its own PID and mount namespace and its own cgroups
-where the machine allows; with a clean, explicit environment; never as root when the daemon is
-root; on a free port outside the ephemeral range. A stop kills the whole tree. Processes are
-tracked by pid + start time + boot id, so a recycled PID is never adopted.
+Fit for a small team (DESIGN §5.2) when the daemon runs as root: each user's workloads run as a
+uid/gid of their own (allocated from `uid_range`, recorded in storage, no /etc/passwd entry), in
+their own PID, mount and NETWORK namespaces (loopback only: nothing on the host can connect to a
+workload, and a workload can connect to nothing but itself), with a clean, explicit environment,
+in cgroups of their own where the machine allows. The daemon reaches a workload by opening its
+socket inside the workload's namespace (`markco_trio.dial`, the `netns:` address form). The
+user's directory is 0700 and theirs; `users/` is 0711. What it does not isolate — one kernel,
+shared /tmp, CPU side channels... — is in docs/compute.md.
+
+Each workload runs detached (own session, logs to files, no pipe to the daemon) so it survives a
+daemon restart. A stop kills the whole tree. Processes are tracked by pid + start time + boot
+id, so a recycled PID is never adopted (nor its network namespace dialled).
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -23,6 +27,8 @@ from typing import Any
 
 import trio
 
+from ... import userdirs
+from ...dial import netns_address
 from ...errors import BackendError, Conflict, NotFound
 from ...records import WorkloadRole
 from ...roles import (
@@ -40,6 +46,7 @@ from ...roles import (
     ContainerStats,
 )
 from . import cgroups, launch, ports, procs
+from .accounts import Accounts, MemoryAccounts, parse_uid_range
 from .state import (
     LOG_FILE,
     PID_FILE,
@@ -59,14 +66,19 @@ KILL_DEADLINE = 10.0  # seconds to wait for a SIGKILLed tree to disappear
 class ProcessOptions:
     """`[compute.process]` — the built-in process backend, the embedded default.
 
-    FOR SINGLE-TENANT OR TRUSTED USERS ONLY (a personal machine, a small trusted team): every
-    workload shares the host's network, and all run as one unprivileged account (`run_as`), so
-    one user's code can reach another's runtime port. Use the docker backend for anything else.
+    When the daemon runs as root (with `namespaces` on), users are isolated from each other:
+    each user's workloads run as a uid/gid of their own and in network namespaces of their own
+    (see the module doc and docs/compute.md for what is and is not isolated). Not as root,
+    every workload runs as the daemon's own account on the host's network: one person only.
 
-    - `run_as`: the account workloads run as when the daemon runs as root (a name, `uid` or
-      `uid:gid`); ignored otherwise. The user directories are given to it.
-    - `namespaces`: each workload in a PID and mount namespace of its own (`unshare` from
-      util-linux), so no descendant escapes a stop and checkpoints restore cleanly.
+    - `uid_range`: where per-user uids (and gids, the same numbers) are allocated, once per
+      user, recorded in storage, never reused. Pick a range no host account or subordinate-id
+      range (/etc/subuid) uses. The user directories are given to these accounts.
+    - `run_as`: obsolete (workloads used to share this one account); ignored. Directories it
+      owned are given to their user's own account at the next start.
+    - `namespaces`: each workload in a PID, mount and network namespace of its own (`unshare`
+      from util-linux; `ip` from iproute2 brings its loopback up), so no descendant escapes a
+      stop, checkpoints restore cleanly, and nothing but the daemon can connect to it.
     - `cgroups`: a cgroup per workload under the writable cgroup v1 controllers (memory, cpu,
       cpuacct, pids, freezer) at `<controller>/<cgroup_parent>/<deployment id>/<name>`; without
       them limits are not enforced and stats come from /proc.
@@ -76,7 +88,8 @@ class ProcessOptions:
     - `path`: the workloads' PATH.
     """
 
-    run_as: str = "nobody"
+    run_as: str = ""
+    uid_range: str = "200000-299999"
     namespaces: bool = True
     cgroups: bool = True
     cgroup_parent: str = "markco"
@@ -87,28 +100,11 @@ class ProcessOptions:
 
     def __post_init__(self) -> None:
         ports.parse_range(self.port_range)
+        parse_uid_range(self.uid_range)
         if "/" in self.cgroup_parent or self.cgroup_parent in ("", ".", ".."):
             raise ValueError("cgroup_parent: one directory name, such as 'markco'")
         if self.pids_max < 0:
             raise ValueError("pids_max: zero (unlimited) or more")
-
-
-def _resolve_user(run_as: str) -> tuple[int, int]:
-    uid_text, _, gid_text = run_as.partition(":")
-    if uid_text.isdigit():
-        uid = int(uid_text)
-        if gid_text:
-            return uid, int(gid_text)
-        try:
-            return uid, pwd.getpwuid(uid).pw_gid
-        except KeyError:
-            return uid, uid
-    try:
-        entry = pwd.getpwnam(run_as)
-    except KeyError:
-        raise BackendError(f"process backend: run_as user {run_as!r} does not exist; create it "
-                           f"or set [compute.process] run_as to an existing account") from None
-    return entry.pw_uid, entry.pw_gid
 
 
 def _valid_name(handle: str) -> bool:
@@ -121,7 +117,8 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, options: ProcessOptions, *, deployment_id: str, data_dir: Path) -> None:
+    def __init__(self, options: ProcessOptions, *, deployment_id: str, data_dir: Path,
+                 accounts: Accounts | None = None) -> None:
         self.options = options
         self.deployment_id = deployment_id
         self.data_dir = Path(data_dir)
@@ -130,7 +127,12 @@ class ProcessBackend:
         if not self.state_dir.is_absolute():
             self.state_dir = self.data_dir / self.state_dir
         self.port_range = ports.parse_range(options.port_range)
-        self._user: tuple[int, int] | None = None
+        self.uid_range = parse_uid_range(options.uid_range)
+        # Where per-user accounts are recorded: the daemon's storage; in memory for tests.
+        self._accounts_book: Accounts = accounts if accounts is not None else MemoryAccounts()
+        self._accounts: dict[str, tuple[int, int]] = {}
+        self._per_user = False  # root: each user's workloads run as their own uid/gid
+        self._ip: str | None = None  # iproute2's ip, when workloads get network namespaces
         self._cgroup_parents: dict[str, Path] = {}
         self._namespaces = False
         self._unshare = "unshare"
@@ -161,20 +163,17 @@ class ProcessBackend:
             raise BackendError("process backend: `setsid` (util-linux) is not installed; it "
                                "detaches workloads from the daemon (apt-get install util-linux)")
         self._setsid = setsid
-        if os.geteuid() == 0 and opts.run_as:
-            self._user = _resolve_user(opts.run_as)
-            if self._user[0] == 0:
-                self._user = None
-                self._notes.append("run_as is root: workloads run as root")
-            else:
-                setpriv = shutil.which("setpriv")
-                if setpriv is None:
-                    raise BackendError("process backend: `setpriv` (util-linux) is not installed "
-                                       "and is needed to run workloads as run_as; install "
-                                       "util-linux (apt-get install util-linux)")
-                self._setpriv = setpriv
-        elif os.geteuid() == 0:
-            self._notes.append("run_as is empty: workloads run as root")
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                raise BackendError("process backend: `setpriv` (util-linux) is not installed "
+                                   "and is needed to run workloads as their users' accounts; "
+                                   "install util-linux (apt-get install util-linux)")
+            self._setpriv = setpriv
+            self._per_user = True
+        else:
+            self._notes.append("the daemon is not root: every workload runs as the daemon's "
+                               "account, on the host's network (one person only)")
         if opts.cgroups:
             self._cgroup_parents = cgroups.probe(opts.cgroup_parent, self.deployment_id)
             if "memory" not in self._cgroup_parents:
@@ -186,36 +185,72 @@ class ProcessBackend:
             self._namespaces = self._probe_namespaces()
             if not self._namespaces:
                 self._notes.append("cannot create PID/mount namespaces (unshare failed): "
-                                   "workloads share the daemon's namespaces")
+                                   "workloads share the daemon's namespaces and network")
+            else:
+                self._ip = self._probe_network()
+                if self._ip is None:
+                    self._notes.append("cannot create network namespaces (unshare --net, or "
+                                       "iproute2's `ip` missing): workloads share the host's "
+                                       "network")
+        if self._per_user and self._ip is None:
+            self._notes.append("WITHOUT network namespaces users are NOT isolated from each "
+                               "other: any local process can reach their workloads' ports")
 
     def _probe_namespaces(self) -> bool:
         unshare = shutil.which("unshare")
         if unshare is None:
             return False
         self._unshare = unshare
+        return self._probe([unshare, "--pid", "--mount", "--fork", "--kill-child",
+                            "--mount-proc", "--", "/bin/true"])
+
+    def _probe_network(self) -> str | None:
+        ip = shutil.which("ip", path=f"{self.options.path}:/usr/sbin:/sbin")
+        if ip is None:
+            return None
+        ok = self._probe([self._unshare, "--net", "--", ip, "link", "set", "lo", "up"])
+        return ip if ok else None
+
+    def _probe(self, argv: list[str]) -> bool:
         try:
-            done = subprocess.run(
-                [unshare, "--pid", "--mount", "--fork", "--kill-child", "--mount-proc", "--",
-                 "/bin/true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, timeout=10, env={"PATH": self.options.path})
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=10,
+                                  env={"PATH": self.options.path})
         except (OSError, subprocess.TimeoutExpired):
             return False
         return done.returncode == 0
 
     def capabilities(self) -> BackendCapabilities:
-        """Limits live and enforced with cgroups; no network isolation; host paths."""
+        """Limits live and enforced with cgroups; a network namespace per workload (when the
+        machine allows); host paths."""
         has_memory = "memory" in self._cgroup_parents
         return BackendCapabilities(
             update_limits_live=has_memory, checkpoint=self._namespaces,
-            isolated_network=False, per_user_cgroup=has_memory,
+            isolated_network=self._ip is not None, per_user_cgroup=has_memory,
             enforces_limits=has_memory and "cpu" in self._cgroup_parents,
             mounts=False, pid_namespace=self._namespaces,
-            notes=("for single-tenant or trusted users: workloads share the host network",
+            notes=("one kernel for all users: see docs/compute.md for what is not isolated",
                    *self._notes))
 
+    async def prepare_user(self, user_id: str) -> None:
+        """Allocate the user's own uid/gid (once: recorded by the accounts book, storage in the
+        daemon) when the daemon is root; nothing otherwise."""
+        if not self._per_user or user_id in self._accounts:
+            return
+        account = await self._accounts_book.allocate_workload_account(
+            user_id, uid_min=self.uid_range[0], uid_max=self.uid_range[1], now=time.time())
+        self._accounts[user_id] = (account.uid, account.gid)
+
     def workload_owner(self, user_id: str) -> tuple[int, int] | None:
-        """The run_as account when the daemon is root, else None."""
-        return self._user
+        """The user's own (uid, gid) when the daemon is root (after `prepare_user`), else
+        None (workloads run as the daemon's account)."""
+        if not self._per_user:
+            return None
+        owner = self._accounts.get(user_id)
+        if owner is None:
+            raise BackendError(f"process backend: no account prepared for user {user_id!r} "
+                               f"(prepare_user first)")
+        return owner
 
     # ------------------------------------------------------------------ helpers
 
@@ -245,12 +280,18 @@ class ProcessBackend:
         found = set(self._cgroups(state).pids())
         if self._alive(state) and state.pid is not None:
             found.update(procs.session_members(state.pid))
+            found.update(procs.descendants(state.pid))  # a PID namespace's own session
             found.add(state.pid)
         found.discard(os.getpid())
         return sorted(found)
 
     def _info(self, state: WorkloadState) -> ContainerInfo:
-        address = f"{BIND_HOST}:{state.port}" if state.port is not None else None
+        address = None
+        if state.port is not None:
+            address = f"{BIND_HOST}:{state.port}"
+            if state.network and state.pid is not None and state.start_ticks is not None:
+                # Reached only inside the workload's own network namespace.
+                address = netns_address(state.pid, state.start_ticks, BIND_HOST, state.port)
         status, exit_code, finished = self._status(state)
         return ContainerInfo(handle=state.name, name=state.name, user_id=state.user_id,
                              role=WorkloadRole(state.role), status=status, address=address,
@@ -301,9 +342,11 @@ class ProcessBackend:
             if executable is None:
                 raise BackendError(f"process backend: cannot find {spec.command[:1]!r} on the "
                                    f"workload PATH ({self.options.path}); give an absolute path")
-            await trio.to_thread.run_sync(self._prepare_user_dir, spec.user_dir)
-            if self._user is not None:
-                launch.check_runnable(executable, *self._user, who=self._who())
+            await self.prepare_user(spec.user_id)
+            owner = self.workload_owner(spec.user_id)
+            await trio.to_thread.run_sync(self._prepare_user_dir, spec.user_dir, owner)
+            if owner is not None:
+                launch.check_runnable(executable, *owner, who=self._who(owner))
             labels = {**spec.labels, LABEL_DEPLOYMENT: self.deployment_id,
                       LABEL_USER: spec.user_id, LABEL_ROLE: WorkloadRole(spec.role).value}
             groups = cgroups.WorkloadCgroups.for_workload(self._cgroup_parents, spec.name)
@@ -312,26 +355,28 @@ class ProcessBackend:
                 labels=labels, command=[executable, *spec.command[1:]], env=dict(spec.env),
                 user_dir=spec.user_dir, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
                 stop_signal=spec.stop_signal, spec_port=spec.port, created_at=time.time(),
-                uid=self._user[0] if self._user else None,
-                gid=self._user[1] if self._user else None,
-                namespaces=self._namespaces,
+                uid=owner[0] if owner else None, gid=owner[1] if owner else None,
+                namespaces=self._namespaces, network=self._ip is not None,
                 cgroups={k: str(v) for k, v in groups.dirs.items()})
             directory.mkdir(mode=0o700, exist_ok=True)
             await self._save(state)
             return self._info(state)
 
-    def _who(self) -> str:
-        assert self._user is not None
-        return f"run_as user {self.options.run_as!r} (uid {self._user[0]})"
+    def _who(self, owner: tuple[int, int]) -> str:
+        return f"the workloads' account (uid {owner[0]})"
 
-    def _prepare_user_dir(self, user_dir: str) -> None:
-        """Make the user directory exist and belong to the run_as account (recursively, but
-        only when its top is not theirs yet: a big directory is not walked on every start)."""
+    def _prepare_user_dir(self, user_dir: str, owner: tuple[int, int] | None) -> None:
+        """Make the user directory exist, 0700, and belong to the user's account; `users/`
+        stays the daemon's (0711). Everything inside is the user's and may hold planted links,
+        so it is only ever touched through held fds without following one (`userdirs`). A
+        directory whose top is not the user's yet (new, or from the old shared account) is
+        given to them whole."""
         path = Path(user_dir)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self._user is None:
+        if owner is None:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
             return
-        uid, gid = self._user
+        uid, gid = owner
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         # Directories of the data dir are ours to open up for traversal (x only, no listing);
         # anything above it is the operator's, and we say what to change instead.
         for parent in reversed(path.parents):
@@ -339,18 +384,13 @@ class ProcessBackend:
                 mode = parent.stat().st_mode
                 if not mode & 0o001:
                     os.chmod(parent, (mode & 0o7777) | 0o001)
-        blocked = launch.unreachable_part(str(path), uid, gid)
+        blocked = launch.unreachable_part(str(path.parent), uid, gid)
         if blocked is not None:
             raise BackendError(
-                f"process backend: {self._who()} cannot reach {path}: {blocked} is not "
+                f"process backend: {self._who(owner)} cannot reach {path}: {blocked} is not "
                 f"traversable; allow it (chmod o+x {blocked}) or move [server] data_dir")
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            for root, dirs, files in os.walk(path):
-                os.lchown(root, uid, gid)
-                for name in dirs + files:
-                    os.lchown(os.path.join(root, name), uid, gid)
-        os.chmod(path, 0o700)
+        with userdirs.open_user_dir(path, owner=owner):
+            pass
 
     async def start(self, handle: str) -> ContainerInfo:
         """Launch the workload (see `launch`); a running one is returned as it is."""
@@ -374,7 +414,8 @@ class ProcessBackend:
                 status_file=str(directory / STATUS_FILE), pid_file=str(directory / PID_FILE),
                 namespaces=state.namespaces,
                 user=(state.uid, state.gid) if state.uid is not None and state.gid is not None
-                else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid)
+                else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid,
+                ip=self._ip if state.network else None)
             (directory / STATUS_FILE).unlink(missing_ok=True)
             pid = await trio.to_thread.run_sync(
                 lambda: launch.spawn(argv, env=env, cwd=state.user_dir,

@@ -7,9 +7,11 @@ The chain, from the daemon:
     └ /bin/sh (launcher)    own session; records its pid, joins the workload's cgroups (writes
       │                     its pid to each cgroup.procs), then execs — so every descendant is
       │                     accounted from the start
-      └ unshare --pid --mount --fork --kill-child --mount-proc      (when namespaces are on)
-          └ /bin/sh (waiter, PID 1 of the namespace)  runs the command, then writes its exit
-              │                                        status to a file the daemon reads later
+      └ unshare --pid --mount --net --fork --kill-child --mount-proc  (namespaces on; --net
+          │                                              when the workload gets its own network)
+          └ /bin/sh (waiter, PID 1 of the namespace)  brings `lo` up (its network has nothing
+              │                                        else), runs the command, then writes its
+              │                                        exit status to a file the daemon reads
               └ setpriv --reuid U --regid G ...       (when the daemon is root)
                   └ the command (mrmd-python, the editor...)
 
@@ -57,6 +59,14 @@ echo "$code" > "$status.tmp" && mv -f "$status.tmp" "$status"
 exit "$code"
 """
 
+# Prepended to the waiter when the workload has a network namespace of its own ($1 = the path of
+# iproute2's `ip`): root inside the namespace (before setpriv drops privileges) brings up its
+# only interface, the loopback.
+WAITER_NETWORK = """\
+"$1" link set lo up || { echo "markco: cannot bring lo up in its network" >&2; exit 125; }
+shift
+"""
+
 PLACEHOLDERS = ("{host}", "{port}", "{user_dir}")
 
 
@@ -79,17 +89,22 @@ def build_env(spec_env: Mapping[str, str], *, path: str, home: str) -> dict[str,
 def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
                pid_file: str, namespaces: bool, user: tuple[int, int] | None,
                unshare: str = "unshare", setpriv: str = "setpriv",
-               setsid: str = "setsid") -> list[str]:
-    """The launcher's argv for `command` (see the module doc for the chain)."""
+               setsid: str = "setsid", ip: str | None = None) -> list[str]:
+    """The launcher's argv for `command` (see the module doc for the chain). With `ip` (the
+    path of iproute2's `ip`) and `namespaces`, the workload also gets a network namespace of
+    its own, loopback only."""
     inner = list(command)
     if user is not None:
         uid, gid = user
         inner = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                  "--no-new-privs", "--", *inner]
-    waited = ["/bin/sh", "-c", WAITER, "markco-waiter", status_file, *inner]
+    network = namespaces and ip is not None
+    waiter = WAITER_NETWORK + WAITER if network else WAITER
+    waited = ["/bin/sh", "-c", waiter, "markco-waiter", *([ip] if network and ip else []),
+              status_file, *inner]
     if namespaces:
-        waited = [unshare, "--pid", "--mount", "--fork", "--kill-child", "--mount-proc", "--",
-                  *waited]
+        waited = [unshare, "--pid", "--mount", *(["--net"] if network else []), "--fork",
+                  "--kill-child", "--mount-proc", "--", *waited]
     return [setsid, "--fork", "/bin/sh", "-c", LAUNCHER, "markco-launcher", pid_file,
             *cgroup_procs, "--", *waited]
 

@@ -52,6 +52,7 @@ class WorkloadState:
     uid: int | None = None
     gid: int | None = None
     namespaces: bool = False
+    network: bool = False  # a network namespace of its own: reached only through `netns:`
     cgroups: dict[str, str] = field(default_factory=dict)
 
     def identity(self) -> ProcessIdentity | None:

@@ -17,6 +17,7 @@ from .. import pages
 from ..invites import InviteProblem
 from ..state import AuthState
 from .login import redirect, start_login
+from .request_auth import current_form_token
 
 
 def invite_blueprint(state: AuthState) -> Blueprint:
@@ -36,7 +37,8 @@ def invite_blueprint(state: AuthState) -> Blueprint:
         return pages.invite_page(
             project=view.invite.project, role=view.invite.role.value, owner=view.owner,
             expires_at=view.invite.expires_at, state=view.state, token=token,
-            viewer=current_principal(), providers=state.provider_buttons())
+            viewer=current_principal(), providers=state.provider_buttons(),
+            form_token=current_form_token())
 
     @bp.get("/invites/<token>/login/<provider_name>")
     async def login_then_accept(token: str, provider_name: str) -> Response:

@@ -26,6 +26,7 @@ from ..ratelimit import retry_after_header
 from ..state import AuthState
 from ..tokens import hash_token, well_formed
 from .request_auth import (
+    current_form_token,
     forget_stale_cookie,
     install_request_auth,
     session_principal,
@@ -248,7 +249,8 @@ def login_blueprint(state: AuthState) -> Blueprint:
             user, principal, sessions=sessions,
             current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
             identities=await storage.list_identities(user.id), held=held, owners=owners,
-            workspace=workspace, admin_entries=await admin_entries_of(storage, user.id))
+            workspace=workspace, admin_entries=await admin_entries_of(storage, user.id),
+            form_token=current_form_token())
 
     @bp.post("/dashboard/workspace/<action>")
     async def workspace_action(action: str) -> Response:
@@ -282,7 +284,7 @@ def login_blueprint(state: AuthState) -> Blueprint:
                 "markco). Start again from the first page.", status=400,
                 link=("/admin", "The first page of users"))
         return pages.admin_page(page.items, next_cursor=page.next_cursor,
-                                me=principal.user_id)
+                                me=principal.user_id, form_token=current_form_token())
 
     @bp.post("/admin/enter/<user_id>")
     async def admin_enter(user_id: str) -> Response:
