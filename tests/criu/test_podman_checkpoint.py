@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from markco_criu import CriuCheckpointer, CriuOptions
 from markco_criu.podman import (
     END_BLOCKS,
     TRAILER_DATA,
@@ -57,6 +58,7 @@ from markco_trio.roles import (
     EngineCheckpointing,
     EngineFacts,
 )
+from markco_trio.testing.checkpoint_kit import CheckpointerContract
 from markco_trio.testing.system import missing_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +158,19 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ the contract kit
+
+
+class TestCriuCheckpointerOnPodman(CheckpointerContract):
+    """The registered `criu` checkpointer (it dispatches the docker backend to the engine
+    checkpointer) passes the Checkpointer contract kit on podman, with mrmd-python."""
+
+    @pytest.fixture
+    async def checkpointer(self) -> AsyncIterator[CriuCheckpointer]:  # type: ignore[override]
+        async with CriuCheckpointer(CriuOptions()) as entered:
+            yield entered
 
 
 # ------------------------------------------------------------------------------ on podman

@@ -427,12 +427,6 @@ class ComputeService:
                 self._running = trio.Event()
                 self._http = None
 
-
-def _checked(user_id: str) -> str:
-    if not _USER_ID.match(user_id):
-        raise ValueError(f"not a valid user id: {user_id!r}")
-    return user_id
-
     async def _shutdown_workloads(self) -> None:
         """`on_shutdown`: what the daemon's stop does to running runtimes (keep, sleep, stop),
         shielded from the cancellation that ends the daemon, for at most `shutdown_seconds`."""
@@ -454,6 +448,12 @@ def _checked(user_id: str) -> str:
         if scope.cancelled_caught:
             log.error("compute: the shutdown's %s of runtimes took over %g s; the rest keep "
                       "running", policy, self.options.shutdown_seconds)
+
+
+def _checked(user_id: str) -> str:
+    if not _USER_ID.match(user_id):
+        raise ValueError(f"not a valid user id: {user_id!r}")
+    return user_id
 
 
 def service_for(ctx: PluginContext) -> ComputeService:
