@@ -153,10 +153,6 @@ class DockerBackend:
         """Nothing to prepare: every container runs as one configured account."""
         return None
 
-    async def prepare_user(self, user_id: str) -> None:
-        """Nothing to prepare: every container runs as one configured account."""
-        return None
-
     def workload_owner(self, user_id: str) -> tuple[int, int] | None:
         """The (uid, gid) every container runs as (`[compute.docker] user`)."""
         return self.options.uid_gid
