@@ -7,7 +7,7 @@ stable plugin contract (see `hookspecs.py` for how providers are registered).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -525,9 +525,9 @@ class Checkpointer(Protocol):
         header) before anything is restored."""
         ...
 
-    async def export_archive(self, archive_path: str) -> Any:
+    def export_archive(self, archive_path: str) -> AsyncIterator[bytes]:
         """An async iterator of the archive's bytes in chunks (streamed, never loaded whole),
-        for moving an archive to another host."""
+        for moving an archive to another host (an `async def` generator implements it)."""
         ...
 
     async def import_archive(self, chunks: Any, archive_path: str) -> CheckpointResult:
@@ -590,6 +590,94 @@ class EngineCheckpointing(Protocol):
         inspected, stopped, removed like any other) with `spec`'s limits. `Conflict` when a
         workload of that name exists; `CheckpointError` when the engine refuses (nothing is
         left behind)."""
+        ...
+
+
+# ---------------------------------------------------- what a process-tree backend offers to one
+
+
+@dataclass(frozen=True)
+class ProcessTree:
+    """A running workload as a tree of host processes, for a checkpointer that dumps the tree
+    itself (CRIU on the `process` backend).
+
+    `root_pid` is the tree's root — the init of the workload's own PID namespace when
+    `namespaces` has "pid" — identified by `start_ticks` (field 22 of `/proc/<pid>/stat`) and
+    `boot_id`, so a recycled pid is never dumped. `namespaces` lists those the tree has of its
+    own ("pid", "mnt", "net"). `cgroup_dirs` maps controller to the workload's cgroup
+    directory; `cgroup_procs` are the `cgroup.procs` files to join (one per hierarchy), so a
+    restore can run inside the workload's cgroups and be accounted from its first page.
+    `log_path` and `status_path` are the files the tree holds open for its output and its exit
+    status: a copy restored under another name is given its own (CRIU `--inherit-fd`).
+    `port` is where it listens (inside its own network when "net" is in `namespaces`).
+    """
+
+    handle: str
+    root_pid: int
+    start_ticks: int
+    boot_id: str
+    namespaces: tuple[str, ...]
+    cgroup_dirs: Mapping[str, str]
+    cgroup_procs: tuple[str, ...]
+    log_path: str
+    status_path: str
+    port: int | None
+    user_id: str
+    role: WorkloadRole
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where a restored tree goes: the workload `handle` was created (not started) by
+    `ProcessTreeCheckpointing.prepare_restore` with the spec's limits and labels; the restore
+    runs inside `cgroup_procs` and gives the tree `log_path` and `status_path`."""
+
+    handle: str
+    cgroup_procs: tuple[str, ...]
+    log_path: str
+    status_path: str
+    namespaces: tuple[str, ...]
+
+
+@runtime_checkable
+class ProcessTreeCheckpointing(Protocol):
+    """The typed interface a process-tree backend (the built-in `process` backend) exposes to a
+    checkpointer, so that the checkpointer never reaches into the backend's internals. Every
+    method checks that the workload is this backend's (its deployment's): `NotFound` otherwise.
+
+    A checkpoint: `checkpoint_target` → dump the tree → `mark_checkpointed` when the dump ended
+    the tree. A restore: `prepare_restore` (the workload record, `Conflict` when the name is
+    taken) → restore the tree into the target → `adopt_restored` (the workload is then running,
+    tracked by pid + start time + boot id like any other) or, when the restore failed,
+    `abandon_restore` (nothing is left).
+    """
+
+    def process_tree_support(self) -> tuple[str, ...]:
+        """The namespaces each workload gets ("pid", "mnt", "net"): a tree dump needs "pid"."""
+        ...
+
+    async def checkpoint_target(self, handle: str) -> ProcessTree:
+        """The running workload's tree; `CheckpointError` when it is not running or has no PID
+        namespace of its own."""
+        ...
+
+    async def mark_checkpointed(self, handle: str) -> None:
+        """Record that a checkpoint ended the workload's processes: it is then stopped on
+        request (`exited`, not a crash), its record kept."""
+        ...
+
+    async def prepare_restore(self, spec: ContainerSpec, *, port: int | None) -> RestoreTarget:
+        """Create the workload `spec.name` to receive a restored tree listening on `port`, with
+        its cgroups made and `spec`'s limits applied; `Conflict` when the name is taken."""
+        ...
+
+    async def adopt_restored(self, handle: str, root_pid: int) -> ContainerInfo:
+        """Track the restored tree rooted at `root_pid` as the workload `handle` (running)."""
+        ...
+
+    async def abandon_restore(self, handle: str) -> None:
+        """Undo `prepare_restore` after a failed restore: kill anything left, remove the record."""
         ...
 
 

@@ -47,6 +47,7 @@ from ...roles import (
 )
 from . import cgroups, launch, ports, procs
 from .accounts import Accounts, MemoryAccounts, parse_uid_range
+from .checkpointing import ProcessCheckpointing
 from .state import (
     LOG_FILE,
     PID_FILE,
@@ -112,7 +113,7 @@ def _valid_name(handle: str) -> bool:
         "\0" not in handle and len(handle) <= 200
 
 
-class ProcessBackend:
+class ProcessBackend(ProcessCheckpointing):
     """The `process` ContainerBackend (see the module doc). Handles are workload names."""
 
     name = "process"
@@ -272,7 +273,12 @@ class ProcessBackend:
 
     def _alive(self, state: WorkloadState) -> bool:
         identity = state.identity()
-        return identity is not None and procs.is_alive(identity)
+        if identity is None:
+            return False
+        if procs.is_alive(identity):
+            return True
+        procs.reap(identity)  # our zombie child when the daemon is a subreaper (restores)
+        return False
 
     def _members(self, state: WorkloadState) -> list[int]:
         """Every live process of the workload: its cgroups' and its session's (the session
@@ -412,7 +418,7 @@ class ProcessBackend:
             argv = launch.build_argv(
                 command=command, cgroup_procs=groups.procs_files(),
                 status_file=str(directory / STATUS_FILE), pid_file=str(directory / PID_FILE),
-                namespaces=state.namespaces,
+                log_file=str(directory / LOG_FILE), namespaces=state.namespaces,
                 user=(state.uid, state.gid) if state.uid is not None and state.gid is not None
                 else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid,
                 ip=self._ip if state.network else None)

@@ -7,7 +7,7 @@ The chain, from the daemon:
     └ /bin/sh (launcher)    own session; records its pid, joins the workload's cgroups (writes
       │                     its pid to each cgroup.procs), then execs — so every descendant is
       │                     accounted from the start
-      └ unshare --pid --mount --net --fork --kill-child --mount-proc  (namespaces on; --net
+      └ unshare --pid --mount --net --fork --mount-proc     (when namespaces are on; --net
           │                                              when the workload gets its own network)
           └ /bin/sh (waiter, PID 1 of the namespace)  brings `lo` up (its network has nothing
               │                                        else), runs the command, then writes its
@@ -48,14 +48,20 @@ shift
 exec "$@"
 """
 
-# $1 = status file, then the command. The status is written to a temporary name and renamed so
-# the daemon never reads half a number.
+# $1 = status file, $2 = log file, then the command. stdin, the log and the status file are
+# opened again HERE, inside the workload's namespaces: files opened before `unshare --mount`
+# belong to the daemon's mount namespace, which a checkpoint of the workload could not name.
+# The status file is held open (fd 3, not passed to the command) and the exit code written to
+# it at the end — one small write, so the daemon never reads half a number; an empty file means
+# "still running". Holding descriptors rather than reopening paths lets a restored copy under
+# another name be given its own files (CRIU's --inherit-fd).
 WAITER = """\
-status=$1; shift
+status=$1; log=$2; shift 2
 unset PWD OLDPWD  # the shell's own: the workload's environment is exactly what we built
-"$@"
+exec </dev/null >>"$log" 2>&1 3>"$status"
+"$@" 3>&-
 code=$?
-echo "$code" > "$status.tmp" && mv -f "$status.tmp" "$status"
+echo "$code" >&3
 exit "$code"
 """
 
@@ -89,7 +95,8 @@ def build_env(spec_env: Mapping[str, str], *, path: str, home: str) -> dict[str,
 def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
                pid_file: str, namespaces: bool, user: tuple[int, int] | None,
                unshare: str = "unshare", setpriv: str = "setpriv",
-               setsid: str = "setsid", ip: str | None = None) -> list[str]:
+               setsid: str = "setsid", ip: str | None = None,
+               log_file: str = "/dev/null") -> list[str]:
     """The launcher's argv for `command` (see the module doc for the chain). With `ip` (the
     path of iproute2's `ip`) and `namespaces`, the workload also gets a network namespace of
     its own, loopback only."""
@@ -101,10 +108,15 @@ def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
     network = namespaces and ip is not None
     waiter = WAITER_NETWORK + WAITER if network else WAITER
     waited = ["/bin/sh", "-c", waiter, "markco-waiter", *([ip] if network and ip else []),
-              status_file, *inner]
+              status_file, log_file, *inner]
     if namespaces:
+        # The waiter leads a session of its own inside the namespace (`setsid` without a fork:
+        # it is not a group leader there), so the tree can be checkpointed — CRIU refuses a
+        # session whose leader is outside the PID namespace. No `--kill-child`: CRIU restores
+        # a parent-death signal, which would kill the restored tree when `criu restore -d`
+        # exits; a stop kills the namespace's processes itself (cgroups, or the tree).
         waited = [unshare, "--pid", "--mount", *(["--net"] if network else []), "--fork",
-                  "--kill-child", "--mount-proc", "--", *waited]
+                  "--mount-proc", "--", setsid, *waited]
     return [setsid, "--fork", "/bin/sh", "-c", LAUNCHER, "markco-launcher", pid_file,
             *cgroup_procs, "--", *waited]
 

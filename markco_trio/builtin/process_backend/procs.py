@@ -116,3 +116,49 @@ def usage(pids: list[int]) -> tuple[int, float]:
         rss += stat.rss_pages * PAGE_SIZE
         ticks += stat.utime_ticks + stat.stime_ticks
     return rss, ticks / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The live children of `pid` (from `/proc/<pid>/task/*/children`); [] if it is gone."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(PROC / str(pid) / "task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(x) for x in
+                         (PROC / str(pid) / "task" / task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (not `pid` itself): a namespace's processes lead a
+    session of their own, so a session alone does not find them."""
+    found: list[int] = []
+    pending = children(pid)
+    while pending:
+        child = pending.pop()
+        if child in found:
+            continue
+        found.append(child)
+        pending.extend(children(child))
+    return found
+
+
+def reap(identity: ProcessIdentity) -> bool:
+    """Collect `identity` when it is a zombie child of this process — which a workload's root
+    becomes when the daemon is a child subreaper (checkpoint restores make it one) — so no
+    zombie is left behind. Only this one pid is waited for: never `waitpid(-1)`, which would
+    steal the exit statuses trio waits for. True when reaped."""
+    stat = read_stat(identity.pid)
+    if stat is None or stat.start_ticks != identity.start_ticks or stat.state != "Z" or \
+            stat.ppid != os.getpid():
+        return False
+    try:
+        reaped, _ = os.waitpid(identity.pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return reaped == identity.pid

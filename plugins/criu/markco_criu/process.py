@@ -1,0 +1,400 @@
+"""CRIU on the `process` backend: dump a workload's process tree into one archive and restore it.
+
+The backend is reached only through `markco_trio.roles.ProcessTreeCheckpointing`. A workload
+there is a tree rooted at the init of its own PID namespace, with its own mount namespace (and
+network namespace when the backend gives it one), in cgroups of its own:
+
+- **Dump**: `criu dump -t <namespace init>`. The mount namespace is a copy of the host's, so
+  every mount in it is declared external and found again at restore (`--external mnt[]:m`,
+  restore `--root / --external mnt[]`): nothing of the host's filesystems is copied into the
+  images. Established TCP connections are closed (`--tcp-close`: the runtime front's connections
+  are drained before a sleep; a runtime's own outbound connections end, as after a network
+  blip). A checkpoint that ends the workload dumps with `--leave-stopped`, writes the archive,
+  and only then kills the tree — when the archive cannot be written (disk full) the tree is
+  resumed (SIGCONT), so a failed checkpoint never loses the workload.
+- **Restore**: the archive is verified (its sha256, and what it depends on: CRIU, kernel,
+  mrmd-python, the interpreter) before anything is created; the backend then creates the
+  workload (`Conflict` when the name is taken), and `criu restore -d` runs INSIDE the new
+  workload's cgroups (a shell joins them, then execs criu; `--manage-cgroups=ignore`), so the
+  restored memory is charged to the workload and its limits hold from the first page. The
+  tree's log and exit-status files are the new workload's (`--inherit-fd`), so a copy restored
+  under another name (a fork next to its source) writes to its own files. The daemon is a
+  child subreaper (see `plugin`), so the restored root becomes its child when `criu` exits; the
+  backend tracks it by pid + start time + boot id and reaps only that pid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from markco_trio.errors import CheckpointError, CheckpointUnavailable, RestoreIncompatible
+from markco_trio.roles import (
+    CheckpointCapabilities,
+    CheckpointResult,
+    ContainerInfo,
+    ContainerSpec,
+    ProcessTree,
+    ProcessTreeCheckpointing,
+)
+
+from . import archive, binary
+from .binary import Criu
+
+FORMAT = "markco-process-checkpoint/1"
+SHM = "/dev/shm"
+SHM_MARGIN = 256 << 20
+
+# $@ = cgroup.procs files, "--", the command: join the cgroups, then exec the command.
+JOIN_CGROUPS = """\
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+  echo $$ > "$1" || { echo "markco: cannot join cgroup $1" >&2; exit 125; }
+  shift
+done
+shift
+exec "$@"
+"""
+
+
+def _relative(path: str) -> str:
+    """A path as CRIU names a file resource (relative to the root, no leading slash)."""
+    return path.lstrip("/")
+
+
+def _mrmd_python_version() -> str | None:
+    try:
+        return importlib.metadata.version("mrmd-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _executables(tree: ProcessTree) -> dict[str, dict[str, int]]:
+    """The programs the tree runs (`/proc/<pid>/exe`), with size and mtime: a restore needs
+    the very same files (CRIU maps them again)."""
+    found: dict[str, dict[str, int]] = {}
+    pending = [tree.root_pid]
+    seen: set[int] = set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            st = os.stat(exe)
+            found[exe] = {"size": st.st_size, "mtime": int(st.st_mtime)}
+        except OSError:
+            pass
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    pending.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
+# Mounts a workload's mount namespace copied from the host that belong to container engines
+# or other namespaces: they come and go with containers on the host, so a checkpoint that
+# recorded them could not be restored once they are gone. The workload never needs them.
+SKIPPED_FSTYPES = frozenset({"nsfs", "overlay", "fuse.fuse-overlayfs", "shm"})
+SKIPPED_UNDER = ("/run/netns", "/var/run/netns", "/var/lib/containers", "/run/containers",
+                 "/var/lib/docker", "/run/docker", "/var/lib/kubelet", "/run/user")
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path (spaces and such are octal escapes, e.g. `\\040`)."""
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def transient_mounts(pid: int) -> list[str]:
+    """Mount points of `pid`'s mount namespace that a checkpoint should leave out (see
+    `SKIPPED_FSTYPES`, `SKIPPED_UNDER`), deepest first."""
+    skipped = []
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        try:
+            separator = fields.index("-")
+        except ValueError:
+            continue
+        mountpoint, fstype = _unescape(fields[4]), fields[separator + 1]
+        if mountpoint == "/":
+            continue
+        if fstype in SKIPPED_FSTYPES or any(
+                mountpoint == top or mountpoint.startswith(top + "/") for top in SKIPPED_UNDER):
+            skipped.append(mountpoint)
+    return sorted(set(skipped), key=lambda m: (-m.count("/"), m))
+
+
+def current_dependencies(criu: Criu | None) -> dict[str, Any]:
+    """What a checkpoint made here now would depend on (compared at restore)."""
+    return {"criu": criu.version if criu else None, "kernel": platform.release(),
+            "arch": platform.machine(), "mrmd_python": _mrmd_python_version()}
+
+
+def incompatibilities(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What changed since the archive was made that its restore depends on (empty: none)."""
+    found = []
+    for key in ("kernel", "arch", "mrmd_python"):
+        then, now = recorded.get(key), current.get(key)
+        if then is not None and then != now:
+            found.append(f"{key} was {then}, is {now}")
+    then_criu, now_criu = recorded.get("criu"), current.get("criu")
+    if then_criu is not None and (now_criu is None or
+                                  str(then_criu).split(".")[:2] != str(now_criu).split(".")[:2]):
+        found.append(f"criu was {then_criu}, is {now_criu}")
+    for exe, then_stat in (recorded.get("executables") or {}).items():
+        try:
+            st = os.stat(exe)
+        except OSError:
+            found.append(f"{exe} is gone")
+            continue
+        if then_stat.get("size") != st.st_size or then_stat.get("mtime") != int(st.st_mtime):
+            found.append(f"{exe} changed")
+    return found
+
+
+def tree_backend(backend: object) -> ProcessTreeCheckpointing:
+    """The backend's `ProcessTreeCheckpointing` face; `CheckpointUnavailable` without one."""
+    if not isinstance(backend, ProcessTreeCheckpointing):
+        raise CheckpointUnavailable(
+            f"the {getattr(backend, 'name', type(backend).__name__)!r} backend offers no "
+            f"process-tree checkpoints (markco_trio.roles.ProcessTreeCheckpointing)")
+    return backend
+
+
+@dataclasses.dataclass
+class ProcessCheckpointer:
+    """CRIU checkpoints of the `process` backend's workloads (see the module doc).
+
+    `criu`: the located binary (None: not installed), `unavailable`: why checkpoints cannot
+    work here (CRIU missing, `criu check` failing), `work_dir`: where image directories are
+    made (default: next to the archive, so the archive is written on the same filesystem),
+    `ghost_limit`: the largest deleted-but-open file CRIU copies into the images.
+    """
+
+    criu: Criu | None
+    unavailable: str | None = None
+    work_dir: str = ""
+    ghost_limit: int = 64 << 20
+    pre_copy: bool = False
+
+    def _criu(self) -> Criu:
+        if self.criu is None or self.unavailable:
+            raise CheckpointUnavailable(self.unavailable or
+                                        f"criu is not installed: {binary.SETUP_HINT}")
+        return self.criu
+
+    def capabilities(self, backend: object) -> CheckpointCapabilities:
+        """True only for what the contract kit proves on the process backend."""
+        if not isinstance(backend, ProcessTreeCheckpointing):
+            return CheckpointCapabilities(checkpoint=False, notes=(
+                "the backend offers no process-tree checkpoints",))
+        if self.criu is None or self.unavailable:
+            return CheckpointCapabilities(checkpoint=False, notes=(
+                self.unavailable or f"criu is not installed: {binary.SETUP_HINT}",))
+        namespaces = backend.process_tree_support()
+        if "pid" not in namespaces or "mnt" not in namespaces:
+            return CheckpointCapabilities(checkpoint=False, notes=(
+                "workloads have no PID and mount namespaces of their own "
+                "([compute.process] namespaces, or unshare failed)",))
+        notes = ["established TCP connections are closed by a checkpoint (--tcp-close)",
+                 "no pre-copy: this kernel has no soft-dirty memory tracking"
+                 if not self.pre_copy else "pre-copy is possible but not used yet"]
+        forks = "net" in namespaces
+        if not forks:
+            notes.append("a restore under another name while the source runs needs network "
+                         "namespaces (the copy listens on the same port)")
+        return CheckpointCapabilities(checkpoint=True, leave_running=True,
+                                      restore_as_new=forks, established_tcp=False,
+                                      pre_copy=False, notes=tuple(notes))
+
+    def _workspace(self, archive_path: str, prefix: str, need_bytes: int,
+                   memory_cgroup: str | None = None) -> Path:
+        """A fresh 0700 directory for CRIU's images: `work_dir` when set; else a tmpfs
+        (/dev/shm) when it has room for `need_bytes` and a margin — images written and read
+        at memory speed (a wake reads them once, right away) — else next to the archive."""
+        base = Path(self.work_dir) if self.work_dir else Path(archive_path).parent
+        if memory_cgroup:  # a dump: as much as the workload uses
+            try:
+                need_bytes = int(Path(memory_cgroup, "memory.usage_in_bytes").read_text())
+            except (OSError, ValueError):
+                pass
+        if not self.work_dir and os.path.isdir(SHM):
+            try:
+                st = os.statvfs(SHM)
+                if st.f_bavail * st.f_frsize > 2 * need_bytes + SHM_MARGIN:
+                    base = Path(SHM)
+            except OSError:
+                pass
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+    # ------------------------------------------------------------------------------- dump
+
+    async def checkpoint(self, backend: object, handle: str, *, archive_path: str,
+                         leave_running: bool) -> CheckpointResult:
+        """Dump `handle`'s tree into one archive at `archive_path` (see the module doc)."""
+        criu = self._criu()
+        trees = tree_backend(backend)
+        started = time.monotonic()
+        tree = await trees.checkpoint_target(handle)
+        work = await trio.to_thread.run_sync(self._workspace, archive_path, ".criu-dump-",
+                                             1 << 30, tree.cgroup_dirs.get("memory"))
+        try:
+            images = work / "images"
+            images.mkdir(mode=0o700)
+            log = images / "dump.log"
+            args = ["-t", str(tree.root_pid), "-D", str(images), "--external", "mnt[]:m",
+                    "--manage-cgroups=ignore", "--tcp-close", "--network-lock", "skip",
+                    "--file-locks", "--ghost-limit", str(self.ghost_limit),
+                    "--leave-running" if leave_running else "--leave-stopped"]
+            executables = _executables(tree)
+            for mountpoint in transient_mounts(tree.root_pid):
+                args += ["--skip-mnt", mountpoint]
+            await binary.run(criu, "dump", args, log=log)
+            dumped_ms = int((time.monotonic() - started) * 1000)
+            manifest = {
+                "format": FORMAT, "created_at": time.time(),
+                "depends_on": {**current_dependencies(criu), "executables": executables},
+                "workload": {"source": handle, "user_id": tree.user_id,
+                             "role": tree.role.value, "port": tree.port, "uid": tree.uid,
+                             "namespaces": list(tree.namespaces),
+                             "log_path": tree.log_path, "status_path": tree.status_path},
+                "criu": {"tcp": "close", "leave_running": leave_running,
+                         "dump_ms": dumped_ms},
+            }
+            log.unlink(missing_ok=True)
+            try:
+                size, digest = await trio.to_thread.run_sync(
+                    archive.write_archive, images, manifest, archive_path)
+            except BaseException:
+                if not leave_running:
+                    self._resume(tree)
+                raise
+            if not leave_running:
+                await trees.mark_checkpointed(handle)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint of {handle}: {exc}") from exc
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, work, True)
+        depends_on = dict(manifest["depends_on"])  # type: ignore[call-overload]
+        return CheckpointResult(path=str(archive_path), size_bytes=size, sha256=digest,
+                                duration_ms=int((time.monotonic() - started) * 1000),
+                                depends_on=depends_on)
+
+    @staticmethod
+    def _resume(tree: ProcessTree) -> None:
+        """SIGCONT the tree CRIU left stopped (the archive could not be written)."""
+        pending = [tree.root_pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                os.kill(pid, signal.SIGCONT)
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        pending.extend(int(x) for x in f.read().split())
+            except OSError:
+                continue
+
+    # ---------------------------------------------------------------------------- restore
+
+    def verify(self, archive_path: str) -> dict[str, Any]:
+        """The archive's manifest, after checking it is ours and that what it depends on is
+        unchanged (`RestoreIncompatible` otherwise). Blocking."""
+        manifest = archive.read_manifest(archive_path, (FORMAT,))
+        changed = incompatibilities(manifest.get("depends_on") or {},
+                                    current_dependencies(self.criu))
+        if changed:
+            raise RestoreIncompatible(f"{archive_path} cannot be restored here: "
+                                      f"{'; '.join(changed)}")
+        return manifest
+
+    async def restore(self, backend: object, archive_path: str, *,
+                      spec: ContainerSpec) -> ContainerInfo:
+        """Restore the archive as the new workload `spec.name` (see the module doc)."""
+        criu = self._criu()
+        trees = tree_backend(backend)
+        manifest = await trio.to_thread.run_sync(self.verify, archive_path)
+        workload = manifest.get("workload") or {}
+        port = workload.get("port")
+        if spec.port is not None and spec.port != port:
+            raise RestoreIncompatible(f"{archive_path}: the runtime listens on port {port}; a "
+                                      f"restore cannot move it to {spec.port}")
+        if workload.get("user_id") not in (None, spec.user_id):
+            raise RestoreIncompatible(f"{archive_path} is a checkpoint of user "
+                                      f"{workload.get('user_id')!r}, not {spec.user_id!r}")
+        work = await trio.to_thread.run_sync(self._workspace, archive_path, ".criu-restore-",
+                                             int(manifest.get("body_bytes", 1 << 30)))
+        created = False
+        try:
+            images = work / "images"
+            images.mkdir(mode=0o700)
+            # Verified (the body's sha256) while extracted: before anything is created.
+            await trio.to_thread.run_sync(archive.extract_archive, archive_path, manifest,
+                                          images)
+            target = await trees.prepare_restore(spec, port=port)
+            created = True
+            recorded = tuple(workload.get("namespaces") or ())
+            if set(recorded) != set(target.namespaces):
+                raise RestoreIncompatible(
+                    f"{archive_path} was made with namespaces {list(recorded)}, workloads here "
+                    f"get {list(target.namespaces)}")
+            root = await self._restore_tree(criu, images, workload, target.log_path,
+                                            target.status_path, target.cgroup_procs)
+            info = await trees.adopt_restored(spec.name, root)
+            created = False
+            return info
+        finally:
+            with trio.CancelScope(shield=True):
+                if created:
+                    await trees.abandon_restore(spec.name)
+                await trio.to_thread.run_sync(shutil.rmtree, work, True)
+
+    async def _restore_tree(self, criu: Criu, images: Path, workload: Mapping[str, Any],
+                            log_path: str, status_path: str,
+                            cgroup_procs: tuple[str, ...]) -> int:
+        """`criu restore -d` inside the cgroups; the restored root's host pid."""
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        status_fd = os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
+                            0o600)
+        try:
+            pidfile = images / "restored.pid"
+            args = ["-D", str(images), "-d", "--pidfile", str(pidfile), "--root", "/",
+                    "--external", "mnt[]", "--manage-cgroups=ignore", "--tcp-close",
+                    "--network-lock", "skip", "--file-locks",
+                    "--inherit-fd", f"fd[{log_fd}]:{_relative(str(workload['log_path']))}",
+                    "--inherit-fd",
+                    f"fd[{status_fd}]:{_relative(str(workload['status_path']))}"]
+            prefix = ["/bin/sh", "-c", JOIN_CGROUPS, "markco-criu-restore", *cgroup_procs, "--"]
+            try:
+                await binary.run(criu, "restore", args, log=images / "restore.log",
+                                 prefix=prefix, pass_fds=(log_fd, status_fd))
+            except CheckpointError as exc:
+                text = str(exc)
+                if "has bad size" in text or "build-id" in text.lower():
+                    raise RestoreIncompatible(
+                        f"a file the checkpointed runtime held open changed since the "
+                        f"checkpoint, so it cannot be restored as it was:\n{text}") from exc
+                raise
+            return int(pidfile.read_text().strip())
+        finally:
+            os.close(log_fd)
+            os.close(status_fd)
