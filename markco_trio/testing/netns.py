@@ -5,6 +5,7 @@ namespace this machine creates and removes, so that no test sends a packet beyon
         outside.metadata.endpoint        # "169.254.N.77:80": link-local, as a metadata service
         outside.internet.endpoint        # "203.0.113.N:80": a documentation address, as a host
         outside.answers(outside.metadata)  # True: the host reaches it (the control)
+        outside.connect_from_inside("10.89.0.2", 8888)  # as another host on the network
 
 `fake_outside()` creates a network namespace and a veth pair: the host end holds 169.254.N.1/24,
 the far end (in the namespace) 169.254.N.77/24 and 203.0.113.N/32, and the host routes
@@ -17,7 +18,8 @@ failure. Needs root and `ip` (iproute2).
 exec` sees its own interfaces and its own (empty) firewall tables.
 
 Never probe a real address instead (the real metadata service's, a public resolver's, ...): a
-probe that is not blocked then reaches a machine that is not ours. `tests/test_network_rule.py` enforces it.
+probe that is not blocked then reaches a machine that is not ours. `tests/test_network_rule.py`
+enforces it.
 """
 
 from __future__ import annotations
@@ -91,6 +93,36 @@ class FakeOutside:
                 return s.recv(64).startswith(BANNER)
         except OSError:
             return False
+
+
+    def connect_from_inside(self, address: str, port: int, timeout: float = 2.0) -> str:
+        """Connect from INSIDE the namespace (as another host on the network would) to
+        `address:port`, from the fake internet address (replies to a link-local source could
+        be dropped for that reason alone): "open", "refused", "timeout" or "unreachable"."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.namespace, sys.executable, "-c", CONNECT,
+             self.internet.address, address, str(port), str(timeout)],
+            capture_output=True, text=True, check=False, timeout=timeout + 30)
+        return done.stdout.strip() or f"error: {done.stderr.strip()[-500:]}"
+
+
+# A connect attempt run inside the namespace; prints its verdict.
+CONNECT = r"""
+import socket, sys
+source, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket()
+s.bind((source, 0))
+s.settimeout(timeout)
+try:
+    s.connect((host, port))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+except OSError as exc:
+    print("unreachable" if exc.errno in (101, 113) else f"error {exc.errno}")
+"""
 
 
 class NamespaceUnavailable(RuntimeError):

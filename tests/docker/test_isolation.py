@@ -354,3 +354,24 @@ async def test_in_egress_mode_metadata_stays_out_of_reach_after_the_engine_creat
         finally:
             with trio.CancelScope(shield=True):
                 await workloads.remove_all()
+
+
+@pytest.mark.usefixtures("firewall_installed")
+@pytest.mark.parametrize("network", ["internal", "egress"])
+async def test_with_the_firewall_another_host_cannot_reach_a_runtime_at_its_address(
+        make_backend: BackendFactory, deployment_ids: Callable[[str], str], tmp_path: Any,
+        outside: FakeOutside, network: str) -> None:
+    # The fake namespace routes through this host, as a neighbour on its network would.
+    async with make_backend(deployment_ids(network[:3]), network=network) as backend:
+        workloads = Workloads(backend)
+        try:
+            specs = kit_spec_factory(backend.deployment_id, tmp_path)
+            runtime = await workloads.run(specs(fresh_user(), WorkloadRole.RUNTIME))
+            assert runtime.address
+            await wait_answering(f"http://{runtime.address}/mrp/v1/capabilities")  # the daemon
+            host, port = runtime.address.rsplit(":", 1)
+            verdict = await trio.to_thread.run_sync(outside.connect_from_inside, host, int(port))
+            assert verdict == "timeout", verdict  # dropped on the way in
+        finally:
+            with trio.CancelScope(shield=True):
+                await workloads.remove_all()
