@@ -605,7 +605,7 @@ class UserActor:
 
     async def _await_ready(self, role: WorkloadRole, info: ContainerInfo) -> None:
         if info.address is None:
-            raise OperationFailed(f"the {role.value} has no address to check")
+            raise await probes.without_address(self.svc.backend, info, role)
         await probes.wait_ready(self.svc.http, self.svc.backend, info.handle, role,
                                 info.address, within=self.svc.options.ready_timeout)
 

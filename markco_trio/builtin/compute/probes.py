@@ -14,7 +14,7 @@ import trio
 from ...dial import http_get
 from ...errors import MarkcoError, NotFound
 from ...records import WorkloadRole
-from ...roles import STATUS_RUNNING, ContainerBackend
+from ...roles import STATUS_RUNNING, ContainerBackend, ContainerInfo
 
 HEALTH_PATHS = {WorkloadRole.RUNTIME: "/mrp/v1/capabilities", WorkloadRole.EDITOR: "/health"}
 POLL_SECONDS = 0.05
@@ -69,4 +69,22 @@ async def wait_ready(http: Any, backend: ContainerBackend, handle: str,
     tail = await log_tail(backend, handle)
     raise NotReadyError(f"the {role.value} did not answer {HEALTH_PATHS[role]} within "
                         f"{within:g} s" + (f"; its last output:\n{tail}" if tail else ""))
+
+
+async def without_address(backend: ContainerBackend, info: ContainerInfo,
+                          role: WorkloadRole) -> NotReadyError:
+    """The error for a workload the backend started but gives no address for: almost always
+    one that ended at once (its command not found, a mount missing) — then its status, exit
+    code and last output, which say why."""
+    try:
+        info = await backend.inspect(info.handle)
+    except NotFound:
+        return NotReadyError(f"the {role.value} disappeared while starting")
+    tail = await log_tail(backend, info.handle)
+    output = f"; its last output:\n{tail}" if tail else "; it wrote no output"
+    if info.status != STATUS_RUNNING:
+        return NotReadyError(f"the {role.value} ended as it started ({info.status}, exit code "
+                             f"{info.exit_code}){output}")
+    return NotReadyError(f"the {role.value} runs, but the {backend.name} backend gives no "
+                         f"address to reach it{output}")
 

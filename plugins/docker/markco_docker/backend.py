@@ -46,8 +46,8 @@ from markco_trio.roles import (
     EngineFacts,
 )
 
-from . import cgroups, checkpointing, firewall, oom
-from .engine import Engine
+from . import cgroups, checkpointing, firewall, localimage, oom
+from .engine import Engine, engine_message
 from .ledger import Ledger, Remembered
 from .multiplex import demultiplex
 from .naming import bridge_name, label_filters, network_name
@@ -125,6 +125,16 @@ class DockerBackend:
                 f"markco-docker README shows a production Dockerfile), pull it, or change "
                 f"[compute.docker] {key}")
         self.engine.check(response, f"looking up image {image!r}")
+        missing = localimage.unmounted(localimage.host_paths_needed(response.json()),
+                                       self.options.host_mounts)
+        if missing:
+            # Found now rather than as "executable file not found" at each user's start.
+            raise BackendError(
+                f"image {image!r} is a local markco image: it runs the host's "
+                f"{', '.join(missing)}, which [compute.docker] mounts does not mount, so its "
+                f"command would not be found. Add the mounts `scripts/setup-podman "
+                f"--print-config` prints, or use images with everything inside "
+                f"(plugins/docker/README.md)")
 
     # ------------------------------------------------------------------ what it can do
 
@@ -341,6 +351,8 @@ class DockerBackend:
         if str((data.get("State") or {}).get("Status", "")).lower() in _RUNNING_STATES:
             return await self._info(data)
         response = await self.engine.request("POST", f"/containers/{container_id}/start")
+        if response.status_code >= 400 and response.status_code != 404:
+            raise await self._start_refused(data, response)
         if response.status_code != 304:  # 304: started meanwhile
             self.engine.check(response, f"starting {handle!r}",
                               not_found=str(self._not_found(handle)))
@@ -348,6 +360,27 @@ class DockerBackend:
         if remembered.memory_bytes is not None and remembered.cpus is not None:
             await self._apply_limits(container_id, remembered.memory_bytes, remembered.cpus)
         return await self.inspect(container_id)
+
+    async def _start_refused(self, data: dict[str, Any],
+                             response: httpx.Response) -> BackendError:
+        """The error for a start the engine refused: the workload's own error (the engine's
+        message: a command not found, a mount missing...), its exit status and last output."""
+        name = str(data.get("Name", "")).lstrip("/") or data["Id"][:12]
+        message = engine_message(response)
+        detail = ""
+        try:
+            state = (await self._inspect_raw(data["Id"])).get("State") or {}
+            status = str(state.get("Status", "")).lower()
+            if state.get("Error") and str(state["Error"]) not in message:
+                message += f"; the engine recorded: {state['Error']}"
+            if status not in _CREATED_STATES and status not in _RUNNING_STATES:
+                detail += f" (exit status {int(state.get('ExitCode') or 0)})"
+            tail = (await self.logs(data["Id"], tail=20)).strip()
+            if tail:
+                detail += f"; its last output:\n{tail}"
+        except (NotFound, BackendError):
+            pass
+        return BackendError(f"docker backend: {name} did not start: {message}{detail}")
 
     async def stop(self, handle: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """The container's stop signal, `timeout` seconds (rounded up: the engine counts whole

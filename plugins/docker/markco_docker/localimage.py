@@ -26,9 +26,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LABEL_CONTENT = "markco.image.content"
 LABEL_ROLE = "markco.image.role"
@@ -159,6 +160,34 @@ def dev_mounts(venv: Path) -> list[str]:
     if editor and not os.path.realpath(editor).startswith(os.path.realpath(venv) + os.sep):
         paths.append(os.path.realpath(editor))
     return [f"{path}:{path}:ro" for path in paths]
+
+
+def host_paths_needed(image: Mapping[str, Any]) -> list[str]:
+    """The host directories an image built here runs from (`/usr` and the virtual environment
+    at the head of its PATH), from the engine's inspect answer; `[]` for any other image (one
+    with everything inside needs no mount)."""
+    config = image.get("Config") or {}
+    labels = config.get("Labels") or image.get("Labels") or {}
+    if LABEL_ROLE not in labels:
+        return []
+    paths = ["/usr"]
+    for entry in config.get("Env") or []:
+        if entry.startswith("PATH="):
+            head = entry.removeprefix("PATH=").split(":")[0]
+            if head.endswith("/bin") and head not in ("/usr/local/bin", "/usr/bin", "/bin"):
+                paths.append(head.removesuffix("/bin"))
+    return paths
+
+
+def unmounted(paths: Sequence[str], mounts: Sequence[tuple[str, str, bool]]) -> list[str]:
+    """Which of `paths` no mount `(source, target, read_only)` puts at the same place in the
+    container (the local images expect the host's paths unchanged)."""
+    def covered(path: str) -> bool:
+        return any(source == target and (path == target or
+                                         path.startswith(target.rstrip("/") + "/"))
+                   for source, target, _ in mounts)
+
+    return [path for path in paths if not covered(path)]
 
 
 def _podman(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
