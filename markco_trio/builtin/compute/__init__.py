@@ -20,6 +20,7 @@ from .actor import OperationFailed
 from .front import FrontStatistics, RuntimeFront
 from .options import PlanLimits, WorkloadsOptions
 from .plugin import (
+    markco_cli_commands,
     markco_config_sections,
     markco_event_observers,
     markco_services,
@@ -41,6 +42,7 @@ __all__ = [
     "UserComputeState",
     "WorkloadStatus",
     "WorkloadsOptions",
+    "markco_cli_commands",
     "markco_config_sections",
     "markco_event_observers",
     "markco_services",

@@ -1,5 +1,6 @@
-"""The compute API (`/api/v1`): list runtimes, start/stop/restart a user's workloads, follow
-their progress as server-sent events, read their logs.
+"""The compute API (`/api/v1`): list runtimes, start/stop/restart/sleep/wake a user's
+workloads, snapshots (create, list, restore, delete), forks, follow their progress as
+server-sent events, read their logs.
 
 Authorisation: 401 without a principal; the owner or an admin may act (`runtime.manage`,
 `user.read` through `ctx.authorize`), anyone else gets 403; an unknown user 404.
@@ -13,11 +14,11 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
-from ...api.conventions import ApiError, to_json
+from ...api.conventions import ApiError, page_params, to_json
 from ...api.principal import current_principal
 from ...authz import Action, Principal, Resource
 from ...errors import NotFound
-from ...records import Runtime, User, WorkloadRole
+from ...records import Runtime, Snapshot, User, WorkloadRole
 from ...roles import workload_name
 from .actor import OperationFailed
 from .service import ComputeService, ComputeUnavailable
@@ -28,8 +29,16 @@ MAX_LOG_LINES = 2000
 
 
 def state_json(state: UserComputeState) -> dict[str, Any]:
-    """A user's compute state as JSON (times ISO-8601, enums as values)."""
+    """A user's compute state as JSON (times ISO-8601, enums as values), with its `summary`
+    (the state of both workloads, in a word)."""
     data: dict[str, Any] = to_json(state)
+    data["summary"] = state.summary
+    return data
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    """A snapshot as JSON: its archive's path stays on the server."""
+    data: dict[str, Any] = to_json(snapshot, omit=("path",))
     return data
 
 
@@ -110,6 +119,126 @@ def compute_blueprint(service: ComputeService) -> Blueprint:
         except ComputeUnavailable as exc:
             raise ApiError(503, "compute_unavailable", str(exc)) from None
         return {"state": state_json(state)}, 200
+
+    async def checkpoint_op(user_id: str, call: Any, code: str) -> Any:
+        """Run a checkpoint operation for the owner or an admin; its failure is a 409 with
+        the reason (the runtime is left as it was)."""
+        who, user = await target(user_id, Action.RUNTIME_MANAGE)
+        started_or_503()
+        if user.disabled:
+            raise ApiError(409, "user_disabled", "this user is disabled")
+        try:
+            return await call(f"requested by {who.username}")
+        except OperationFailed as exc:
+            raise ApiError(409, code, str(exc)) from None
+        except ComputeUnavailable as exc:
+            raise ApiError(503, "compute_unavailable", str(exc)) from None
+
+    @bp.post("/users/<user_id>/runtimes/sleep")
+    async def sleep(user_id: str) -> dict[str, Any]:
+        """Checkpoint the runtime and stop it and the editor (answers once asleep)."""
+        state = await checkpoint_op(
+            user_id, lambda reason: service.sleep(user_id, reason=reason), "sleep_failed")
+        return {"state": state_json(state)}
+
+    @bp.post("/users/<user_id>/runtimes/wake")
+    async def wake(user_id: str) -> tuple[dict[str, Any], int]:
+        """Wake (or start) the user's workloads: 202 with where to follow progress;
+        `?wait=1`: 200 once both answer."""
+        if request.args.get("wait", "") not in ("1", "true", "yes"):
+            who, user = await target(user_id, Action.RUNTIME_MANAGE)
+            started_or_503()
+            if user.disabled:
+                raise ApiError(409, "user_disabled", "this user is disabled")
+            service.request(user_id, "wake", reason=f"wake requested by {who.username}")
+            return {"state": state_json(service.state_nowait(user_id)),
+                    "progress": f"/api/v1/users/{user_id}/progress"}, 202
+        state = await checkpoint_op(
+            user_id, lambda reason: service.wake(user_id, reason=reason), "wake_failed")
+        return {"state": state_json(state)}, 200
+
+    @bp.get("/users/<user_id>/snapshots")
+    async def list_snapshots(user_id: str) -> dict[str, Any]:
+        """The user's snapshots (named ones, and the image of a sleeping runtime), oldest
+        first; `?limit=&cursor=` page through them."""
+        await target(user_id, Action.USER_READ)
+        cursor, limit = page_params(request.args)
+        items = await service.list_snapshots(user_id)
+        start = 0
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise ApiError(400, "bad_cursor", "this cursor is not one we gave out")
+            start = int(cursor)
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        return {"items": [snapshot_json(s) for s in page],
+                "next_cursor": str(start + limit) if more else None}
+
+    @bp.post("/users/<user_id>/snapshots")
+    async def create_snapshot(user_id: str) -> tuple[dict[str, Any], int]:
+        """A named snapshot of the running runtime: `{"name": "..."}`; 201."""
+        body = await request.get_json(silent=True) or {}
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "bad_name", "send {\"name\": \"...\"}")
+        snapshot = await checkpoint_op(
+            user_id, lambda reason: service.create_snapshot(user_id, name, reason=reason),
+            "snapshot_failed")
+        return {"snapshot": snapshot_json(snapshot)}, 201
+
+    @bp.post("/users/<user_id>/snapshots/<snapshot>/restore")
+    async def restore_snapshot(user_id: str, snapshot: str) -> dict[str, Any]:
+        """Replace the running runtime by the snapshot (by id or name)."""
+        state = await checkpoint_op(
+            user_id, lambda reason: service.restore_snapshot(user_id, snapshot, reason=reason),
+            "restore_failed")
+        return {"state": state_json(state)}
+
+    @bp.delete("/users/<user_id>/snapshots/<snapshot>")
+    async def delete_snapshot(user_id: str, snapshot: str) -> tuple[str, int]:
+        """Delete a named snapshot (by id or name); 204."""
+        await checkpoint_op(
+            user_id, lambda reason: service.delete_snapshot(user_id, snapshot, reason=reason),
+            "delete_failed")
+        return "", 204
+
+    @bp.post("/users/<user_id>/forks")
+    async def create_fork(user_id: str) -> tuple[dict[str, Any], int]:
+        """A second, disposable runtime from a live checkpoint: `{"name": "..."}`; 201. Run
+        code in it with `POST .../forks/<name>/execute`."""
+        body = await request.get_json(silent=True) or {}
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "bad_name", "send {\"name\": \"...\"}")
+        await checkpoint_op(
+            user_id, lambda reason: service.fork(user_id, name, reason=reason), "fork_failed")
+        return {"fork": {"name": name, "execute": f"/api/v1/users/{user_id}/forks/{name}/"
+                         "execute"}}, 201
+
+    @bp.post("/users/<user_id>/forks/<name>/execute")
+    async def execute_in_fork(user_id: str, name: str) -> Response:
+        """Run code in a fork: the body is mrmd-python's execute request
+        (`{"code": "..."}`), the answer is the fork's."""
+        await target(user_id, Action.RUNTIME_MANAGE)
+        started_or_503()
+        body = await request.get_data(as_text=False)
+        if isinstance(body, str):
+            body = body.encode()
+        try:
+            status, answer = await service.execute_in_fork(user_id, name, body)
+        except NotFound:
+            raise ApiError(404, "fork_not_found", f"no fork {name!r}") from None
+        except OSError as exc:
+            raise ApiError(502, "fork_unreachable", f"the fork did not answer: {exc}") from None
+        return Response(answer, status=status, mimetype="application/json")
+
+    @bp.delete("/users/<user_id>/forks/<name>")
+    async def delete_fork(user_id: str, name: str) -> tuple[str, int]:
+        """Remove a fork; 204."""
+        await checkpoint_op(
+            user_id, lambda reason: service.remove_fork(user_id, name, reason=reason),
+            "fork_not_found")
+        return "", 204
 
     @bp.post("/users/<user_id>/runtimes/start")
     async def start(user_id: str) -> tuple[dict[str, Any], int]:

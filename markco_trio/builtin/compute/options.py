@@ -75,6 +75,19 @@ class WorkloadsOptions:
       workloads have network namespaces of their own.
     - `max_concurrent_starts`: starts running at once on this host (the morning wake storm).
     - `stop_timeout`: grace period before a stopping editor is killed (seconds).
+    - `on_shutdown`: what stopping the daemon does to running runtimes: `keep` them running (a
+      restart or an upgrade; the next daemon adopts them), put them to `sleep` (checkpoint,
+      then stop: nothing left running, nothing lost; needs a `[checkpoint] provider`) or
+      `stop` them (variables are lost; files stay). It happens once connections are drained,
+      shielded from cancellation (a checkpoint half-written is worse than a slow exit), for at
+      most `shutdown_seconds`; a runtime that cannot be checkpointed is kept running.
+    - `sleep_drain_seconds`: before a checkpoint, how long requests already at the runtime
+      front may take to finish (then they are cut; new ones are held until the runtime is back).
+    - `snapshots_keep`: named snapshots kept per user (the oldest are removed beyond it; the
+      image of a sleeping runtime is always kept until it is woken); `snapshots_max_mib`: all
+      archives of one user together (a checkpoint that would go over it is refused);
+      `snapshots_min_free_mib`: free disk space a checkpoint leaves at least.
+    - `max_forks`: disposable forks of a runtime a user may have at once.
     """
 
     start_on_login: bool = True

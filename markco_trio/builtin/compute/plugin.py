@@ -7,10 +7,11 @@ from typing import Any
 
 from ...context import PluginContext
 from ...errors import MarkcoError
-from ...hookspecs import ConfigSection, hookimpl
+from ...hookspecs import CliCommand, ConfigSection, hookimpl
 from ...records import Event
 from ...roles import EventObserver, ServiceSpec
 from .api import compute_blueprint
+from .commands import compute_commands
 from .options import WorkloadsOptions
 from .service import service_for
 
@@ -30,6 +31,12 @@ def markco_config_sections() -> list[ConfigSection]:
 def markco_web_routes(ctx: PluginContext) -> list[Any]:
     """`/api/v1/runtimes`, `/api/v1/users/<id>/runtimes/...`, `/api/v1/users/<id>/progress`."""
     return [compute_blueprint(service_for(ctx))]
+
+
+@hookimpl
+def markco_cli_commands() -> list[CliCommand]:
+    """`markco runtimes sleep|wake USER`, `markco snapshots list|create|restore|delete`."""
+    return compute_commands()
 
 
 @hookimpl
