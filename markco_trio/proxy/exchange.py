@@ -39,8 +39,10 @@ from markco_trio.proxy.accesslog import AccessLog
 from markco_trio.proxy.answers import Answer, json_error, render
 from markco_trio.proxy.chunked import BadChunk, ChunkedDecoder, ChunkedEncoder
 from markco_trio.proxy.faults import Faults
-from markco_trio.proxy.gate import EditorForward, EditorGate
+from markco_trio.proxy.gate import Credential, EditorForward, EditorGate
+from markco_trio.proxy.guard import TunnelGuard
 from markco_trio.proxy.head import (
+    WEBSOCKET,
     BadRequest,
     BadResponse,
     RequestHead,
@@ -67,6 +69,7 @@ from markco_trio.proxy.upstream import (
     UpstreamUnavailable,
 )
 from markco_trio.proxy.waiting import stream_progress
+from markco_trio.proxy.wsframes import GOING_AWAY, POLICY_VIOLATION
 from markco_trio.readiness import ReadinessReport
 
 __all__ = ["ClientConnection", "Phase", "ProxyState"]
@@ -96,6 +99,12 @@ _PROGRESS_HEAD: Final = (
     b"x-accel-buffering: no\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
 )
 _NO_GATE: Final = json_error(503, "editors_unavailable", "this front door serves no editors")
+# The close frame a tunnel's client gets when the proxy ends it, by the reason it ends.
+_CLOSE_FRAMES: Final = {
+    "tunnel_idle_timeout": (GOING_AWAY, "idle for too long"),
+    "drain": (GOING_AWAY, "the server is restarting"),
+    "tunnel_revoked": (POLICY_VIOLATION, "access was revoked"),
+}
 _ERROR_CODES: Final = {
     400: "bad_request",
     408: "request_timeout",
@@ -122,10 +131,12 @@ class _Via:
 
     The API's is one shared instance; an editor's is made per request from the gate's
     `EditorForward`. `owner` is the editor's owner (for WebSocket activity), `name` what the
-    upstream is called in error messages.
+    upstream is called in error messages; `credential` and `timed` are what a WebSocket to an
+    editor keeps so that its admission can be decided again (see `guard.TunnelGuard`).
     """
 
-    __slots__ = ("pool", "target", "drop", "add", "scope", "owner", "name")
+    __slots__ = ("pool", "target", "drop", "add", "scope", "owner", "name", "credential",
+                 "timed")
 
     def __init__(
         self,
@@ -137,6 +148,8 @@ class _Via:
         scope: EditorScope | None = None,
         owner: str | None = None,
         name: str = "the API",
+        credential: Credential | None = None,
+        timed: bool = False,
     ) -> None:
         self.pool = pool
         self.target = target
@@ -145,6 +158,8 @@ class _Via:
         self.scope = scope
         self.owner = owner
         self.name = name
+        self.credential = credential
+        self.timed = timed
 
 
 class ProxyState:
@@ -156,6 +171,7 @@ class ProxyState:
         "editors",
         "gate",
         "tunnels",
+        "guard",
         "tunnel_idle_timeout",
         "readiness",
         "ids",
@@ -202,6 +218,7 @@ class ProxyState:
         self.editors = editors if editors is not None else EditorPools()
         self.gate = gate
         self.tunnels = TunnelHub()
+        self.guard = TunnelGuard(gate) if gate is not None else None
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.readiness = readiness
         self.ids = RequestIds()
@@ -333,7 +350,11 @@ class ClientConnection:
         self._account_expiry(reason)
         tunnel = self._tunnel_handle
         if tunnel is not None:
-            self._state.tunnels.abort(tunnel)
+            close = _CLOSE_FRAMES.get(reason)
+            if close is not None:
+                self._state.tunnels.send_close(tunnel, *close)
+            else:
+                self._state.tunnels.abort(tunnel)
         for sock in (self._upstream, self.sock):
             if sock is not None and sock.fileno() >= 0:
                 trio.lowlevel.notify_closing(sock)
@@ -387,8 +408,18 @@ class ClientConnection:
                     self.sock.send(render(answer, keep_alive=False))
                 except OSError:
                     pass
-        elif reason in ("send_timeout", "tunnel_idle_timeout"):
+        elif reason in ("send_timeout", "tunnel_idle_timeout", "tunnel_revoked"):
             state.faults.record(reason, state.now)
+
+    def tunnel_quiet(self, seconds: float) -> bool:
+        """Whether this connection is a tunnel (or a progress stream) that moved no data frame
+        for `seconds`: a shutdown closes it at once instead of waiting for it."""
+        if self.phase != Phase.TUNNEL:
+            return False
+        if self._tunnel_handle is None:
+            return True  # a progress stream: the wait page reconnects by itself
+        state = self._state
+        return self.deadline - state.tunnel_idle_timeout + seconds <= state.now
 
     # ---------------------------------------------------------------- requests
 
@@ -513,6 +544,8 @@ class ClientConnection:
             scope=decision.scope,
             owner=decision.owner,
             name="the editor",
+            credential=decision.credential,
+            timed=decision.timed,
         )
         return await self._forward(head, buf, body_start, via)
 
@@ -857,6 +890,8 @@ class ClientConnection:
             if resp.status == 101:
                 if head.upgrade is None:
                     raise BadResponse("101 Switching Protocols without an upgrade request")
+                if resp.upgrade is None or resp.upgrade.strip(b" \t").lower() != WEBSOCKET:
+                    raise BadResponse("101 Switching Protocols to another protocol than websocket")
                 await self._tunnel(upstream.sock, resp, rbuf, pos, tunnel_bytes, via)
                 state.requests += 1
                 state.access.record(101, head.method, head.target, request_id, self.client_ip)
@@ -1080,7 +1115,9 @@ class ClientConnection:
         via: _Via,
     ) -> None:
         """Relay a 101, then let the tunnel hub splice bytes both ways until both directions
-        end (or the tunnel stays silent for `tunnel_idle_timeout`: the sweeper cancels us)."""
+        end (or the tunnel moves no data frame for `tunnel_idle_timeout`: the sweeper expires
+        us). A WebSocket to an editor stays authorised only as long as its caller is: the
+        guard re-decides it whenever a revocation may have changed the answer."""
         state = self._state
         out = forward_response_head(
             resp, rbuf[:pos], connection=b"upgrade", chunked=False, scope=via.scope
@@ -1106,10 +1143,18 @@ class ClientConnection:
         hub = state.tunnels
         tunnel = hub.open(self.sock, usock, traffic=traffic, blocked=blocked)
         self._tunnel_handle = tunnel
+        guard = state.guard
+        guarded = guard is not None and owner is not None and via.credential is not None
+        if guarded:
+            assert guard is not None and owner is not None and via.credential is not None
+            guard.watch(self, owner, via.credential, timed=via.timed)
         try:
             await hub.wait(tunnel)
         finally:
             self._tunnel_handle = None
+            if guarded:
+                assert guard is not None
+                guard.forget(self)
 
 
 def _skip_empty_lines(buf: bytes) -> bytes:

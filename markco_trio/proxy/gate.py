@@ -46,7 +46,7 @@ from markco_trio.proxy.paths import UserPath
 from markco_trio.proxy.rewrite import EditorScope
 from markco_trio.proxy.waiting import wait_page
 
-__all__ = ["Authority", "Compute", "EditorForward", "EditorGate"]
+__all__ = ["Authority", "Compute", "Credential", "EditorForward", "EditorGate"]
 
 _UNSAFE_METHODS_EXEMPT: Final = frozenset([b"GET", b"HEAD", b"OPTIONS"])
 _EDITOR_DROP: Final = frozenset([b"cookie", b"x-forwarded-prefix"])
@@ -72,6 +72,11 @@ class Authority(Protocol):
     async def principal_for_token(self, token: str) -> Principal | None: ...
 
     def origin_allowed(self, origin: str | None, referer: str | None = None) -> bool: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    async def wait_revision(self, seen: int) -> int: ...
 
 
 class Compute(Protocol):
@@ -104,9 +109,22 @@ class _Admitted:
     scope: EditorScope
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a WebSocket handshake presented (its Cookie header, or a markco API token): the
+    tunnel keeps it, so that its admission can be decided again after a revocation."""
+
+    cookie: str | None
+    token: str | None
+
+
 @dataclass(slots=True)
 class EditorForward:
-    """Decision: send the request to `owner`'s editor at `address`, its head changed so."""
+    """Decision: send the request to `owner`'s editor at `address`, its head changed so.
+
+    For a WebSocket handshake, `credential` is what the caller presented, and `timed` says the
+    admission holds only for a while (an admin's entry expires): see `still_admitted`.
+    """
 
     owner: str
     address: tuple[str, int]
@@ -114,6 +132,8 @@ class EditorForward:
     drop: frozenset[bytes]
     add: tuple[bytes, ...]
     scope: EditorScope
+    credential: Credential | None = None
+    timed: bool = False
 
 
 class EditorGate:
@@ -186,6 +206,9 @@ class EditorGate:
             kept = strip_request_cookies(cookies, self.cookies)
             if kept is not None:
                 add = (*add, b"cookie: " + kept)
+        credential = None
+        if head.upgrade is not None:
+            credential = Credential(_cookie_header(cookies), token)
         return EditorForward(
             owner,
             address,
@@ -193,6 +216,8 @@ class EditorGate:
             _EDITOR_DROP_TOKEN if token is not None else _EDITOR_DROP,
             add,
             admitted.scope,
+            credential,
+            principal.admin_entry,
         )
 
     def _admitted_for(self, principal: Principal, owner: str, prefix: bytes) -> _Admitted:
@@ -248,6 +273,33 @@ class EditorGate:
                 "compute_unavailable", "no compute is configured on this markco")
         return None
 
+    # ---------------------------------------------------------------- open tunnels
+
+    @property
+    def revision(self) -> int:
+        """The authority's revocation revision: it moves whenever something it had decided
+        may have been revoked (see `wait_revision`)."""
+        return self.authority.revision
+
+    async def wait_revision(self, seen: int) -> int:
+        """Wait until the revocation revision differs from `seen`; return it."""
+        return await self.authority.wait_revision(seen)
+
+    async def still_admitted(self, owner: str, credential: Credential) -> bool:
+        """Whether `credential` would still be let into `owner`'s editor: the same decision as
+        `admit`'s (who, then may they), made again for an open WebSocket. From the
+        authority's memory when it holds the answer; one lookup per credential otherwise."""
+        if credential.token is not None:
+            principal = await self.authority.principal_for_token(credential.token)
+        elif credential.cookie is None:
+            return False
+        else:
+            principal = await self.authority.principal_for_cookie(
+                credential.cookie, entering=owner)
+        if principal is None:
+            return False
+        return self._authorize(principal, Action.EDITOR_ENTER, self._resource(owner))
+
     # ---------------------------------------------------------------- parts
 
     async def _principal(
@@ -257,11 +309,9 @@ class EditorGate:
         if token is not None:
             # An explicit token is the credential: a bad one is not rescued by a cookie.
             return await authority.principal_for_token(token)
-        if not cookies:
+        header = _cookie_header(cookies)
+        if header is None:
             return None
-        header = (
-            cookies[0] if len(cookies) == 1 else b"; ".join(cookies)
-        ).decode("latin-1")
         answer = authority.principal_for_cookie_nowait(header, entering=owner)
         if answer is None or isinstance(answer, Principal):
             return answer
@@ -299,3 +349,10 @@ class EditorGate:
             return admission.unavailable("editor_unavailable", str(exc), navigation=True)
         state = compute.state_nowait(owner)
         return wait_page(owner, str(getattr(state, "message", "") or "Starting\u2026"))
+
+
+def _cookie_header(cookies: list[bytes]) -> str | None:
+    """The Cookie header lines of a request as one header value (None: no cookie)."""
+    if not cookies:
+        return None
+    return (cookies[0] if len(cookies) == 1 else b"; ".join(cookies)).decode("latin-1")

@@ -43,6 +43,8 @@ __all__ = [
     "BadResponse",
     "RequestHead",
     "ResponseHead",
+    "WEBSOCKET",
+    "names_websocket",
     "parse_request_head",
     "parse_response_head",
 ]
@@ -62,6 +64,7 @@ _COMMON_METHODS = frozenset(
     [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"]
 )
 _MAX_METHOD = 32
+WEBSOCKET = b"websocket"  # the one protocol the proxy lets a connection switch to
 _MAX_LENGTH_DIGITS = 18  # fits an int64; a longer Content-Length is an attack, not a file
 
 # Header names the request parser must look at; every other header is only named and kept.
@@ -138,7 +141,7 @@ class RequestHead:
     content_length: int | None
     chunked: bool
     keep_alive: bool  # what the client asked for; the server may still close
-    upgrade: bytes | None  # the Upgrade value of a GET that asks to switch protocols
+    upgrade: bytes | None  # b"websocket" for a WebSocket handshake (the only upgrade relayed)
     expect_continue: bool
     connection_names: tuple[bytes, ...]  # further hop-by-hop headers named by Connection
     request_id: bytes | None  # the client's X-Request-Id, unvalidated
@@ -294,7 +297,7 @@ def parse_request_head(
                 elif token:
                     raise BadRequest(400, "invalid Connection header")
         elif code == _UPGRADE_H:
-            upgrade_value = value
+            upgrade_value = value if upgrade_value is None else upgrade_value + b"," + value
         elif code == _EXPECT_H:
             if value.lower() != b"100-continue":
                 raise BadRequest(417, "unsupported expectation")
@@ -309,11 +312,14 @@ def parse_request_head(
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
     if host is None and http11:
         raise BadRequest(400, "missing Host header")
-    # An upgrade is honoured only as a bodiless GET (WebSocket); otherwise Upgrade is just dropped.
+    # Only a WebSocket handshake upgrades, and only as a bodiless GET; any other protocol (h2c
+    # above all: its tunnel would carry headers the proxy never sees) makes a plain request,
+    # its Upgrade dropped. A list naming websocket is narrowed to websocket alone.
     upgrade = (
-        upgrade_value
+        WEBSOCKET
         if upgrade_token
         and upgrade_value
+        and names_websocket(upgrade_value)
         and method == b"GET"
         and not chunked
         and not content_length
@@ -452,6 +458,13 @@ def _diagnose_names(lines: list[bytes]) -> str:
         if line[: line.find(b":")].translate(None, _TOKEN_BYTES):
             return _diagnose_line(line)
     return "invalid header name"  # pragma: no cover - the fast check found one
+
+
+def names_websocket(value: bytes) -> bool:
+    """Whether an Upgrade value (a comma-separated protocol list) names `websocket`."""
+    if value.lower() == WEBSOCKET:
+        return True
+    return any(p.strip(b" \t").lower() == WEBSOCKET for p in value.split(b","))
 
 
 def _content_length(value: bytes) -> int:

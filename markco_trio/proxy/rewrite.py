@@ -45,6 +45,7 @@ _REQUEST_DROP = frozenset(
         b"te",
         b"trailer",
         b"upgrade",
+        b"http2-settings",  # h2c's: never relayed (only WebSocket upgrades are)
         b"transfer-encoding",
         b"x-markco-user",
         b"x-markco-role",

@@ -9,10 +9,12 @@ cancels the connections whose deadline has passed, closes pooled upstream connec
 too long, and flushes the batched access log. So a request costs no cancel scope and no clock read.
 
 Shutdown: `stop_accepting()` closes the listener, closes the keep-alive connections that sit
-idle, and lets requests in flight finish (their responses say `Connection: close`; timeouts
-still apply). `serve()` itself runs on until cancelled, so a supervisor never mistakes a drained
-front door for a crashed one: the daemon watches `statistics().active_requests` (or awaits
-`drained()`) within its grace period, then cancels.
+idle and the WebSockets that moved no data frame lately (with a 1001 close frame: a tab's
+keep-alive pings do not hold a shutdown), and lets requests in flight finish (their responses
+say `Connection: close`; timeouts still apply). Busy WebSockets are closed as soon as they
+quieten, or when the daemon's grace period ends. `serve()` itself runs on until cancelled,
+so a supervisor never mistakes a drained front door for a crashed one: the daemon watches
+`statistics().active_requests` (or awaits `drained()`) within its grace period, then cancels.
 
 Restart: a supervisor restarts a crashed front door by calling `serve()` again. Each call starts
 afresh (a new listener on the same port, new pools, no connections); counters carry on.
@@ -31,6 +33,7 @@ import trio
 
 from markco_trio.proxy.accesslog import AccessLog
 from markco_trio.proxy.activity import UserActivity
+from markco_trio.proxy.answers import Answer, json_error, render
 from markco_trio.proxy.exchange import ClientConnection, Phase, ProxyState
 from markco_trio.proxy.faults import Faults
 from markco_trio.proxy.gate import EditorGate
@@ -43,6 +46,13 @@ __all__ = ["FrontDoor", "FrontDoorStatistics"]
 logger = logging.getLogger("markco.proxy")
 
 _ACCEPT_BATCH = 64  # connections accepted per wake-up before letting others run
+# Draining: a WebSocket that moved no data frame for this long is closed instead of awaited.
+_QUIET_TUNNEL = 1.0
+# What a client over its connection cap gets (it may not have sent its request yet: no wait).
+_TOO_MANY = render(Answer(503, json_error(
+    503, "too_many_connections", "too many connections from your address at once; "
+    "close some (other tabs, other programs) and try again").body,
+    headers=((b"retry-after", b"5"),)), keep_alive=False)
 _FLUSH_INTERVAL = 1.0
 _EXPIRY_REASONS = {
     Phase.NEW: "idle_timeout",
@@ -87,6 +97,9 @@ class FrontDoor:
     keep-alive of hypercorn and Node, the usual editors' servers). `tunnel_idle_timeout`
     closes an upgraded connection (a WebSocket) silent that long in both directions.
     `access_log_sample_every` keeps one access-log line per that many responses (5xx always).
+    `max_connections_per_client` caps the connections open at once from one client address
+    (0: no cap; a configured trusted proxy is never capped, its clients are many): one more is
+    answered 503 at once and closed.
 
     `gate` admits requests for `/u/<userId>/...` (without one, they get 503).
     """
@@ -113,6 +126,7 @@ class FrontDoor:
         backlog: int = 1024,
         access_log_sample_every: int = 100,
         gate: EditorGate | None = None,
+        max_connections_per_client: int = 0,
     ) -> None:
         for name, value in (
             ("header_timeout", header_timeout),
@@ -123,6 +137,9 @@ class FrontDoor:
         ):
             if value <= 0:
                 raise ValueError(f"FrontDoor: {name} must be positive seconds, not {value!r}")
+        if max_connections_per_client < 0:
+            raise ValueError("FrontDoor: max_connections_per_client must be 0 (no cap) or more, "
+                             f"not {max_connections_per_client!r}")
         if max_head_bytes < 1024:
             raise ValueError(
                 f"FrontDoor: max_head_bytes must be at least 1024, not {max_head_bytes}"
@@ -151,6 +168,8 @@ class FrontDoor:
         self._state: ProxyState | None = None
         self._requests_before = 0  # requests served by earlier runs of `serve()`
         self._connections: set[ClientConnection] = set()
+        self._per_client_cap = max_connections_per_client
+        self._per_client: dict[str, int] = {}
         self._stopped = False
         self._drained = trio.Event()
 
@@ -176,6 +195,7 @@ class FrontDoor:
             self._pool = self._new_pool()
             self._editors = self._new_editor_pools()
             self._connections = set()
+            self._per_client = {}
             self._drained = trio.Event()
         listener = await self._bind()
         self._serves += 1
@@ -206,6 +226,8 @@ class FrontDoor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep, state)
                 nursery.start_soon(state.tunnels.run)
+                if state.guard is not None:
+                    nursery.start_soon(state.guard.run)
                 task_status.started(port)
                 logger.info(
                     "proxy: listening on %s:%d, forwarding to %s", self.host, port, self.api_socket
@@ -237,7 +259,7 @@ class FrontDoor:
             trio.lowlevel.notify_closing(self._listener)
             self._listener.close()
         for conn in list(self._connections):
-            if conn.phase == Phase.IDLE:
+            if conn.phase == Phase.IDLE or conn.tunnel_quiet(_QUIET_TUNNEL):
                 conn.expire("drain")
 
     async def drained(self) -> None:
@@ -306,17 +328,38 @@ class FrontDoor:
                         break
                     continue  # ECONNABORTED and friends: that client is gone, not the listener
                 sock.setblocking(False)
+                client = address[0] if sock.family != socket.AF_UNIX else "unix"
+                if self._per_client_cap and not self._admit_client(client, state):
+                    _refuse_nowait(sock)
+                    continue
                 if sock.family != socket.AF_UNIX:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = ClientConnection(state, sock, address[0])
+                conn = ClientConnection(state, sock, client)
                 self._connections.add(conn)
                 nursery.start_soon(self._connection, conn)
+
+    def _admit_client(self, client: str, state: ProxyState) -> bool:
+        """Count one more connection from `client`, unless it is at its cap (then False)."""
+        if state.trusted(client):
+            return True
+        count = self._per_client.get(client, 0)
+        if count >= self._per_client_cap:
+            self._faults.record("too_many_connections", state.now, client)
+            return False
+        self._per_client[client] = count + 1
+        return True
 
     async def _connection(self, conn: ClientConnection) -> None:
         try:
             await conn.run()
         finally:
             self._connections.discard(conn)
+            if self._per_client_cap:
+                count = self._per_client.get(conn.client_ip, 0) - 1
+                if count > 0:
+                    self._per_client[conn.client_ip] = count
+                else:
+                    self._per_client.pop(conn.client_ip, None)
             if self._stopped and not self._connections:
                 self._drained.set()
 
@@ -326,17 +369,30 @@ class FrontDoor:
             await trio.sleep(self._tick)
             now = trio.current_time()
             state.now = now
+            draining = self._stopped
             for conn in self._connections:
                 if conn.deadline < now:
                     conn.expire(_EXPIRY_REASONS.get(conn.phase, "timeout"))
                 elif conn.write_deadline < now:
                     conn.expire("send_timeout")
+                elif draining and conn.tunnel_quiet(_QUIET_TUNNEL):
+                    conn.expire("drain")
             self._pool.sweep()
             self._editors.sweep()
             if now >= next_flush:
                 next_flush = now + _FLUSH_INTERVAL
                 self._access.flush()
                 self._faults.flush()
+
+
+def _refuse_nowait(sock: socket.socket) -> None:
+    """Answer a connection over its client's cap with a 503 and close it, without waiting."""
+    try:
+        sock.send(_TOO_MANY)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _authority(host: str, port: int) -> bytes:

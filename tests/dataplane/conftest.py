@@ -29,6 +29,7 @@ from markco_trio.builtin.auth.api_tokens import create_api_token
 from markco_trio.builtin.auth.authority import SessionAuthority
 from markco_trio.builtin.auth.login_links import ensure_user
 from markco_trio.builtin.auth.tokens import hash_token, new_token
+from markco_trio.clock import Clock
 from markco_trio.config import load_config
 from markco_trio.daemon import Daemon
 from markco_trio.proxy import FrontDoor
@@ -159,11 +160,12 @@ StartPlane = Callable[..., Awaitable[Plane]]
 
 @pytest.fixture
 async def start_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartPlane]:
-    """`plane = await start_plane(server="...extra [server] keys", auth="...")`."""
+    """`plane = await start_plane(server="...extra [server] keys", auth="...")`; `clock`: the
+    daemon's wall clock (a `ManualClock` to make an expiry happen)."""
     planes: list[Plane] = []
 
     async def start(*, server: str = "", auth: str = "",
-                    compute: FakeCompute | None = None) -> Plane:
+                    compute: FakeCompute | None = None, clock: Clock | None = None) -> Plane:
         port = free_port()
         text = textwrap.dedent(f"""
             [server]
@@ -183,7 +185,7 @@ async def start_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[St
         path = tmp_path / f"markco-{port}.toml"
         path.write_text(text)
         config, pm = load_config(path, entry_points=False)
-        daemon = Daemon(config, pm)
+        daemon = Daemon(config, pm, clock=clock)
         fake = compute or FakeCompute()
         fake.nursery = nursery
         daemon.ctx.extras["compute"] = fake

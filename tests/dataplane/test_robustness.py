@@ -9,6 +9,7 @@ gate (the same auth, authorisation and compute) in front of the same API socket.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -332,6 +333,7 @@ async def test_an_idle_websocket_is_closed_and_a_busy_one_kept(plane: Plane) -> 
             await busy.send(1, f"ping {n}".encode())
             assert await busy.recv() == (1, f"ping {n}".encode())
             await trio.sleep(0.15)
+        assert await idle.recv() == (8, b"\x03\xe9idle for too long")  # 1001, going away
         with trio.fail_after(2):
             assert await idle.stream.receive_some(10) == b""
         assert door.statistics().errors.get("tunnel_idle_timeout") == 1
@@ -340,6 +342,65 @@ async def test_an_idle_websocket_is_closed_and_a_busy_one_kept(plane: Plane) -> 
     finally:
         await busy.aclose()
         await idle.aclose()
+
+
+async def test_pings_alone_do_not_keep_a_websocket_open(plane: Plane) -> None:
+    user_id, headers = await alice(plane)
+    door, port = await second_door(plane, tunnel_idle_timeout=0.5)
+    plane_view = Plane(plane.daemon, port, plane.compute, plane.nursery)
+    _, ws = await RawWebSocket.open(plane_view, f"/u/{user_id}/ws", headers)
+    assert ws is not None
+    try:
+        assert (await ws.recv())[0] == 1  # the editor's hello
+        async with trio.open_nursery() as nursery:
+
+            async def ping_like_a_forgotten_tab() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        await ws.send(9, b"ping")
+                        await trio.sleep(0.1)
+
+            nursery.start_soon(ping_like_a_forgotten_tab)
+            with trio.fail_after(3):
+                while (frame := await ws.recv())[0] == 10:  # pongs, until the close
+                    pass
+            nursery.cancel_scope.cancel()
+        assert frame == (8, b"\x03\xe9idle for too long")
+        assert door.statistics().errors.get("tunnel_idle_timeout") == 1
+    finally:
+        await ws.aclose()
+
+
+async def test_shutdown_closes_quiet_websockets_at_once_and_lets_busy_ones_finish(
+        plane: Plane) -> None:
+    user_id, headers = await alice(plane)
+    door, port = await second_door(plane)
+    plane_view = Plane(plane.daemon, port, plane.compute, plane.nursery)
+    _, busy = await RawWebSocket.open(plane_view, f"/u/{user_id}/ws", headers)
+    _, quiet = await RawWebSocket.open(plane_view, f"/u/{user_id}/ws", headers)
+    assert busy is not None and quiet is not None
+    try:
+        await busy.recv()
+        await quiet.recv()
+        for n in range(12):  # 1.2 s: the quiet one moves nothing but pings meanwhile
+            await busy.send(1, f"work {n}".encode())
+            assert await busy.recv() == (1, f"work {n}".encode())
+            await quiet.send(9, b"")
+            assert (await quiet.recv())[0] == 10
+            await trio.sleep(0.1)
+        door.stop_accepting()
+        with trio.fail_after(1):
+            assert await quiet.recv() == (8, b"\x03\xe9the server is restarting")
+        for n in range(5):  # the busy one still works
+            await busy.send(1, f"more {n}".encode())
+            assert await busy.recv() == (1, f"more {n}".encode())
+            await trio.sleep(0.1)
+        with trio.fail_after(3):  # and once it quietens, it is closed too, ending the drain
+            assert await busy.recv() == (8, b"\x03\xe9the server is restarting")
+            await door.drained()
+    finally:
+        await busy.aclose()
+        await quiet.aclose()
 
 
 # ------------------------------------------------------------------------------ restarts

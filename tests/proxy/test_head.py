@@ -91,6 +91,37 @@ def test_an_upgrade_is_recognised_for_a_get_with_connection_upgrade() -> None:
     assert h.upgrade == b"websocket"
 
 
+@pytest.mark.parametrize("offer", [b"h2c", b"H2C", b"TLS/1.0", b"websocketx", b"web socket"])
+def test_an_upgrade_to_another_protocol_than_websocket_is_not_an_upgrade(offer: bytes) -> None:
+    h = parse_request_head(
+        head(b"GET / HTTP/1.1", b"Host: a", b"Connection: Upgrade", b"Upgrade: " + offer)
+    )
+    assert h.upgrade is None
+
+
+@pytest.mark.parametrize(
+    "offer", [b"WebSocket", b"websocket, h2c", b"h2c, WEBSOCKET", b"foo/2 ,\twebsocket"]
+)
+def test_an_offer_naming_websocket_in_any_case_is_a_websocket_upgrade(offer: bytes) -> None:
+    h = parse_request_head(
+        head(b"GET /ws HTTP/1.1", b"Host: a", b"Connection: UPGRADE", b"Upgrade: " + offer)
+    )
+    assert h.upgrade == b"websocket"
+
+
+def test_two_upgrade_headers_are_one_offer() -> None:
+    h = parse_request_head(
+        head(b"GET /ws HTTP/1.1", b"Host: a", b"Connection: upgrade", b"Upgrade: h2c",
+             b"Upgrade: websocket")
+    )
+    assert h.upgrade == b"websocket"
+
+
+def test_connection_upgrade_without_an_upgrade_header_is_not_an_upgrade() -> None:
+    h = parse_request_head(head(b"GET /ws HTTP/1.1", b"Host: a", b"Connection: upgrade"))
+    assert h.upgrade is None
+
+
 def test_upgrade_without_connection_upgrade_is_not_an_upgrade() -> None:
     h = parse_request_head(head(b"GET /ws HTTP/1.1", b"Host: a", b"Upgrade: websocket"))
     assert h.upgrade is None

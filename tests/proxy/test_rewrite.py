@@ -136,6 +136,27 @@ def test_an_upgrade_request_keeps_connection_upgrade() -> None:
     assert value(lines, b"upgrade") == b"websocket"
 
 
+def test_an_h2c_offer_leaves_as_a_plain_request() -> None:
+    lines = forwarded(
+        b"GET / HTTP/1.1", b"Host: a", b"Connection: Upgrade, HTTP2-Settings", b"Upgrade: h2c",
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+    )
+    assert not {b"connection", b"upgrade", b"http2-settings"} & set(names(lines))
+
+
+def test_http2_settings_never_goes_upstream() -> None:
+    lines = forwarded(b"GET / HTTP/1.1", b"Host: a", b"HTTP2-Settings: AAMAAABk")
+    assert b"http2-settings" not in names(lines)
+
+
+def test_an_offer_naming_websocket_goes_upstream_as_websocket_alone() -> None:
+    lines = forwarded(
+        b"GET /ws HTTP/1.1", b"Host: a", b"Connection: Upgrade", b"Upgrade: h2c, WebSocket"
+    )
+    assert value(lines, b"upgrade") == b"websocket"
+    assert names(lines).count(b"upgrade") == 1
+
+
 def test_every_request_leaves_with_exactly_one_request_id() -> None:
     lines = forwarded(b"GET / HTTP/1.1", b"Host: a", b"X-Request-Id: client-chosen")
     assert names(lines).count(b"x-request-id") == 1

@@ -20,7 +20,9 @@ database:
   the storage's revocation epoch, and `check_revocations` (polled every
   `revocation_poll_seconds` by a supervised service) drops the whole cache when it moves. So a
   `markco sessions revoke-all` in another process reaches the daemon within the poll interval.
-  Cached principals are also re-read after `cache_ttl_seconds`.
+  Cached principals are also re-read after `cache_ttl_seconds`. Each of these moments moves
+  `revision`: whoever keeps an earlier answer (the front door's open WebSockets) awaits
+  `wait_revision` and decides again.
 - Admin entry: `entering=<owner id>` marks the returned principal `admin_entry=True` only when
   the caller is an admin whose session explicitly entered that owner's editor
   (`grant_admin_entry`, audited as an `admin.entry` event) and the entry has not expired. The
@@ -134,6 +136,8 @@ class SessionAuthority:
         self._admin_entries: dict[str, dict[str, float]] = {}
         self._generation = 0
         self._epoch: int | None = None
+        self._revision = 0
+        self._revised = trio.Event()
         self._hits = self._misses = self._loads = self._clears = 0
 
     # ------------------------------------------------------------------ the hot path
@@ -324,12 +328,19 @@ class SessionAuthority:
         """Revoke the session of `token` (logout); False if it was not live."""
         key = hash_token(token)
         self._evict(key)
-        return await self._storage.revoke_session(key, now=self._clock.now())
+        try:
+            return await self._storage.revoke_session(key, now=self._clock.now())
+        finally:
+            self._revoked()
 
     async def close_session_record(self, session: Session) -> bool:
         """Revoke a session known by its record (the sessions API)."""
         self._evict(session.token_hash)
-        return await self._storage.revoke_session(session.token_hash, now=self._clock.now())
+        try:
+            return await self._storage.revoke_session(session.token_hash,
+                                                      now=self._clock.now())
+        finally:
+            self._revoked()
 
     async def close_user_sessions(self, user_id: str) -> int:
         """Revoke every session of a user (logout everywhere); return how many."""
@@ -342,10 +353,12 @@ class SessionAuthority:
         changed), so the next request reads them again."""
         for key in [k for k, e in self._entries.items() if e.principal.user_id == user_id]:
             self._evict(key)
+        self._revoked()
 
     def evict_token_hash(self, token_hash: str) -> None:
         """Drop one cached session or API token by its hash (after revoking it)."""
         self._evict(token_hash)
+        self._revoked()
 
     def _evict(self, key: str) -> None:
         self._entries.pop(key, None)
@@ -394,6 +407,24 @@ class SessionAuthority:
         self._entries.clear()
         self._unknown.clear()
         self._clears += 1
+        self._revoked()
+
+    @property
+    def revision(self) -> int:
+        """Moves whenever an answer given before may have been revoked (an eviction, a moved
+        revocation epoch, a cleared cache)."""
+        return self._revision
+
+    async def wait_revision(self, seen: int) -> int:
+        """Wait until `revision` is no longer `seen`; return it."""
+        while self._revision == seen:
+            await self._revised.wait()
+        return self._revision
+
+    def _revoked(self) -> None:
+        self._revision += 1
+        self._revised.set()
+        self._revised = trio.Event()
 
     async def flush_renewals(self) -> int:
         """Write the pending sliding renewals in one batch; return how many sessions."""
