@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import trio
 
+from markco_trio import userdirs
 from markco_trio.errors import BackendError, Conflict, NotFound
 from markco_trio.records import WorkloadRole
 from markco_trio.roles import (
@@ -291,17 +292,13 @@ class DockerBackend:
         if not path.is_absolute():
             raise BackendError(f"docker backend: the user directory {user_dir!r} must be an "
                                f"absolute host path")
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if os.geteuid() != 0:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
             return  # not ours to give away; the daemon's own uid owns it
-        uid, gid = self.options.uid_gid
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            for root, dirs, files in os.walk(path):
-                os.lchown(root, uid, gid)
-                for name in dirs + files:
-                    os.lchown(os.path.join(root, name), uid, gid)
-        os.chmod(path, 0o700)
+        # The directory's contents are the user's (links included): never followed, only
+        # touched through held fds (markco_trio.userdirs).
+        with userdirs.open_user_dir(path, owner=self.options.uid_gid):
+            pass
 
     # ------------------------------------------------------------------ the role
 
