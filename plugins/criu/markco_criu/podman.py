@@ -53,6 +53,7 @@ BLOCK = archive.BLOCK
 END_BLOCKS = archive.END_BLOCKS  # a tar ends with two zero blocks
 TRAILER_SPAN = archive.TRAILER_SPAN  # from the trailer's header to the file's end
 CHUNK = archive.CHUNK
+READ_BLOCK = 4 << 20  # what a restore reads (and hashes) at once
 CRIU_HINT = "install CRIU >= 4 ahead of the system's on PATH (`scripts/setup-criu`)"
 
 
@@ -169,7 +170,7 @@ async def _verified_chunks(path: str, manifest: Mapping[str, Any]) -> AsyncItera
                                       f"{body_bytes + TRAILER_SPAN}")
         left, last = body_bytes, b""
         while left:
-            chunk = await trio.to_thread.run_sync(f.read, min(CHUNK, left))
+            chunk = await trio.to_thread.run_sync(f.read, min(READ_BLOCK, left))
             if not chunk:
                 raise RestoreIncompatible(f"{path} is damaged: it ended early")
             left -= len(chunk)

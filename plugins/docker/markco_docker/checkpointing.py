@@ -18,9 +18,11 @@ any module of this plugin may; a checkpointer only ever sees the Protocol's meth
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+import http.client
+import socket
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import trio
@@ -40,7 +42,7 @@ from markco_trio.roles import (
     EngineFacts,
 )
 
-from .engine import engine_message
+from .engine import LIBPOD_PREFIX, engine_message
 from .naming import network_name
 from .translation import LABEL_PORT
 
@@ -53,6 +55,8 @@ CHECKPOINT_WAIT_SECONDS = 600.0
 # What an engine's refusal says when CRIU itself is the problem (missing, too old, refused).
 _CRIU_WORDS = ("criu", "checkpoint/restore requires", "does not support checkpoint")
 _RUNNING = frozenset({"running"})
+# How much of an archive is handed on at once.
+STREAM_BLOCK = 4 << 20
 
 
 async def engine_facts(backend: DockerBackend) -> EngineFacts:
@@ -127,22 +131,12 @@ async def export_checkpoint(backend: DockerBackend, handle: str,
               # The root filesystem is read-only: no diff to compute and pack.
               "ignoreRootFS": str(backend.options.read_only_rootfs).lower()}
     try:
-        async with backend.engine.stream(
-                "POST", f"/containers/{container_id}/checkpoint", params=params, libpod=True,
-                wait_seconds=CHECKPOINT_WAIT_SECONDS) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                if response.status_code == 404:
-                    raise backend._not_found(handle)
-                raise _refusal(backend, f"checkpointing {handle!r}", response.status_code,
-                               engine_message(response))
-            try:
-                async for chunk in response.aiter_bytes(1 << 20):
-                    await write(chunk)
-            except httpx.HTTPError as exc:
-                raise CheckpointError(f"the container engine at {backend.engine.url} broke off "
-                                      f"the checkpoint of {handle!r} ({type(exc).__name__}: "
-                                      f"{exc})") from exc
+        status, message = await _exchange(backend, f"/containers/{container_id}/checkpoint",
+                                          params, sink=write, doing=f"checkpointing {handle!r}")
+        if status == 404:
+            raise backend._not_found(handle)
+        if status >= 400:
+            raise _refusal(backend, f"checkpointing {handle!r}", status, message)
     except BaseException:
         if not leave_running:
             with trio.CancelScope(shield=True):
@@ -175,18 +169,14 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
         # The user's network goes with their last container: a sleeping runtime's may be gone.
         await backend._ensure_network(network, spec.user_id)
         try:
-            async with backend.engine.stream(
-                    "POST", f"/containers/{quote(spec.name)}/restore", params=params,
-                    content=chunks, headers={"Content-Type": "application/x-tar"},
-                    libpod=True, wait_seconds=CHECKPOINT_WAIT_SECONDS) as response:
-                await response.aread()
-                if response.status_code >= 400:
-                    message = engine_message(response)
-                    if "already in use" in message:
-                        raise Conflict(f"docker backend: a workload named {spec.name!r} exists "
-                                       f"on the engine at {backend.engine.url}")
-                    raise _refusal(backend, f"restoring {spec.name!r}", response.status_code,
-                                   message)
+            status, message = await _exchange(backend, f"/containers/{quote(spec.name)}/restore",
+                                              params, content=chunks,
+                                              doing=f"restoring {spec.name!r}")
+            if status >= 400:
+                if "already in use" in message:
+                    raise Conflict(f"docker backend: a workload named {spec.name!r} exists "
+                                   f"on the engine at {backend.engine.url}")
+                raise _refusal(backend, f"restoring {spec.name!r}", status, message)
         except Conflict:
             raise  # not ours to discard
         except BaseException:
@@ -205,6 +195,124 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
             async with backend._network_lock(network):
                 await backend._remove_network_if_unused(network, spec.user_id)
         raise
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the engine's unix socket, blocking (used from a worker thread)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("engine", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _message(status: int, body: bytes) -> str:
+    return engine_message(httpx.Response(status, content=body))
+
+
+async def _exchange(backend: DockerBackend, path: str, params: dict[str, str], *,
+                    doing: str, content: AsyncIterable[bytes] | None = None,
+                    sink: Callable[[bytes], Awaitable[None]] | None = None) -> tuple[int, str]:
+    """POST a libpod `path`, streaming `content` up and (on success) the answer's body down to
+    `sink`; return the status and, on failure, the engine's message.
+
+    With a local engine (a unix socket) the bytes are moved by a worker thread with a blocking
+    socket: several times faster than the async client for archives of hundreds of MB (they are
+    handed to `sink` in blocks of `STREAM_BLOCK`)."""
+    parts = urlsplit(backend.engine.url)
+    target = f"{LIBPOD_PREFIX}{path}?{urlencode(params)}"
+    try:
+        if parts.scheme != "unix":
+            return await _exchange_async(backend, path, params, content, sink)
+        if sink is None:
+            return await trio.to_thread.run_sync(
+                _exchange_blocking, parts.path, target, content, None)
+        # The socket is read while the previous blocks are written: a few blocks in between.
+        send, receive = trio.open_memory_channel[bytes](4)
+        result: list[tuple[int, str]] = []
+
+        async def read() -> None:
+            async with send:
+                result.append(await trio.to_thread.run_sync(
+                    _exchange_blocking, parts.path, target, content, send.send))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            async with receive:
+                async for block in receive:
+                    await sink(block)
+        return result[0]
+    except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
+        raise CheckpointError(f"the container engine at {backend.engine.url} broke off "
+                              f"{doing} ({type(exc).__name__}: {exc})") from exc
+
+
+def _exchange_blocking(socket_path: str, target: str, content: AsyncIterable[bytes] | None,
+                       sink: Callable[[bytes], Awaitable[None]] | None) -> tuple[int, str]:
+    connection = _UnixConnection(socket_path, CHECKPOINT_WAIT_SECONDS)
+    try:
+        if content is None:
+            connection.request("POST", target)
+        else:
+            iterator = content.__aiter__()
+
+            async def next_chunk() -> bytes:
+                return await iterator.__anext__()
+
+            def body() -> Iterator[bytes]:
+                while True:
+                    try:
+                        chunk = trio.from_thread.run(next_chunk)
+                    except StopAsyncIteration:
+                        return
+                    if chunk:
+                        yield chunk
+
+            # An iterable body goes out with chunked transfer encoding.
+            connection.request("POST", target, body=body(),
+                               headers={"Content-Type": "application/x-tar"})
+        response = connection.getresponse()
+        if response.status >= 400 or sink is None:
+            answer = response.read()
+            return response.status, _message(response.status, answer) if answer else ""
+        block = bytearray()
+        while piece := response.read1(STREAM_BLOCK):
+            block += piece
+            if len(block) >= STREAM_BLOCK:
+                trio.from_thread.run(sink, bytes(block))
+                block.clear()
+        if block:
+            trio.from_thread.run(sink, bytes(block))
+        return response.status, ""
+    finally:
+        connection.close()
+
+
+async def _exchange_async(backend: DockerBackend, path: str, params: dict[str, str],
+                          content: AsyncIterable[bytes] | None,
+                          sink: Callable[[bytes], Awaitable[None]] | None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/x-tar"} if content is not None else None
+    async with backend.engine.stream("POST", path, params=params, content=content,
+                                     headers=headers, libpod=True,
+                                     wait_seconds=CHECKPOINT_WAIT_SECONDS) as response:
+        if response.status_code >= 400 or sink is None:
+            await response.aread()
+            return response.status_code, engine_message(response)
+        async for chunk in response.aiter_bytes(STREAM_BLOCK):
+            await sink(chunk)
+        return response.status_code, ""
 
 
 async def _restored(backend: DockerBackend, spec: ContainerSpec) -> dict[str, Any]:
