@@ -5,6 +5,7 @@ victim — with their runtime and editor running on the process backend."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,30 @@ class Tenants:
         return stdout
 
 
-@pytest.fixture
-async def tenants(write_compute_config: Callable[..., Path],  # noqa: F811
-                  cleanup_workloads: None) -> AsyncIterator[Tenants]:  # noqa: F811
-    async with run_harness(write_compute_config()) as harness:
+@asynccontextmanager
+async def started(config: Path, *, both: bool) -> AsyncIterator[Tenants]:
+    async with run_harness(config) as harness:
         caps = harness.service.capabilities
         if not (caps.isolated_network and caps.pid_namespace):
             missing_system("PID and network namespaces for the process backend",
                            "run the tests as root with util-linux and iproute2")
         a, b = await harness.user("mallory"), await harness.user("bob")
-        for user in (a, b):
+        for user in (a, b) if both else (a,):
             await harness.service.ensure_started(user.id, reason="test")
         yield Tenants(harness, a, b)
+
+
+@pytest.fixture
+async def tenants(write_compute_config: Callable[..., Path],  # noqa: F811
+                  cleanup_workloads: None) -> AsyncIterator[Tenants]:  # noqa: F811
+    """A and B, both started."""
+    async with started(write_compute_config(), both=True) as running:
+        yield running
+
+
+@pytest.fixture
+async def tenant(write_compute_config: Callable[..., Path],  # noqa: F811
+                 cleanup_workloads: None) -> AsyncIterator[Tenants]:  # noqa: F811
+    """A alone started (B exists, with nothing running)."""
+    async with started(write_compute_config(), both=False) as running:
+        yield running
