@@ -11,6 +11,7 @@ service through its unix socket, which namespaces do not separate.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def netns() -> Iterator[str]:
     """An empty network namespace with nftables available (skipped, failed in CI, when not)."""
-    if subprocess.run(["which", "nft"], capture_output=True).returncode != 0:
+    if shutil.which("nft") is None:
         missing_system("nftables (`nft`)", firewall.SETUP_HINT)
     try:
         with namespace("markco-fw") as name:

@@ -213,14 +213,18 @@ def firewall_installed() -> None:
 
 
 def install_firewall() -> None:
-    """Install markco's firewall on this host, as `scripts/setup-podman --firewall` does (the
-    same rules: installing them again is harmless to anything else running here)."""
+    """Make sure markco's firewall is installed on this host, as `scripts/setup-podman
+    --firewall` does (left as it is when `check()` finds it in place: installing replaces the
+    table, which would reset the counters a concurrent test reads)."""
     if os.geteuid() != 0:
         missing_system("root", "installing the host firewall needs root")
+    if not firewall.check():
+        return
     try:
         firewall.install()
     except firewall.FirewallError as exc:
         missing_system("nftables", f"{exc}; {firewall.SETUP_HINT}")
+    assert firewall.check() == []
 
 
 def link_local_drops() -> int:
