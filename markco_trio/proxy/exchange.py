@@ -36,6 +36,7 @@ from trio.lowlevel import wait_readable, wait_writable
 
 from markco_trio.proxy import sockio
 from markco_trio.proxy.accesslog import AccessLog
+from markco_trio.proxy.admission import is_navigation
 from markco_trio.proxy.answers import Answer, json_error, render
 from markco_trio.proxy.chunked import BadChunk, ChunkedDecoder, ChunkedEncoder
 from markco_trio.proxy.faults import Faults
@@ -579,7 +580,8 @@ class ClientConnection:
         async def produce(cancel_scope: trio.CancelScope) -> None:
             nonlocal gone
             try:
-                await stream_progress(compute, owner, send_event)
+                await stream_progress(compute, owner, send_event,
+                                      reachable=state.editors.reachable)
             except (OSError, trio.ClosedResourceError):
                 gone = True
             cancel_scope.cancel()
@@ -690,7 +692,8 @@ class ClientConnection:
                 upstream = await pool.send_request(out, fresh=fresh, verify=not retry)
             except (UpstreamUnavailable, UpstreamBroken) as exc:
                 unavailable = isinstance(exc, UpstreamUnavailable)
-                await self._bad_gateway(head, request_id, via, unavailable, str(exc))
+                await self._bad_gateway(head, request_id, via, unavailable, str(exc),
+                                        down=unavailable)
                 return leftover if body_done and head.keep_alive and not state.draining else None
 
             clean = False
@@ -735,6 +738,8 @@ class ClientConnection:
                         return None
                     leftover = pump.leftover
                 client_keep, upstream_clean = result
+                if via.owner is not None and state.editors.down:
+                    state.editors.mark_up(pool.address)
                 if upstream_clean:
                     pool.release(upstream)
                     clean = True
@@ -746,7 +751,7 @@ class ClientConnection:
                     pool.count_retry()
                     fresh = True
                     continue
-                await self._bad_gateway(head, request_id, via, False, str(exc))
+                await self._bad_gateway(head, request_id, via, False, str(exc), down=True)
                 return None
             except (BadResponse, BadChunk, UpstreamBroken) as exc:
                 detail = exc.reason if isinstance(exc, BadResponse | BadChunk) else str(exc)
@@ -758,22 +763,40 @@ class ClientConnection:
                     pool.discard(upstream)
 
     async def _bad_gateway(
-        self, head: RequestHead, request_id: bytes, via: _Via, unavailable: bool, detail: str
+        self, head: RequestHead, request_id: bytes, via: _Via, unavailable: bool, detail: str,
+        *, down: bool = False,
     ) -> None:
-        """Answer 502 in the API's error convention, unless the response already began."""
+        """Answer 502 in the API's error convention, unless the response already began.
+
+        An editor that is `down` (nothing accepts at its address, or it closed before
+        answering: it crashed, or is being restarted) is answered as one that is not ready
+        (DESIGN §3.2): a navigation gets the wait page, which follows the editor's progress
+        and continues by itself, and a request that found nobody listening gets 503 +
+        Retry-After. The address is remembered as down, so that the wait page's progress
+        stream says "ready" only once the editor accepts connections again.
+        """
         state = self._state
         who = "upstream" if via.owner is None else "editor"
         kind = f"{who}_unavailable" if unavailable else f"{who}_error"
         state.faults.record(kind, state.now, detail)
         if self._response_started:
             return  # too late for a status: closing the connection is the only signal left
-        answer = json_error(502, kind, f"{via.name} is not answering; try again shortly")
+        gate = state.gate
+        if down and via.owner is not None and gate is not None:
+            state.editors.mark_down(via.pool.address)
+            navigation = head.upgrade is None and is_navigation(head)
+            if navigation or unavailable:
+                answer = gate.editor_down(via.owner, navigation=navigation)
+            else:
+                answer = json_error(502, kind, f"{via.name} is not answering; try again shortly")
+        else:
+            answer = json_error(502, kind, f"{via.name} is not answering; try again shortly")
         keep = head.keep_alive and not self._body_pending and not state.draining
         self._linger = self._body_pending
         await self._send(render(answer, head_only=head.method == b"HEAD", keep_alive=keep))
         self._response_started = True
         state.requests += 1
-        state.access.record(502, head.method, head.target, request_id, self.client_ip)
+        state.access.record(answer.status, head.method, head.target, request_id, self.client_ip)
 
     async def _body_failed(self, pump: _BodyPump) -> None:
         """The request body broke off: answer 400 for bad framing; a vanished client gets none."""

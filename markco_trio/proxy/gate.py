@@ -337,6 +337,14 @@ class EditorGate:
             resource = self._resources[owner] = Resource("editor", owner_id=owner)
         return resource
 
+    def editor_down(self, owner: str, *, navigation: bool) -> Answer:
+        """The answer when `owner`'s editor, said to be ready, does not answer (it crashed or
+        is restarting): a navigation gets the wait page, anything else 503 + Retry-After."""
+        if navigation:
+            return wait_page(owner, "Your editor is not answering. Waiting for it\u2026")
+        return admission.unavailable(
+            "editor_unavailable", "the editor is not answering; try again shortly")
+
     def _not_ready(self, compute: Compute, owner: str, navigation: bool) -> Answer:
         if not navigation:
             return admission.unavailable(

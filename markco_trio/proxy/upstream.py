@@ -50,6 +50,8 @@ __all__ = [
 # cheap non-blocking peek); busier connections skip the check.
 _PEEK_AFTER = 1.0
 _STALE_ERRORS = (BrokenPipeError, ConnectionResetError)
+_DOWN_MARK_SECONDS = 60.0  # an editor address found down is tried before announcing it ready
+_MAX_DOWN = 10_000
 
 # A unix socket path, or a TCP (host, port).
 Address = str | tuple[str, int]
@@ -204,6 +206,15 @@ class UpstreamPool:
         """Whether any connection is idle here or in use."""
         return bool(self._idle) or self._in_use > 0
 
+    async def reachable(self) -> bool:
+        """Whether a new connection to the upstream can be made now (it is closed at once)."""
+        try:
+            sock = await self._connect()
+        except UpstreamUnavailable:
+            return False
+        sock.close()
+        return True
+
     def count_retry(self) -> None:
         """Count a request sent again after a reused connection closed without answering."""
         self._stale_retries += 1
@@ -308,6 +319,10 @@ class EditorPools:
 
     An editor that restarts on another port simply gets a new pool; the old one's idle
     connections age out and, once it holds none (idle or in use), it is forgotten.
+
+    `down` holds the addresses found not answering lately (`mark_down`; the exchange clears a
+    mark when a response comes back from there): `reachable` tries such an address before
+    saying yes, so that a wait page does not announce an editor that crashed as ready.
     """
 
     def __init__(self, *, max_idle: int = 64, max_idle_time: float = 4.0,
@@ -315,6 +330,7 @@ class EditorPools:
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
         self._options = (max_idle, max_idle_time, connect_timeout)
         self._forgotten = (0, 0, 0)  # connects, reuses, stale retries of pools dropped
+        self.down: dict[Address, float] = {}
 
     def get(self, address: tuple[str, int]) -> UpstreamPool:
         """The pool for `address`."""
@@ -326,8 +342,32 @@ class EditorPools:
                 connect_timeout=connect_timeout)
         return pool
 
+    def mark_down(self, address: Address) -> None:
+        """`address` did not answer (nobody accepted, or it closed before answering)."""
+        if len(self.down) >= _MAX_DOWN:
+            self.down.clear()
+        self.down[address] = trio.current_time()
+
+    def mark_up(self, address: Address) -> None:
+        """`address` answered again."""
+        self.down.pop(address, None)
+
+    async def reachable(self, address: tuple[str, int]) -> bool:
+        """Whether the editor at `address` may be announced as ready: yes unless it was found
+        down lately, and then only if a connection to it can be made now."""
+        if address not in self.down:
+            return True
+        if not await self.get(address).reachable():
+            return False
+        self.mark_up(address)
+        return True
+
     def sweep(self) -> None:
-        """Close idle connections past their time; forget pools that hold no connection."""
+        """Close idle connections past their time; forget pools that hold no connection and
+        marks of being down older than a minute."""
+        if self.down:
+            old = trio.current_time() - _DOWN_MARK_SECONDS
+            self.down = {a: t for a, t in self.down.items() if t > old}
         for address, pool in list(self._pools.items()):
             pool.sweep()
             if not pool.holds_connections():

@@ -171,12 +171,16 @@ async def stream_progress(
     poll: float = 0.5,
     heartbeat: float = 15.0,
     max_seconds: float = 600.0,
+    reachable: Callable[[tuple[str, int]], Awaitable[bool]] | None = None,
 ) -> None:
     """Send `owner`'s progress as server-sent events until the editor is ready (`ready`), the
     start failed (`failed`), or `max_seconds` passed (the page's EventSource then reconnects).
 
     Readiness is also checked every `poll` seconds: a progress event may be missed (the
     subscription is bounded) or the editor may have become ready before the stream opened.
+    `reachable(address)`, when given, must agree too: an editor that crashed is still "ready"
+    for compute until compute notices, and announcing it would reload the page into the same
+    failure.
     """
     with compute.subscribe_progress(owner) as events:
         state = compute.state_nowait(owner)
@@ -188,7 +192,8 @@ async def stream_progress(
         start = trio.current_time()
         quiet_since = start
         while True:
-            if compute.editor_address_nowait(owner) is not None:
+            address = compute.editor_address_nowait(owner)
+            if address is not None and (reachable is None or await reachable(address)):
                 await send(sse("ready", {}))
                 return
             now = trio.current_time()

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 
 import httpx
 import trio
@@ -153,3 +154,52 @@ async def test_a_collaborators_navigation_starts_the_owners_editor(plane: Plane)
         f"/u/{owner_id}/", headers={**plane.cookie(await plane.session(bob)), **NAVIGATE})
     assert response.status_code == 503 and "Starting your editor" in response.text
     assert plane.compute.starts == [(owner_id, "navigation")]
+
+
+# ------------------------------------------------------------------------------ crashed editors
+
+
+async def crashed_editor(plane: Plane) -> tuple[str, dict[str, str], int]:
+    """alice, whose editor compute still calls ready at a port where nothing listens (it
+    crashed, and compute has not noticed yet): (id, cookie, that port)."""
+    user = await plane.user("alice")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    plane.compute.addresses[user.id] = ("127.0.0.1", port)
+    return user.id, plane.cookie(await plane.session(user)), port
+
+
+async def test_a_navigation_to_a_crashed_editor_gets_the_wait_page(plane: Plane) -> None:
+    user_id, cookie, _ = await crashed_editor(plane)
+    response = await plane.client().get(f"/u/{user_id}/", headers={**cookie, **NAVIGATE})
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["retry-after"] == "2"
+    assert f'data-progress="/_markco/progress/{user_id}"' in response.text
+
+
+async def test_the_wait_page_announces_a_crashed_editor_only_once_it_answers(
+        plane: Plane) -> None:
+    user_id, cookie, port = await crashed_editor(plane)
+    await plane.client().get(f"/u/{user_id}/", headers={**cookie, **NAVIGATE})
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.port)
+    async with stream:
+        request = (f"GET /_markco/progress/{user_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Cookie: {cookie['Cookie']}\r\n\r\n")
+        await stream.send_all(request.encode())
+        received = b""
+        with trio.move_on_after(1.2):  # compute says ready all along; the editor does not answer
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+        assert b"event: progress" in received and b"event: ready" not in received
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")  # it is back
+        try:
+            with trio.fail_after(3):
+                while b"event: ready" not in received:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, "the stream ended without saying ready"
+                    received += chunk
+        finally:
+            for listener in listeners:
+                await listener.aclose()

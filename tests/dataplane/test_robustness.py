@@ -145,14 +145,15 @@ async def test_a_client_leaving_mid_upload_hurts_nobody(plane: Plane) -> None:
 # ------------------------------------------------------------------------------ editors
 
 
-async def test_an_editor_that_is_gone_gets_502(plane: Plane) -> None:
+async def test_an_editor_that_is_gone_gets_503_and_retry_after(plane: Plane) -> None:
     user_id, headers = await alice(plane)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens there once closed
     plane.compute.addresses[user_id] = ("127.0.0.1", port)
     response = await plane.client().get(f"/u/{user_id}/x", headers={**headers, **XHR})
-    assert response.status_code == 502
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
     assert response.json()["error"]["code"] == "editor_unavailable"
 
 
