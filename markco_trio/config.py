@@ -31,6 +31,9 @@ class ServerOptions:
     trusted_proxies: list[str] = field(default_factory=list)
     drain_seconds: float = 10.0
     deployment_id: str = "markco"
+    # Connections open at once from one client address (0: no cap). Trusted proxies are never
+    # capped: behind one (Caddy), cap its clients there.
+    max_connections_per_client: int = 256
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -42,6 +45,8 @@ class ServerOptions:
                              f"got {self.public_url!r}")
         if self.drain_seconds < 0:
             raise ValueError("drain_seconds: must be zero or more")
+        if self.max_connections_per_client < 0:
+            raise ValueError("max_connections_per_client: must be 0 (no cap) or more")
         if not self.deployment_id.replace("-", "").isalnum() or len(self.deployment_id) > 32:
             raise ValueError("deployment_id: letters, digits and '-' only, at most 32 characters")
 

@@ -130,6 +130,8 @@ class Daemon:
         # A supervisor restarting the proxy calls `serve` again on this same FrontDoor.
         self.front_door = FrontDoor(server.host, server.port, self.api_socket, self.readiness,
                                     trusted_proxies=tuple(server.trusted_proxies),
+                                    max_connections_per_client=(
+                                        server.max_connections_per_client),
                                     gate=self._editor_gate())
         specs = [
             ServiceSpec("storage-watch", self._watch_storage, critical=False),

@@ -512,3 +512,49 @@ async def test_a_body_the_api_ends_by_closing_is_rechunked_so_the_client_stays(
         assert (b"transfer-encoding", b"chunked") in response.headers
         assert body == b"until the end"
     assert server.connections == 2  # a close-delimited upstream connection is never reused
+
+
+# ------------------------------------------------------------------------------ per-client caps
+
+
+async def test_a_client_over_its_connection_cap_gets_503_and_a_close(
+    upstream: Upstream, start_door: StartDoor, raw_client_factory: Connect
+) -> None:
+    door = await start_door(upstream.socket_path, max_connections_per_client=2)
+    held = [await raw_client_factory(door.port) for _ in range(2)]
+    for client in held:  # both accepted and served
+        await client.request("GET", "/hello")
+        assert (await client.response())[0].status_code == 200
+    extra = await raw_client_factory(door.port)
+    await extra.request("GET", "/hello")
+    response, body = await extra.response()
+    assert response.status_code == 503
+    assert dict(response.headers)[b"retry-after"] == b"5"
+    assert json.loads(body)["error"]["code"] == "too_many_connections"
+    assert await extra.stream.receive_some(10) == b""
+    assert door.front_door.statistics().errors["too_many_connections"] == 1
+
+
+async def test_a_closed_connection_frees_its_place_under_the_cap(
+    upstream: Upstream, start_door: StartDoor, raw_client_factory: Connect
+) -> None:
+    door = await start_door(upstream.socket_path, max_connections_per_client=1)
+    first = await raw_client_factory(door.port)
+    await first.request("GET", "/hello")
+    assert (await first.response())[0].status_code == 200
+    await first.aclose()
+    await wait_until(lambda: door.front_door.statistics().open_connections == 0)
+    second = await raw_client_factory(door.port)
+    await second.request("GET", "/hello")
+    assert (await second.response())[0].status_code == 200
+
+
+async def test_a_trusted_proxy_is_never_capped(
+    upstream: Upstream, start_door: StartDoor, raw_client_factory: Connect
+) -> None:
+    door = await start_door(upstream.socket_path, max_connections_per_client=1,
+                            trusted_proxies=["127.0.0.1"])
+    clients = [await raw_client_factory(door.port) for _ in range(3)]
+    for client in clients:
+        await client.request("GET", "/hello")
+        assert (await client.response())[0].status_code == 200
