@@ -79,6 +79,19 @@ def test_check_reports_a_base_chain_that_runs_after_the_engines(netns: str) -> N
     assert len(problems) == 1 and "'forward'" in problems[0] and "priority 10" in problems[0]
 
 
+def test_check_reports_a_rule_deleted_by_hand(netns: str) -> None:
+    firewall.install(netns=netns)
+    listed = nft(netns, "-a", "list", "chain", firewall.FAMILY, firewall.TABLE,
+                 "into_user_network")
+    handle = next(line.rsplit("# handle ", 1)[1] for line in listed.splitlines()
+                  if "fib daddr" in line)
+    nft(netns, "delete", "rule", firewall.FAMILY, firewall.TABLE, "into_user_network",
+        "handle", handle)
+    assert firewall.check(netns=netns) == [
+        f"chain 'into_user_network' of {firewall.FAMILY} {firewall.TABLE} has 2 rules, "
+        f"expected 3"]
+
+
 def test_installing_again_gives_the_same_table(netns: str) -> None:
     firewall.install(netns=netns)
     first = listing(netns)

@@ -92,6 +92,25 @@ _LEGACY = (("INPUT", ("-i", "mkc+"), "MARKCO-INPUT"),
            ("FORWARD", ("-o", "mkc+"), "MARKCO-FORWARD"))
 
 
+def _expected_rule_counts(ruleset: str) -> dict[str, int]:
+    """How many rules each chain of `ruleset` has."""
+    counts: dict[str, int] = {}
+    chain: str | None = None
+    for line in ruleset.splitlines():
+        text = line.strip()
+        if text.startswith("chain "):
+            chain = text.split()[1]
+            counts[chain] = 0
+        elif text == "}":
+            chain = None
+        elif chain is not None and text and not text.startswith("type "):
+            counts[chain] += 1
+    return counts
+
+
+EXPECTED_RULES = _expected_rule_counts(RULESET)
+
+
 class FirewallError(RuntimeError):
     """The rules could not be installed: the message says why."""
 
@@ -139,8 +158,9 @@ def remove_legacy_iptables(*, netns: str | None = None) -> list[str]:
 
 def check(*, netns: str | None = None) -> list[str]:
     """What is wrong with the installed firewall, one line each; `[]` when it is in place:
-    the table exists, is this version, and has its base chains on their hooks, before the
-    engines' filter chains. `netns`: look in that network namespace (tests)."""
+    the table exists, is this version, has its base chains on their hooks, before the engines'
+    filter chains, and as many rules in each chain as installed (a rule deleted by hand
+    shows). `netns`: look in that network namespace (tests)."""
     if shutil.which("nft") is None:
         return ["nft (nftables) is not installed, so markco's firewall cannot be either"]
     listed = _run([*_nft(netns), "list", "table", FAMILY, TABLE])
@@ -174,8 +194,11 @@ def check(*, netns: str | None = None) -> list[str]:
         elif int(chain.get("prio", 0)) >= 0:
             problems.append(f"chain {name!r} of {FAMILY} {TABLE} has priority "
                             f"{chain.get('prio')}, not before the engines' filter chains (0)")
-        elif not rules.get(name):
-            problems.append(f"chain {name!r} of {FAMILY} {TABLE} has no rules")
+    for name, expected in EXPECTED_RULES.items():
+        found = rules.get(name, 0)
+        if name in chains and found != expected:
+            problems.append(f"chain {name!r} of {FAMILY} {TABLE} has {found} rules, expected "
+                            f"{expected}")
     return problems
 
 
