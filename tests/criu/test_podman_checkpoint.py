@@ -10,6 +10,7 @@ images; skipped without podman or CRIU (failed with MARKCO_REQUIRE_SYSTEM=1).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -361,6 +362,29 @@ async def test_a_failed_checkpoint_leaves_no_file_and_the_workload_as_it_was(
                                       leave_running=True)
     assert os.listdir(archives) == []
     await backend.remove(created.handle)
+
+
+async def test_a_full_disk_during_a_sleep_leaves_the_runtime_running_with_its_variables(
+        backend: DockerBackend, spec_factory: Callable[..., ContainerSpec]) -> None:
+    spec = spec_factory("ivan", WorkloadRole.RUNTIME)
+    source = await started_runtime(backend, spec)
+    await run(source, "x = 42")
+    written = 0
+
+    async def full_disk(block: bytes) -> None:
+        nonlocal written
+        written += len(block)
+        if written > 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):  # the sink's error, not the engine's
+        await backend.export_checkpoint(source.handle, full_disk, leave_running=False)
+    # The engine had stopped it: it is resumed from the engine's own copy, variables intact.
+    resumed = await backend.inspect(source.handle)
+    assert resumed.status == STATUS_RUNNING
+    await wait_ready(resumed)
+    assert await run(resumed, "print(x)") == "42\n"
+    await backend.remove(source.handle)
 
 
 # ------------------------------------------------------------------------------ without podman

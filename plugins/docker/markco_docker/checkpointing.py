@@ -140,12 +140,32 @@ async def export_checkpoint(backend: DockerBackend, handle: str,
     except BaseException:
         if not leave_running:
             with trio.CancelScope(shield=True):
+                await _resume(backend, container_id, handle)
                 await backend._remember(container_id, stopped_run=before.stopped_run)
         raise
     return {"image": str((data.get("Config") or {}).get("Image") or ""),
             "image_id": str(data.get("Image") or ""),
             "user_id": labels.get(LABEL_USER, ""), "role": labels.get(LABEL_ROLE, ""),
             "port": labels.get(LABEL_PORT, "")}
+
+
+async def _resume(backend: DockerBackend, container_id: str, handle: str) -> None:
+    """After a failed checkpoint that was to stop the workload: if the engine did stop it (the
+    archive was lost on our side: a full disk, a broken stream), restore it in place from the
+    CRIU images the engine keeps in the container's directory, so it runs as it was."""
+    try:
+        data = await backend._inspect_raw(container_id)
+        if str((data.get("State") or {}).get("Status", "")).lower() in _RUNNING:
+            return
+        response = await backend.engine.request(
+            "POST", f"/containers/{container_id}/restore", libpod=True,
+            wait_seconds=CHECKPOINT_WAIT_SECONDS)
+        backend.engine.check(response, f"resuming {handle!r} from its checkpoint")
+        backend.log.warning("docker backend: the checkpoint of %s failed after the engine "
+                            "stopped it: resumed from the engine's copy", handle)
+    except (BackendError, OSError) as exc:
+        backend.log.error("docker backend: the checkpoint of %s failed after the engine stopped "
+                          "it, and resuming it failed too: %s", handle, exc)
 
 
 async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
@@ -233,30 +253,61 @@ async def _exchange(backend: DockerBackend, path: str, params: dict[str, str], *
     handed to `sink` in blocks of `STREAM_BLOCK`)."""
     parts = urlsplit(backend.engine.url)
     target = f"{LIBPOD_PREFIX}{path}?{urlencode(params)}"
+    sink_failed: list[BaseException] = []  # the sink's own errors (a full disk): not the engine
+
+    async def guarded(block: bytes) -> None:
+        assert sink is not None
+        try:
+            await sink(block)
+        except BaseException as exc:
+            sink_failed.append(exc)
+            raise
+
     try:
         if parts.scheme != "unix":
-            return await _exchange_async(backend, path, params, content, sink)
+            return await _exchange_async(backend, path, params, content,
+                                         guarded if sink is not None else None)
         if sink is None:
             return await trio.to_thread.run_sync(
                 _exchange_blocking, parts.path, target, content, None)
-        # The socket is read while the previous blocks are written: a few blocks in between.
-        send, receive = trio.open_memory_channel[bytes](4)
-        result: list[tuple[int, str]] = []
-
-        async def read() -> None:
-            async with send:
-                result.append(await trio.to_thread.run_sync(
-                    _exchange_blocking, parts.path, target, content, send.send))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read)
-            async with receive:
-                async for block in receive:
-                    await sink(block)
-        return result[0]
+        return await _exchange_threaded(parts.path, target, content, guarded)
     except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
+        if sink_failed:
+            raise sink_failed[0] from None
         raise CheckpointError(f"the container engine at {backend.engine.url} broke off "
                               f"{doing} ({type(exc).__name__}: {exc})") from exc
+
+
+async def _exchange_threaded(socket_path: str, target: str,
+                             content: AsyncIterable[bytes] | None,
+                             sink: Callable[[bytes], Awaitable[None]]) -> tuple[int, str]:
+    """`_exchange_blocking` in a worker thread, its blocks written by this task meanwhile (a
+    few blocks in between). Neither side's error escapes the nursery as a group."""
+    send, receive = trio.open_memory_channel[bytes](4)
+    outcome: list[tuple[int, str]] = []
+    failures: list[BaseException] = []
+
+    async def read() -> None:
+        async with send:
+            try:
+                outcome.append(await trio.to_thread.run_sync(
+                    _exchange_blocking, socket_path, target, content, send.send))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the writer gave up: its error is the one to raise
+            except BaseException as exc:  # re-raised below
+                failures.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        async with receive:
+            try:
+                async for block in receive:
+                    await sink(block)
+            except BaseException as exc:  # re-raised below
+                failures.insert(0, exc)
+    if failures:
+        raise failures[0]
+    return outcome[0]
 
 
 def _exchange_blocking(socket_path: str, target: str, content: AsyncIterable[bytes] | None,
