@@ -107,6 +107,7 @@ class CriuCheckpointer:
                                            ghost_limit=self.options.ghost_limit_mib << 20)
         self._engine: Any = None
         self._was_subreaper = False
+        self.notes: tuple[str, ...] = ()  # what is degraded here (e.g. no kernel cache)
 
     async def __aenter__(self) -> CriuCheckpointer:
         await trio.to_thread.run_sync(self._prepare)
@@ -131,6 +132,7 @@ class CriuCheckpointer:
             self.process.unavailable = str(exc)
             return
         self.process.criu = criu
+        self.notes = tuple(n for n in (binary.ensure_kdat_dir(),) if n)
         failed = binary.check(criu)
         if failed:
             self.process.unavailable = (f"`{criu.path} check` fails on this kernel: {failed}\n"

@@ -110,7 +110,8 @@ def _executables(tree: ProcessTree) -> dict[str, dict[str, int]]:
 # recorded them could not be restored once they are gone. The workload never needs them.
 SKIPPED_FSTYPES = frozenset({"nsfs", "overlay", "fuse.fuse-overlayfs", "shm"})
 SKIPPED_UNDER = ("/run/netns", "/var/run/netns", "/var/lib/containers", "/run/containers",
-                 "/var/lib/docker", "/run/docker", "/var/lib/kubelet", "/run/user")
+                 "/var/lib/docker", "/run/docker", "/var/lib/kubelet", "/run/user",
+                 "/run/criu")
 
 
 def _unescape(field: str) -> str:
