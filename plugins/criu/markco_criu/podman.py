@@ -336,10 +336,12 @@ class EngineCheckpointer:
         _, current = await self._current(engine)
         problems = incompatibilities(recorded, current)
         image, image_id = str(recorded.get("image", "")), str(recorded.get("image_id", ""))
-        if not image_id or await engine.image_id(image_id) is None:
-            problems.append(f"its image {image} ({image_id[:19]}) is no longer on the engine")
-        elif image and await engine.image_id(image) != image_id:
-            problems.append(f"the image {image} changed since (it was {image_id[:19]})")
+        now = await engine.image_id(image or image_id) if image_id else None
+        if now != image_id:
+            problems.append(f"its image {image} ({image_id[:19]}) is no longer on the engine"
+                            if now is None else
+                            f"the image {image} changed since (it was {image_id[:19]}, is "
+                            f"{now[:19]})")
         if problems:
             raise RestoreIncompatible(f"the checkpoint {archive_path} cannot be restored here: "
                                       + "; ".join(problems))

@@ -44,7 +44,7 @@ from markco_trio.roles import (
 
 from .engine import LIBPOD_PREFIX, engine_message
 from .naming import network_name
-from .translation import LABEL_PORT
+from .translation import LABEL_PORT, nano_cpus
 
 if TYPE_CHECKING:
     from .backend import DockerBackend
@@ -206,6 +206,10 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
             raise
     try:
         data = await _restored(backend, spec)
+        host = data.get("HostConfig") or {}
+        if (host.get("Memory"), host.get("NanoCpus")) == (spec.memory_bytes,
+                                                         nano_cpus(spec.cpus)):
+            return await backend._info(data)  # the archive's limits are the spec's
         await backend.update_limits(str(data["Id"]), memory_bytes=spec.memory_bytes,
                                     cpus=spec.cpus)
         return await backend.inspect(str(data["Id"]))
