@@ -23,9 +23,9 @@ from markco_criu.archive import read_manifest
 from markco_criu.plugin import is_subreaper
 from markco_criu.process import FORMAT, transient_mounts
 
-from markco_trio.builtin.process_backend import ProcessBackend, ProcessOptions
+from markco_trio.builtin.process_backend import ProcessBackend, ProcessOptions, procs
 from markco_trio.builtin.process_backend.cgroups import CGROUP_MOUNT, CONTROLLERS
-from markco_trio.errors import CheckpointUnavailable, RestoreIncompatible
+from markco_trio.errors import CheckpointError, CheckpointUnavailable, RestoreIncompatible
 from markco_trio.records import WorkloadRole
 from markco_trio.roles import (
     LABEL_ROLE,
@@ -260,3 +260,45 @@ def test_mounts_of_container_engines_are_left_out_of_a_checkpoint(tmp_path: Path
     monkeypatch.setattr("builtins.open", fake_open)
     assert transient_mounts(4242) == ["/var/lib/containers/storage/overlay/abc/merged",
                                       "/run/netns/cni-1", "/run/netns"]
+
+
+async def test_a_checkpoint_that_stops_leaves_no_process_of_the_workload(
+        checkpointer: CriuCheckpointer, backend: ProcessBackend,
+        spec_factory: Callable[..., ContainerSpec], tmp_path: Path) -> None:
+    workloads = Workloads(backend)
+    try:
+        spec = spec_factory(fresh_user(), WorkloadRole.RUNTIME)
+        info = await workloads.run(spec)
+        tree = await backend.checkpoint_target(info.handle)
+        await checkpointer.checkpoint(backend, info.handle,
+                                      archive_path=str(tmp_path / "a.ckpt"),
+                                      leave_running=False)
+        for procs_file in tree.cgroup_procs:
+            assert (await trio.Path(procs_file).read_text()).split() == []
+        identity = procs.identify(tree.root_pid)
+        assert identity is None or identity.start_ticks != tree.start_ticks or \
+            not procs.is_alive(identity)
+    finally:
+        with trio.CancelScope(shield=True):
+            await workloads.remove_all()
+
+
+async def test_a_checkpoint_whose_archive_cannot_be_written_resumes_the_runtime(
+        checkpointer: CriuCheckpointer, backend: ProcessBackend,
+        spec_factory: Callable[..., ContainerSpec], tmp_path: Path) -> None:
+    """The tree is dumped stopped and only ended once the archive is in place: a failure to
+    write it (here: its directory is a file) resumes the runtime, variables intact."""
+    workloads = Workloads(backend)
+    try:
+        info = await workloads.run(spec_factory(fresh_user(), WorkloadRole.RUNTIME))
+        await value_of(info.address or "", "x = 42")
+        (tmp_path / "not-a-dir").write_text("")
+        with pytest.raises(CheckpointError):
+            await checkpointer.checkpoint(backend, info.handle,
+                                          archive_path=str(tmp_path / "not-a-dir" / "a.ckpt"),
+                                          leave_running=False)
+        assert (await backend.inspect(info.handle)).status == "running"
+        assert await value_of(info.address or "", "x") == "42"
+    finally:
+        with trio.CancelScope(shield=True):
+            await workloads.remove_all()
