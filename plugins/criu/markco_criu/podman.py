@@ -27,7 +27,8 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -156,7 +157,8 @@ class _ArchiveWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-async def _verified_chunks(path: str, manifest: Mapping[str, Any]) -> AsyncIterator[bytes]:
+async def _verified_chunks(path: str,
+                           manifest: Mapping[str, Any]) -> AsyncGenerator[bytes, None]:
     """The archive's bytes, checked against the trailer's `body_sha256` on the way: the
     trailer (the last bytes) is sent only once the body matched, so a damaged archive never
     reaches the engine whole (the stream fails with `RestoreIncompatible`)."""
@@ -353,7 +355,8 @@ class EngineCheckpointer:
         if spec.port is not None and port and str(spec.port) != port:
             raise CheckpointError(f"the checkpointed workload listens on port {port} inside "
                                   f"its container: a restore cannot move it to {spec.port}")
-        return await engine.import_checkpoint(spec, _verified_chunks(archive_path, manifest))
+        async with aclosing(_verified_chunks(archive_path, manifest)) as chunks:
+            return await engine.import_checkpoint(spec, chunks)
 
     async def export_archive(self, archive_path: str) -> AsyncIterator[bytes]:
         """The archive's bytes, streamed in chunks (checked: it must be one of ours)."""
