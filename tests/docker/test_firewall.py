@@ -120,8 +120,9 @@ def test_installing_removes_the_earlier_iptables_chains(netns: str) -> None:
 # ---------------------------------------------------------------------- the daemon's start
 
 
-def daemon_config(tmp_path: Path, engine_url: str, mounts: list[str]) -> Path:
-    """A daemon of a fresh deployment on the test podman, in `egress` mode."""
+def daemon_config(tmp_path: Path, engine_url: str, mounts: list[str],
+                  network: str = "egress") -> Path:
+    """A daemon of a fresh deployment on the test podman, in `network` mode."""
     path = tmp_path / "markco.toml"
     rendered_mounts = ", ".join(f'"{m}"' for m in mounts)
     path.write_text(
@@ -129,7 +130,7 @@ def daemon_config(tmp_path: Path, engine_url: str, mounts: list[str]) -> Path:
         f'deployment_id = "fw-{os.urandom(3).hex()}"\n\n'
         f'[compute]\nbackend = "docker"\n\n'
         f'[compute.docker]\nengine_url = "{engine_url}"\nmounts = [{rendered_mounts}]\n'
-        f'network = "egress"\n')
+        f'network = "{network}"\n')
     return path
 
 
@@ -178,3 +179,14 @@ def test_the_daemon_refuses_egress_mode_once_the_firewall_is_deleted(
     assert len(refusals) == 1, logged
     assert 'network = "egress"' in refusals[0]
     assert f"table {firewall.FAMILY} {firewall.TABLE} is not installed" in refusals[0]
+
+
+def test_the_daemon_starts_in_internal_mode_without_the_firewall_and_warns(
+        netns: str, tmp_path: Path, podman_engine_url: str,
+        local_image_mounts: list[str]) -> None:
+    code, logged = run_daemon(netns, daemon_config(tmp_path, podman_engine_url,
+                                                   local_image_mounts, network="internal"))
+    assert "markco listening on" in logged and code == 0, logged
+    warnings = [line for line in logged.splitlines() if "WARNING" in line
+                and "scripts/setup-podman --firewall" in line]
+    assert len(warnings) == 1 and "reachable from containers" in warnings[0], logged

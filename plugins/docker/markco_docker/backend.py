@@ -101,8 +101,7 @@ class DockerBackend:
         try:
             for key in ("runtime_image", "editor_image"):
                 await self._check_image(key, getattr(self.options, key))
-            if self.options.network == "egress":
-                await firewall.require_for_egress(local=self.local, log=self.log)
+            await firewall.check_at_start(self.options.network, local=self.local, log=self.log)
         except BaseException:
             await self.engine.__aexit__()
             raise
@@ -147,8 +146,9 @@ class DockerBackend:
                 "user networks are internal (no egress); the daemon must run on the engine's "
                 "host to reach containers at their addresses"
                 if self.options.network == "internal" else
-                "user networks have egress; keep users apart and away from cloud metadata "
-                "with the host firewall rules of `scripts/setup-podman --firewall`"),
+                "user networks have egress; users are kept apart and away from cloud "
+                "metadata by markco's host firewall (`scripts/setup-podman --firewall`), "
+                "which the backend requires at start"),
             "host services listening on all addresses are reachable from containers through "
             "their network's gateway unless the host firewall drops it",
         ]

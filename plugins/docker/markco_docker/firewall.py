@@ -207,16 +207,22 @@ def problem_line(problems: Sequence[str]) -> str:
     return f"markco's host firewall is not in place ({'; '.join(problems)}): {SETUP_HINT}"
 
 
-async def require_for_egress(*, local: bool, log: logging.Logger) -> None:
-    """At the backend's start in `egress` mode: `BackendError` (one line: what is wrong, what
-    to run) unless the firewall is in place. A remote engine's host cannot be checked from
-    here: that is logged, and left to whoever runs that host."""
+async def check_at_start(network: str, *, local: bool, log: logging.Logger) -> None:
+    """At the backend's start. In `egress` mode: `BackendError` (one line: what is wrong, what
+    to run) unless the firewall is in place. In `internal` mode the networks have no route out,
+    but host services listening on all addresses are reachable through the gateway without
+    the firewall: a warning says so. A remote engine's host cannot be checked from here: that
+    is logged, and left to whoever runs that host."""
     if not local:
-        log.warning("docker backend: network = \"egress\" on a remote engine: markco's host "
-                    "firewall cannot be checked from here; make sure the engine's host runs "
-                    "`scripts/setup-podman --firewall` (or equivalent rules)")
+        log.warning("docker backend: markco's host firewall cannot be checked on a remote "
+                    "engine's host; make sure that host runs `scripts/setup-podman --firewall` "
+                    "(or equivalent rules)")
         return
     problems = await trio.to_thread.run_sync(check)
-    if problems:
+    if not problems:
+        return
+    if network == "egress":
         raise BackendError(f"docker backend: refusing [compute.docker] network = \"egress\": "
                            f"{problem_line(problems)}")
+    log.warning("docker backend: host services listening on all addresses are reachable from "
+                "containers: %s", problem_line(problems))
