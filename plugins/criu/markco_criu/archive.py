@@ -126,13 +126,11 @@ def write_archive(images: Path, manifest: Mapping[str, Any],
     """Write the files of `images` (flat, as CRIU makes it) and the trailer to `path`,
     atomically; return (size, sha256 of the file). Blocking."""
     out = AtomicFile(path)
-    body = hashlib.sha256()
     body_bytes = 0
 
     def emit(data: bytes | memoryview) -> None:
         nonlocal body_bytes
         out.write(data)
-        body.update(data)
         body_bytes += len(data)
 
     try:
@@ -154,7 +152,8 @@ def write_archive(images: Path, manifest: Mapping[str, Any],
                     emit(view[:n])
                     left -= n
             emit(bytes(_pad(st.st_size)))
-        out.write(trailer({**manifest, "body_sha256": body.hexdigest(),
+        # The body is the file's beginning: its hash is the file's hash so far (one pass).
+        out.write(trailer({**manifest, "body_sha256": out.whole.copy().hexdigest(),
                            "body_bytes": body_bytes}))
         return out.commit()
     except BaseException:
