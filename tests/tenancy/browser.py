@@ -83,15 +83,17 @@ class Browser:
 
 
 @asynccontextmanager
-async def chromium(profile: Path) -> AsyncIterator[Browser]:
-    """A headless Chromium with one blank page attached."""
+async def chromium(profile: Path, *extra_flags: str) -> AsyncIterator[Browser]:
+    """A headless Chromium with one blank page attached (`extra_flags`: e.g.
+    `--host-resolver-rules=MAP rebound.test 127.0.0.1`, names that resolve to loopback)."""
     from trio_websocket import open_websocket_url
 
     binary = chromium_binary()
     await trio.Path(profile).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process(
-        [binary, *CHROMIUM_FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [binary, *CHROMIUM_FLAGS, *extra_flags, "--remote-debugging-port=0",
+         f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         active = trio.Path(profile / "DevToolsActivePort")
         with trio.fail_after(30):
