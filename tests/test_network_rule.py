@@ -10,7 +10,9 @@ and test helpers fails on:
   open call, bash's `/dev/tcp/` — outside loopback, the unspecified address and the ranges the
   fakes use (169.254.0.0/16 but the metadata address, 203.0.113.0/24, 198.51.100.0/24). Not
   192.0.2.0/24: our CI machines' own network is in it. Addresses in header values or allow-lists
-  (`X-Forwarded-For: 10.0.0.1`) are data, not targets, and pass.
+  (`X-Forwarded-For: 10.0.0.1`) are data, not targets, and pass;
+- a headless Chromium launched without the flags that stop its own traffic (background
+  networking, component updates, sync, first-run fetches).
 
 This file itself is not scanned: it names what it looks for.
 """
@@ -142,6 +144,21 @@ def test_every_literal_connect_target_is_loopback_or_test_owned() -> None:
             offenders[str(path.relative_to(ROOT))] = found
     assert not offenders, (f"connect targets beyond this machine (use loopback or "
                            f"markco_trio.testing.netns.fake_outside): {offenders}")
+
+
+CHROMIUM_QUIET = ["--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+def test_every_headless_chromium_launch_stops_chromiums_own_traffic() -> None:
+    offenders = {}
+    for path in scanned_files():
+        text = path.read_text(errors="replace")
+        if '"--headless' in text:
+            missing = [flag for flag in CHROMIUM_QUIET if flag not in text]
+            if missing:
+                offenders[str(path.relative_to(ROOT))] = missing
+    assert not offenders, f"Chromium launched without: {offenders}"
 
 
 def test_the_scan_covers_the_tests_benchmarks_and_scripts() -> None:
