@@ -21,8 +21,9 @@ at priority `filter - 10`: they see each packet before the engine's filter chain
 `filter`), and in netfilter a drop in any base chain is final, whatever another table accepts.
 
 `install()` replaces the table atomically (one `nft -f` transaction) and removes the iptables
-chains of markco's earlier firewall; `check()` returns what is wrong (nothing: `[]`), for the
-daemon's start in `egress` mode and for `markco doctor`. `scripts/setup-podman --firewall` runs
+chains of markco's earlier firewall; `check()` returns what is wrong (nothing: `[]`), for a
+`markco doctor` and for the backend's start (`check_at_start`: `egress` refuses to start,
+`internal` warns). `scripts/setup-podman --firewall` runs
 `python -m markco_docker.firewall_cli install` (also `check`, `show`).
 """
 
