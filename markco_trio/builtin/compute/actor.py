@@ -42,7 +42,7 @@ from ...roles import (
     ContainerSpec,
     workload_name,
 )
-from . import checkpoints, probes, specs
+from . import checkpoints, probes, release, specs
 from .front import FrontStatistics, NotReady, RuntimeFront
 from .status import (
     PHASE_CRASHED,
@@ -205,16 +205,21 @@ class UserActor:
                 nursery.start_soon(job)
             task_status.started()
             try:
-                await trio.sleep_forever()
+                # Until the user's workloads are all stopped and nothing is under way: then
+                # the front and the watch end too (see `release`; `spawn` brings them back).
+                await release.wait_idle(self, self.svc.release_after)
             finally:
                 self._nursery = None
+            nursery.cancel_scope.cancel()
 
     def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run `job` in the actor's task (queued while the actor is (re)starting)."""
+        """Run `job` in the actor's task (queued while the actor is (re)starting, or released:
+        then its task is started again)."""
         if self._nursery is not None:
             self._nursery.start_soon(job)
         else:
             self._queued.append(job)  # the actor's task is (re)starting: run it then
+            self.svc.revive(self)
 
     def submit(self, kind: str, *, roles: frozenset[WorkloadRole] = BOTH,
                reason: str = "", args: dict[str, Any] | None = None) -> Ticket:

@@ -87,4 +87,3 @@ async def without_address(backend: ContainerBackend, info: ContainerInfo,
                              f"{info.exit_code}){output}")
     return NotReadyError(f"the {role.value} runs, but the {backend.name} backend gives no "
                          f"address to reach it{output}")
-

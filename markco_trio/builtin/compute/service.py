@@ -39,6 +39,7 @@ from ...errors import MarkcoError, NotFound
 from ...records import Snapshot, WorkloadRole
 from ...roles import BackendCapabilities, ContainerBackend, ContainerInfo, Storage
 from ..process_backend.ports import choose_port, is_free
+from . import release
 from .actor import BOTH, OperationFailed, UserActor
 from .front import FrontStatistics, RuntimeFront, front_socket_path
 from .options import WorkloadsOptions
@@ -80,6 +81,11 @@ class ComputeService:
         self._running = trio.Event()
         self._http: httpx.AsyncClient | None = None
         self.actor_restarts = 0
+        # Users whose actor has a task (running, or about to); the others' are released.
+        self._supervised: set[str] = set()
+        # An idle actor (every workload stopped, nothing under way) releases its task and its
+        # runtime front after this long (see `release`).
+        self.release_after = max(1.0, 5 * options.watch_interval)
         # Checkpoints and restores at once on this host (CPU and disk bound).
         self.checkpoint_limiter = trio.CapacityLimiter(max(1, options.max_concurrent_starts))
         self.shutting_down = False
@@ -347,7 +353,8 @@ class ComputeService:
 
     def statistics(self) -> dict[str, Any]:
         """Counters for metrics."""
-        return {"actors": len(self._actors), "actor_restarts": self.actor_restarts,
+        return {"actors": len(self._actors), "active_actors": len(self._supervised),
+                "actor_restarts": self.actor_restarts,
                 "progress_dropped": self.progress.dropped,
                 "ready_editors": sum(1 for a in self._actors.values()
                                      if a.ready[WorkloadRole.EDITOR])}
@@ -362,9 +369,21 @@ class ComputeService:
             self.backend  # noqa: B018 - fail early, with the message, without a backend
             actor = UserActor(self, user_id)
             self._actors[user_id] = actor
-            if self._nursery is not None:
-                self._nursery.start_soon(self._supervise_actor, actor)
+            self.revive(actor)
         return actor
+
+    def revive(self, actor: UserActor) -> None:
+        """Start the task of `actor` unless it has one (a new actor, or one released when its
+        user's workloads stopped); no-op before the service runs (it starts them all then)."""
+        if self._nursery is None or actor.user_id in self._supervised or \
+                self._actors.get(actor.user_id) is not actor:
+            return
+        self._supervised.add(actor.user_id)
+        self._nursery.start_soon(self._supervise_actor, actor)
+
+    def active_actors(self) -> int:
+        """Actors with a task (and a runtime front) now; the others are released."""
+        return len(self._supervised)
 
     async def _supervise_actor(self, actor: UserActor, *,
                                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -374,23 +393,33 @@ class ComputeService:
         (an adopted editor may call it any moment), or after a first failure."""
         first: trio.TaskStatus[None] | None = task_status
         failures = 0
-        while True:
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(actor.run)
-                    if first is not None:
-                        first.started()
-                        first = None
-                    failures = 0
-            except Exception:
-                log.exception("compute: the actor of user %s failed; restarting it",
-                              actor.user_id)
-            if first is not None:
-                first.started()  # one user's trouble never holds the daemon's start back
-                first = None
-            self.actor_restarts += 1
-            failures += 1
-            await trio.sleep(min(ACTOR_BACKOFF[0] * 2.0 ** (failures - 1), ACTOR_BACKOFF[1]))
+        self._supervised.add(actor.user_id)
+        try:
+            while True:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(actor.run)
+                        if first is not None:
+                            first.started()
+                            first = None
+                        failures = 0
+                    # `run` returned: the user is idle and the actor released its front. Work
+                    # handed to it meanwhile runs it again; else this task ends (`revive`).
+                    if not release.has_queued_work(actor):
+                        return
+                    continue
+                except Exception:
+                    log.exception("compute: the actor of user %s failed; restarting it",
+                                  actor.user_id)
+                if first is not None:
+                    first.started()  # one user's trouble never holds the daemon's start back
+                    first = None
+                self.actor_restarts += 1
+                failures += 1
+                await trio.sleep(min(ACTOR_BACKOFF[0] * 2.0 ** (failures - 1),
+                                     ACTOR_BACKOFF[1]))
+        finally:
+            self._supervised.discard(actor.user_id)
 
     # ------------------------------------------------------------------ the service
 
@@ -412,6 +441,7 @@ class ComputeService:
                 result = await reconcile(self)
                 self._nursery = nursery
                 for actor in list(self._actors.values()):
+                    self._supervised.add(actor.user_id)
                     await nursery.start(self._supervise_actor, actor)
                 self._running.set()
                 task_status.started()
