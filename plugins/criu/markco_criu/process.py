@@ -336,7 +336,11 @@ class ProcessCheckpointer:
         manifest = await trio.to_thread.run_sync(self.verify, archive_path)
         workload = manifest.get("workload") or {}
         port = workload.get("port")
-        if spec.port is not None and spec.port != port:
+        # The restored runtime listens where it listened. In a network of its own that port
+        # is private to it (its address names the namespace), so the spec's port is moot;
+        # on the host's network it must be the same.
+        own_network = "net" in (workload.get("namespaces") or ())
+        if spec.port is not None and spec.port != port and not own_network:
             raise RestoreIncompatible(f"{archive_path}: the runtime listens on port {port}; a "
                                       f"restore cannot move it to {spec.port}")
         if workload.get("user_id") not in (None, spec.user_id):
