@@ -33,6 +33,8 @@ any instant ends with exactly one runtime — running, or asleep as a recorded a
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ import trio
 
 from ...errors import MarkcoError, NotFound
 from ...records import Operation, OperationState, Runtime, RuntimeState, WorkloadRole
-from ...roles import STATUS_RUNNING, ContainerInfo, workload_name
+from ...roles import STATUS_RUNNING, ContainerInfo, ProcessTreeCheckpointing, workload_name
 from . import archives, probes
 from .actor import UserActor
 from .checkpoints import LABEL_FORK
@@ -135,6 +137,33 @@ async def _forget(svc: ComputeService, containers: dict[str, ContainerInfo],
         containers.pop(handle, None)
 
 
+def _continue_tree(root_pid: int) -> None:
+    """SIGCONT a process tree (blocking; pids from /proc)."""
+    pending = [root_pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            os.kill(pid, signal.SIGCONT)
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    pending.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+
+
+async def _thaw(svc: ComputeService, handle: str | None) -> None:
+    """A checkpoint interrupted by a crash may leave its source stopped (CRIU's
+    `--leave-stopped` until the archive is written, or a dump cut short): let it run again."""
+    backend = svc.backend
+    if not handle or not isinstance(backend, ProcessTreeCheckpointing):
+        return
+    try:
+        tree = await backend.checkpoint_target(handle)
+    except MarkcoError:
+        return
+    await trio.to_thread.run_sync(_continue_tree, tree.root_pid)
+
+
 async def _settle_checkpoint(svc: ComputeService, op: Operation,
                              containers: dict[str, ContainerInfo], result: Reconciled) -> None:
     """Settle an interrupted checkpoint operation by its commit point (see the module doc)."""
@@ -146,6 +175,7 @@ async def _settle_checkpoint(svc: ComputeService, op: Operation,
     if op.kind == "sleep":
         row = rows.get(archive or "")
         if row is None and await _running(svc, containers, runtime_handle) is not None:
+            await _thaw(svc, runtime_handle)
             await _done(svc, op, result, forward=False,
                         why="interrupted before its checkpoint was recorded; still running")
             return
@@ -214,6 +244,7 @@ async def _settle_checkpoint(svc: ComputeService, op: Operation,
             return
         if new != runtime_handle:
             await _forget(svc, containers, new)
+            await _thaw(svc, runtime_handle)
         safety = targets.get("safety")
         if safety and await trio.Path(safety).is_file() and \
                 await _running(svc, containers, runtime_handle) is None:
@@ -232,6 +263,8 @@ async def _settle_checkpoint(svc: ComputeService, op: Operation,
         await _done(svc, op, result, forward=False,
                     why="interrupted by a daemon restart; rolled back")
         return
+    if op.kind in ("snapshot", "fork", "restore"):
+        await _thaw(svc, runtime_handle)
     if op.kind == "fork":
         await _forget(svc, containers, targets.get("fork"))
     if op.kind == "snapshot.delete" and targets.get("snapshot_id"):
