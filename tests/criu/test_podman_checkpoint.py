@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+import tarfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,35 @@ async def test_an_archive_made_where_the_kernel_differs_is_refused(
         await checkpointer.restore(backend, str(path), spec=other_user)  # dave's, not erin's
     with pytest.raises(NotFound):
         await backend.inspect(fork_spec.name)
+
+
+async def test_a_whole_archive_criu_cannot_restore_here_is_incompatible_and_leaves_nothing(
+        backend: DockerBackend, checkpointer: EngineCheckpointer,
+        spec_factory: Callable[..., ContainerSpec], archives: Path) -> None:
+    spec = spec_factory("judy", WorkloadRole.RUNTIME)
+    source = await started_runtime(backend, spec)
+    path = archives / "unrestorable.img"
+    await checkpointer.checkpoint(backend, source.handle, archive_path=str(path),
+                                  leave_running=True)
+    # What CRIU finds changed (here: the core image of the runtime's process, garbled), in an
+    # archive whose hash is right: CRIU refuses it, not markco's check.
+    with tarfile.open(path) as tar:
+        cores = [m for m in tar.getmembers() if m.name.startswith("checkpoint/core-")]
+        offset, size = cores[0].offset_data, cores[0].size
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+    manifest = read_manifest(path)
+    with path.open("rb") as f:
+        manifest["body_sha256"] = hashlib.sha256(f.read(manifest["body_bytes"])).hexdigest()
+    rewrite_trailer(path, manifest)
+
+    fork_spec = dataclasses.replace(spec, name=spec.name + "-fork")
+    with pytest.raises(RestoreIncompatible, match="CRIU cannot restore it"):
+        await checkpointer.restore(backend, str(path), spec=fork_spec)
+    with pytest.raises(NotFound):
+        await backend.inspect(fork_spec.name)
+    assert (await backend.inspect(source.handle)).status == STATUS_RUNNING
 
 
 def rewrite_trailer(path: Path, manifest: dict[str, Any]) -> None:

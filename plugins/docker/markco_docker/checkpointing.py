@@ -32,6 +32,7 @@ from markco_trio.errors import (
     CheckpointError,
     CheckpointUnavailable,
     Conflict,
+    RestoreIncompatible,
 )
 from markco_trio.roles import (
     LABEL_DEPLOYMENT,
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
 # A checkpoint's first byte comes only once the engine has frozen, dumped and packed the
 # container; a restore answers once the container runs again. Large runtimes take seconds.
 CHECKPOINT_WAIT_SECONDS = 600.0
-# What an engine's refusal says when CRIU itself is the problem (missing, too old, refused).
-_CRIU_WORDS = ("criu", "checkpoint/restore requires", "does not support checkpoint")
+# What an engine's refusal says when CRIU cannot run at all (missing, too old, unsupported).
+_NO_CRIU = ("checkpoint/restore requires", "does not support checkpoint",
+            "executable file not found", "criu: not found")
 _RUNNING = frozenset({"running"})
 # How much of an archive is handed on at once.
 STREAM_BLOCK = 4 << 20
@@ -99,11 +101,20 @@ async def image_id(backend: DockerBackend, image: str) -> str | None:
     return str(response.json().get("Id") or "") or None
 
 
-def _refusal(backend: DockerBackend, doing: str, status: int, message: str) -> CheckpointError:
+def _refusal(backend: DockerBackend, doing: str, status: int, message: str, *,
+             restoring: bool = False) -> CheckpointError:
+    """The error for an engine's refusal: CRIU missing (`CheckpointUnavailable`), CRIU failing
+    to restore an archive whose integrity was checked (`RestoreIncompatible`: something it
+    depends on changed — a mapped file, the kernel — so the caller starts cold), or the rest."""
     text = f"the container engine at {backend.engine.url} refused {doing} ({status}): {message}"
-    if any(word in message.lower() for word in _CRIU_WORDS):
-        return CheckpointError(text + " — is CRIU >= 4 installed on the engine's host, ahead "
-                                      "of the system's on PATH (`scripts/setup-criu`)?")
+    lowered = message.lower()
+    if any(words in lowered for words in _NO_CRIU):
+        return CheckpointUnavailable(text + " — is CRIU >= 4 installed on the engine's host, "
+                                            "ahead of the system's on PATH "
+                                            "(`scripts/setup-criu`)?")
+    if restoring and ("criu" in lowered or "oci runtime" in lowered):
+        return RestoreIncompatible(text + " — the archive is whole, but CRIU cannot restore it "
+                                          "here (see the restore.log it names)")
     return CheckpointError(text)
 
 
@@ -196,7 +207,8 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
                 if "already in use" in message:
                     raise Conflict(f"docker backend: a workload named {spec.name!r} exists "
                                    f"on the engine at {backend.engine.url}")
-                raise _refusal(backend, f"restoring {spec.name!r}", status, message)
+                raise _refusal(backend, f"restoring {spec.name!r}", status, message,
+                               restoring=True)
         except Conflict:
             raise  # not ours to discard
         except BaseException:
