@@ -19,7 +19,8 @@ passes the front door's sweeper calls `expire()`, which closes the connection's 
 `trio.lowlevel.notify_closing`: whatever the connection's task waits on wakes with
 `ClosedResourceError`, and any later use of the sockets fails. Waiting on the upstream has no
 deadline: a server-sent event stream may be quiet for long. An upgraded connection (a
-WebSocket) has an idle deadline, pushed forward by traffic either way.
+WebSocket) has an idle deadline, pushed forward by data frames either way (pings are not
+traffic), and stays authorised only while the tunnel guard (`guard.py`) says so.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class Phase:
     HEAD: Final = 1  # a head has begun (header_timeout; 408)
     BUSY: Final = 2  # forwarding: waiting on the upstream (no deadline)
     BODY: Final = 3  # pumping a request body (body inactivity timeout; 408 if nothing sent yet)
-    TUNNEL: Final = 4  # an upgraded connection (tunnel_idle_timeout, pushed by traffic)
+    TUNNEL: Final = 4  # an upgraded connection (tunnel_idle_timeout, pushed by data frames)
 
 
 class _Via:

@@ -95,7 +95,8 @@ class FrontDoor:
     allowed gave 9,800 req/s and 22,000 reconnects in 5 s; 1,024 gave 14,200 req/s and 770).
     `editor_max_idle` and `editor_max_idle_time` are the same bounds per editor (below the 5 s
     keep-alive of hypercorn and Node, the usual editors' servers). `tunnel_idle_timeout`
-    closes an upgraded connection (a WebSocket) silent that long in both directions.
+    closes an upgraded connection (a WebSocket) that moved no data frame that long in either
+    direction (pings and pongs do not count), with a 1001 close frame.
     `access_log_sample_every` keeps one access-log line per that many responses (5xx always).
     `max_connections_per_client` caps the connections open at once from one client address
     (0: no cap; a configured trusted proxy is never capped, its clients are many): one more is

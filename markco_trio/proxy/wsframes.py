@@ -42,6 +42,12 @@ class FrameScanner:
         frame (a header or payload of a text, binary or continuation frame)."""
         n = len(chunk)
         need = self._need
+        if not need and n > 1 and not self._head:
+            # The usual read: exactly one small frame (a message, a ping): no loop.
+            second = chunk[1]
+            length = second & 0x7F
+            if length < 126 and (6 if second & 0x80 else 2) + length == n:
+                return chunk[0] & 0x0F < _FIRST_CONTROL_OPCODE
         seen = need > 0 and self._data
         if need >= n:
             self._need = need - n

@@ -404,6 +404,25 @@ async def test_shutdown_closes_quiet_websockets_at_once_and_lets_busy_ones_finis
         await quiet.aclose()
 
 
+async def test_shutdown_ends_wait_page_progress_streams_at_once(plane: Plane) -> None:
+    user = await plane.user("alice", ready=False)
+    cookie = plane.cookie(await plane.session(user))
+    door, port = await second_door(plane)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET /_markco/progress/{user.id} HTTP/1.1\r\nHost: x\r\n"
+                              f"Cookie: {cookie['Cookie']}\r\n\r\n".encode())
+        received = b""
+        with trio.fail_after(2):
+            while b"event: progress" not in received:
+                received += await stream.receive_some(65536)
+        door.stop_accepting()
+        with trio.fail_after(1):  # (it would hold the drain for as long as the start takes)
+            while await stream.receive_some(65536):
+                pass
+            await door.drained()
+
+
 # ------------------------------------------------------------------------------ restarts
 
 
