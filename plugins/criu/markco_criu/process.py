@@ -26,6 +26,7 @@ network namespace when the backend gives it one), in cgroups of its own:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib.metadata
 import os
 import platform
@@ -56,6 +57,19 @@ FORMAT = "markco-process-checkpoint/1"
 SHM = "/dev/shm"
 SHM_MARGIN = 256 << 20
 
+# A workload's own network (loopback only) is not dumped: it is declared external and a fresh
+# one is given to the restore — CRIU's dump and restore of a network namespace (ip addr/route/
+# rule save and restore, four iptables-save runs, sysctls) cost more than the rest of an idle
+# runtime's checkpoint. What a workload's network holds that matters — its sockets — is dumped
+# with the processes. The key names it in the images.
+NETNS_KEY = "markco-netns"
+NETNS_FD = 9  # where the restore's shell holds the fresh network (the passed fds are >= 10)
+# Prepended to JOIN_CGROUPS when the restore runs in a fresh network (under `unshare --net`):
+# bring its loopback up and hold it open for CRIU.
+FRESH_NETWORK = f"""\
+ip link set lo up || {{ echo "markco: cannot bring lo up" >&2; exit 125; }}
+exec {NETNS_FD}</proc/self/ns/net
+"""
 # $@ = cgroup.procs files, "--", the command: join the cgroups, then exec the command.
 JOIN_CGROUPS = """\
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
@@ -65,6 +79,16 @@ done
 shift
 exec "$@"
 """
+
+
+def _high_fd(fd: int) -> int:
+    """`fd` moved to 10 or above (close-on-exec), clear of the shell's single-digit fds."""
+    if fd >= 10:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(fd)
 
 
 def _relative(path: str) -> str:
@@ -269,6 +293,9 @@ class ProcessCheckpointer:
             executables = _executables(tree)
             for mountpoint in transient_mounts(tree.root_pid):
                 args += ["--skip-mnt", mountpoint]
+            if "net" in tree.namespaces:
+                netns = os.stat(f"/proc/{tree.root_pid}/ns/net").st_ino
+                args += ["--external", f"net[{netns}]:{NETNS_KEY}"]
             await binary.run(criu, "dump", args, log=log)
             dumped_ms = int((time.monotonic() - started) * 1000)
             manifest = {
@@ -377,9 +404,10 @@ class ProcessCheckpointer:
                             log_path: str, status_path: str,
                             cgroup_procs: tuple[str, ...]) -> int:
         """`criu restore -d` inside the cgroups; the restored root's host pid."""
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        status_fd = os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
-                            0o600)
+        log_fd = _high_fd(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                                  os.O_CLOEXEC, 0o600))
+        status_fd = _high_fd(os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT |
+                                     os.O_CLOEXEC, 0o600))
         try:
             pidfile = images / "restored.pid"
             args = ["-D", str(images), "-d", "--pidfile", str(pidfile), "--root", "/",
@@ -388,7 +416,14 @@ class ProcessCheckpointer:
                     "--inherit-fd", f"fd[{log_fd}]:{_relative(str(workload['log_path']))}",
                     "--inherit-fd",
                     f"fd[{status_fd}]:{_relative(str(workload['status_path']))}"]
-            prefix = ["/bin/sh", "-c", JOIN_CGROUPS, "markco-criu-restore", *cgroup_procs, "--"]
+            script = JOIN_CGROUPS
+            prefix: list[str] = []
+            if "net" in (workload.get("namespaces") or ()):
+                # A fresh network of its own, loopback up, for the restored tree.
+                args += ["--inherit-fd", f"fd[{NETNS_FD}]:{NETNS_KEY}"]
+                script = FRESH_NETWORK + JOIN_CGROUPS
+                prefix = ["unshare", "--net", "--"]
+            prefix += ["/bin/sh", "-c", script, "markco-criu-restore", *cgroup_procs, "--"]
             try:
                 await binary.run(criu, "restore", args, log=images / "restore.log",
                                  prefix=prefix, pass_fds=(log_fd, status_fd))
