@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -149,3 +149,24 @@ async def test_a_bad_path_is_a_json_400_naming_the_problem(
     resp = await editor.put("/api/files/notes.txt", json={"content": "x"})
     assert resp.status_code == 400
     assert error_of(resp)["code"] == "not_markdown"
+
+
+async def test_the_page_shows_the_full_disk_message_when_a_save_fails(
+    serve_in_process: Callable[..., Awaitable[str]], user_dir: Path, tmp_path: Path
+) -> None:
+    from tests.auth.chromium import chromium
+
+    base_url = await serve_in_process(BASE_PATH="/")  # no proxy in front to strip /u/alice/
+    async with chromium(tmp_path / "chromium") as browser:
+        await browser.call("Page.navigate", {"url": f"{base_url}/#notes.md"})
+        await browser.wait_for("document.getElementById('source').value.includes("
+                               "'the previous version')")
+        fill(user_dir)
+        await browser.evaluate("document.getElementById('source').value = 'x'.repeat(200000);"
+                               "document.getElementById('save').click()")
+        await browser.wait_for("!document.getElementById('banner').hidden && "
+                               "document.getElementById('banner-text').textContent"
+                               ".includes('no space left')")
+        shown = await browser.evaluate("document.getElementById('banner-text').textContent")
+    assert shown.startswith("Save failed: ") and "previous version is unchanged" in shown
+    assert (user_dir / "notes.md").read_text() == ORIGINAL
