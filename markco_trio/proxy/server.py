@@ -77,6 +77,7 @@ class FrontDoorStatistics:
     upstream: UpstreamStatistics
     editors: UpstreamStatistics  # all editor pools together
     serves: int = 0  # how many times `serve()` started (1, or more after restarts)
+    tunnels: int = 0  # upgraded connections (WebSockets) open now
 
 
 class FrontDoor:
@@ -280,6 +281,7 @@ class FrontDoor:
             upstream=self._pool.statistics(),
             editors=self._editors.statistics(),
             serves=self._serves,
+            tunnels=len(self._state.tunnels) if self._state is not None else 0,
         )
 
     def activity_nowait(self, user_id: str) -> UserActivity | None:

@@ -98,6 +98,8 @@ async def test_logging_out_everywhere_closes_every_websocket_of_the_user(plane: 
     await assert_closed(laptop)
     await assert_closed(phone)
     await assert_open(bobs)
+    assert plane.front_door.statistics().tunnels == 1
+    assert plane.front_door.statistics().errors["tunnel_revoked"] == 2
 
 
 async def test_revoking_a_session_closes_its_websockets_and_no_other(plane: Plane) -> None:

@@ -142,3 +142,14 @@ async def test_an_editor_switching_to_another_protocol_gets_the_client_a_502(
         {**cookie, "Origin": plane.url, "Connection": "Upgrade", "Upgrade": "websocket",
          **WS_KEY})
     assert status == 502
+
+
+async def test_http2_with_prior_knowledge_is_refused_at_the_door(plane: Plane) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.port)
+    async with stream:
+        await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        answer = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 505 ")
