@@ -20,6 +20,9 @@ with API tokens made directly in the database), breaks something, and checks cla
   writes to it.)
 - `busy-port`: the daemon's port already taken: a non-zero exit within seconds, one line
   naming the port, no traceback, no workload started.
+- `kill9-sleep-wake` (CRIU): `kill -9` of the daemon while it checkpoints a runtime to sleep,
+  and while it restores one to wake it: after a restart, one runtime, still holding `x`.
+  (`tests/lifecycle/test_checkpoint_e2e.py` asserts the same.)
 - `full-disk`: the data directory's and the database's file systems full under a running
   daemon: saving a file in
   the editor is a 507 saying so (the file unchanged), a start fails with a reason instead of
@@ -111,7 +114,8 @@ class Lab:
     """A temporary directory the workloads' account can traverse, a config like
     `config/local.toml` in it, and the daemon as a subprocess."""
 
-    def __init__(self, root: Path, wpython: WorkloadPython, **workloads: Any) -> None:
+    def __init__(self, root: Path, wpython: WorkloadPython, *, extra: str = "",
+                 **workloads: Any) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.deployment = f"flt-{uuid.uuid4().hex[:8]}"
@@ -137,7 +141,7 @@ class Lab:
             f'drain_seconds = 1\n\n[plugins]\nmodules = {json.dumps(MODULES)}\n\n'
             f'[storage]\nprovider = "sqlite"\n\n[storage.sqlite]\n'
             f'path = "{self.db_dir / "markco.db"}"\n\n[compute]\nbackend = "process"\n\n'
-            f'[auth]\nlogin_link = "never"\n\n[workloads]\n{lines}\n')
+            f'[auth]\nlogin_link = "never"\n\n{extra}\n[workloads]\n{lines}\n')
 
     # -- the data directory on a file system of its own (root) ---------------------------
 
@@ -265,10 +269,10 @@ class Lab:
 
 
 @contextlib.contextmanager
-def lab(**workloads: Any) -> Iterator[Lab]:
+def lab(*, extra: str = "", **workloads: Any) -> Iterator[Lab]:
     root = Path(tempfile.mkdtemp(prefix="markco-faults-", dir="/tmp"))
     os.chmod(root, 0o711)
-    the_lab = Lab(root, workload_python(root), **workloads)
+    the_lab = Lab(root, workload_python(root), extra=extra, **workloads)
     the_lab.db_dir.mkdir(mode=0o700)
     try:
         yield the_lab
@@ -586,14 +590,75 @@ async def full_disk(out: Outcome) -> None:
         out.check("SQLite integrity at the end", the_lab.integrity() == "ok")
 
 
+async def execute(the_lab: Lab, user_id: str, code: str) -> str:
+    """Run `code` in the user's runtime through their runtime front; its stdout."""
+    socket = the_lab.data_dir / "fronts" / user_id / "runtime.sock"
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+                                 base_url="http://runtime", timeout=60,
+                                 trust_env=False) as front:
+        answer = await front.post("/mrp/v1/execute", json={"code": code})
+    return str(answer.json().get("stdout", answer.text[:200]))
+
+
+async def kill9_during_sleep_and_wake(out: Outcome) -> None:
+    with lab(extra='[checkpoint]\nprovider = "criu"\n', ready_timeout=60.0) as the_lab:
+        the_lab.start()
+        await the_lab.wait_ready()
+        user_id, headers = await the_lab.user("ann")
+        base = f"/api/v1/users/{user_id}/runtimes"
+        async with the_lab.api(headers, timeout=90) as api:
+            started = await api.post(f"{base}/start?wait=1")
+        out.check("the user starts", started.status_code == 200, started.text[:200])
+        out.check("x = 42 is set", await execute(the_lab, user_id, "x = 42\nprint(x)") ==
+                  "42\n")
+        for kind, step, before in (("sleep", "checkpoint", None),
+                                   ("wake", "runtime.restore", "sleep")):
+            if before is not None:
+                async with the_lab.api(headers, timeout=90) as api:
+                    slept = await api.post(f"{base}/{before}")
+                out.check(f"[{kind}] the runtime sleeps first", slept.status_code == 200,
+                          slept.text[:200])
+
+            async def request(op: str = kind) -> None:
+                with contextlib.suppress(httpx.TransportError):
+                    async with the_lab.api(headers, timeout=90) as api:
+                        await api.post(f"{base}/{op}")
+
+            def at_step(op: str = kind, wanted: str = step) -> bool:
+                return bool(the_lab.query("SELECT 1 FROM operations WHERE kind = ? AND "
+                                          "state = 'open' AND step = ?", op, wanted))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(request)
+                reached = await until(at_step, within=60, every=0.005)
+                the_lab.kill9()
+                nursery.cancel_scope.cancel()
+            out.check(f"[{kind}] kill -9 at its {step!r} step", reached)
+            out.check(f"[{kind}] SQLite integrity right after", the_lab.integrity() == "ok")
+            the_lab.start()
+            await the_lab.wait_ready(within=60)
+            async with the_lab.api(headers, timeout=90) as api:
+                woken = await api.post(f"{base}/start?wait=1")
+            out.check(f"[{kind}] after the restart the user's workspace starts (or wakes)",
+                      woken.status_code == 200, woken.text[:300])
+            counts = the_lab.payloads(user_id)
+            out.check(f"[{kind}] exactly one runtime runs", counts["runtime"] == 1,
+                      str(counts))
+            out.check(f"[{kind}] and it still has x", await execute(
+                the_lab, user_id, "print(x)") == "42\n")
+        the_lab.kill9()
+        out.check("SQLite integrity at the end", the_lab.integrity() == "ok")
+
+
 EXPERIMENTS: dict[str, Callable[[Outcome], Awaitable[None]]] = {
     "kill9-start": kill9_during_start,
     "killed-runtime": killed_runtime,
     "read-only-db": read_only_db,
     "busy-port": busy_port,
     "full-disk": full_disk,
+    "kill9-sleep-wake": kill9_during_sleep_and_wake,
 }
-NEEDS_ROOT = {"read-only-db", "full-disk"}
+NEEDS_ROOT = {"read-only-db", "full-disk", "kill9-sleep-wake"}
 
 
 async def run_experiment(name: str) -> Outcome:

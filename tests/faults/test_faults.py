@@ -6,6 +6,7 @@ issue 11 are `pending`: reported (run with `-s` to see every claim), not failed.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -42,3 +43,10 @@ async def test_a_busy_port_is_refused_at_once() -> None:
 
 async def test_a_full_disk_is_reported_and_survived() -> None:
     await run("full-disk")
+
+
+async def test_kill_9_during_a_sleep_and_a_wake_leaves_one_runtime_with_its_variables() -> None:
+    if shutil.which("criu", path=f"/usr/local/sbin:/usr/sbin:/sbin:{os.environ['PATH']}") \
+            is None:
+        missing_system("CRIU", "scripts/bootstrap --system installs it (scripts/setup-criu)")
+    await run("kill9-sleep-wake")
