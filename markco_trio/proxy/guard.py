@@ -9,7 +9,10 @@ here with what decided it (its owner and credential), and the decision is made a
 - whenever the session authority's revocation revision moves (an eviction in this process, or
   the storage's revocation epoch moving, which its poll notices), for every open tunnel;
 - every `period` seconds for the tunnels admitted by something that expires by itself (an
-  admin's entry), which need no revocation to end.
+  admin's entry), which need no revocation to end;
+- every minute for all of them, which ends those whose session or API token expired (and
+  picks up whatever the authority re-reads after its cache TTL). A session whose tab keeps a
+  WebSocket open counts as used, as a request would: this renews it (sliding expiry).
 
 A tunnel no longer admitted is closed (`expire("tunnel_revoked")`: a 1008 close frame to the
 client where the stream allows, then both sockets closed). Nothing of this runs per request or
@@ -32,6 +35,7 @@ __all__ = ["TunnelGuard"]
 logger = logging.getLogger("markco.proxy")
 
 _PERIOD: Final = 0.25  # how often admissions that expire by themselves are decided again
+_FULL_EVERY: Final = 60.0  # how often every open tunnel is decided again regardless
 
 
 class Expirable(Protocol):
@@ -79,11 +83,15 @@ class TunnelGuard:
         seen = gate.revision
         everything = False  # decide every tunnel again (not only the timed ones)
         failing = False
+        next_full = trio.current_time() + _FULL_EVERY
         while True:
             # Woken every period even with nothing timed to decide: a tunnel opened meanwhile
             # may be timed (a handful of wake-ups a second, each a dict scan at most).
             with trio.move_on_after(self._period):  # one scope per wake-up, never per request
                 seen = await gate.wait_revision(seen)
+                everything = True
+            if trio.current_time() >= next_full:
+                next_full = trio.current_time() + _FULL_EVERY
                 everything = True
             if not (everything or self._timed):
                 continue
