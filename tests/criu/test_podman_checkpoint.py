@@ -51,6 +51,7 @@ from markco_trio.errors import (
 )
 from markco_trio.records import WorkloadRole
 from markco_trio.roles import (
+    LABEL_OPERATION,
     STATUS_EXITED,
     STATUS_RUNNING,
     Checkpointer,
@@ -229,6 +230,7 @@ async def test_a_snapshot_leaves_the_source_answering_and_a_fork_is_apart(
         backend: DockerBackend, checkpointer: EngineCheckpointer,
         spec_factory: Callable[..., ContainerSpec], archives: Path) -> None:
     spec = spec_factory("bob", WorkloadRole.RUNTIME)
+    spec = dataclasses.replace(spec, labels={**spec.labels, LABEL_OPERATION: "op-snapshot"})
     source = await started_runtime(backend, spec)
     await run(source, "x = 42")
     path = archives / "snap.img"
@@ -238,10 +240,14 @@ async def test_a_snapshot_leaves_the_source_answering_and_a_fork_is_apart(
     assert (await backend.inspect(source.handle)).status == STATUS_RUNNING
     assert await run(source, "print(x)") == "42\n"
 
-    fork_spec = dataclasses.replace(spec, name=spec.name + "-fork", memory_bytes=384 << 20)
+    fork_spec = dataclasses.replace(spec, name=spec.name + "-fork", memory_bytes=384 << 20,
+                                    labels={**spec.labels, LABEL_OPERATION: "op-fork"})
     fork = await checkpointer.restore(backend, str(path), spec=fork_spec)
     await wait_ready(fork)
     assert fork.name == fork_spec.name and fork.address != source.address
+    # The spec's labels, not the archive's (Podman keeps the archive's unless rewritten).
+    assert fork.labels[LABEL_OPERATION] == "op-fork"
+    assert (await backend.inspect(source.handle)).labels[LABEL_OPERATION] == "op-snapshot"
     assert await run(fork, "print(x); x = 7") == "42\n"
     assert await run(source, "print(x)") == "42\n"  # the source is untouched
     assert (await backend.stats(fork.handle)).memory_limit == 384 << 20  # the spec's limits

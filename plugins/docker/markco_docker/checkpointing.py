@@ -8,9 +8,11 @@ experimental (and 404 on Podman): it is not spoken here — on Docker, checkpoin
 `CheckpointUnavailable`.
 
 What Podman 4.3 lets a restore change is the name (and published ports): labels, networks and
-limits come from the archive. So the backend checks that the restored container is of its own
-deployment, user and role (and removes it otherwise), restores on the user's network (created
-first when the user has no container left), and applies the spec's limits right after.
+limits come from the archive. So the backend rewrites the labels in the archive's `config.dump`
+as it streams (the spec's, stamped like `create` stamps them), checks that the restored
+container is of its own deployment, user and role (and removes it otherwise), restores on the
+user's network (created first when the user has no container left), and applies the spec's
+limits right after.
 
 These are functions of the backend (`backend.py` delegates to them): they use its helpers, as
 any module of this plugin may; a checkpointer only ever sees the Protocol's methods.
@@ -19,8 +21,10 @@ any module of this plugin may; a checkpointer only ever sees the Protocol's meth
 from __future__ import annotations
 
 import http.client
+import json
 import socket
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping
+import tarfile
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -45,7 +49,7 @@ from markco_trio.roles import (
 
 from .engine import LIBPOD_PREFIX, engine_message
 from .naming import network_name
-from .translation import LABEL_PORT, nano_cpus
+from .translation import LABEL_PORT, container_port, nano_cpus, workload_labels
 
 if TYPE_CHECKING:
     from .backend import DockerBackend
@@ -200,8 +204,11 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
         # The user's network goes with their last container: a sleeping runtime's may be gone.
         await backend._ensure_network(network, spec.user_id)
         try:
+            labels = workload_labels(spec, deployment_id=backend.deployment_id,
+                                     network=network, port=container_port(spec, backend.options))
             status, message = await _exchange(backend, f"/containers/{quote(spec.name)}/restore",
-                                              params, content=chunks,
+                                              params, content=_with_labels(chunks, labels,
+                                                                           backend.log),
                                               doing=f"restoring {spec.name!r}")
             if status >= 400:
                 if "already in use" in message:
@@ -231,6 +238,82 @@ async def import_checkpoint(backend: DockerBackend, spec: ContainerSpec,
             async with backend._network_lock(network):
                 await backend._remove_network_if_unused(network, spec.user_id)
         raise
+
+
+# ------------------------------------------------------------------------------ relabelling
+
+CONFIG_DUMP = "config.dump"
+_BLOCK = 512
+_RELABEL_WITHIN = 1 << 20  # config.dump is among the archive's first members
+
+
+def relabelled_config(config: bytes, labels: Mapping[str, str]) -> bytes:
+    """Podman's `config.dump` with the workload's labels: the archive's own `markco.*` labels
+    (but the image's) replaced by `labels`; everything else as it was."""
+    data = json.loads(config)
+    old = data.get("labels") or {}
+    kept = {key: value for key, value in old.items()
+            if not key.startswith("markco.") or key.startswith("markco.image.")}
+    data["labels"] = {**kept, **labels}
+    if old.get(LABEL_PORT):  # where the checkpointed process listens, whatever the spec says
+        data["labels"][LABEL_PORT] = old[LABEL_PORT]
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+async def _with_labels(chunks: AsyncIterable[bytes],
+                       labels: Mapping[str, str], log: Any) -> AsyncIterator[bytes]:
+    """The archive's tar stream with `config.dump` relabelled (Podman 4.3's restore takes the
+    labels from it and cannot change them). Members are walked header by header until
+    `config.dump`; anything unexpected before it (extended headers, a damaged header, no
+    config.dump in the first MiB) leaves the stream as it is, with the archive's labels."""
+    iterator = chunks.__aiter__()
+    buffer = bytearray()
+    position = 0  # the next header's offset in `buffer`
+    done = False
+    async for chunk in iterator:
+        buffer += chunk
+        while not done:
+            if len(buffer) < position + _BLOCK:
+                break
+            header = bytes(buffer[position:position + _BLOCK])
+            if not any(header) or position > _RELABEL_WITHIN:
+                done = True
+                break
+            try:
+                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+            except tarfile.TarError:
+                done = True
+                break
+            if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
+                done = True  # extended headers and the like: not walked here
+                break
+            padded = info.size + (-info.size % _BLOCK)
+            end = position + _BLOCK + padded
+            if len(buffer) < end:
+                break
+            if info.name.removeprefix("./") == CONFIG_DUMP and info.type != tarfile.DIRTYPE:
+                try:
+                    config = relabelled_config(
+                        bytes(buffer[position + _BLOCK:position + _BLOCK + info.size]), labels)
+                except (ValueError, AttributeError) as exc:
+                    log.warning("docker backend: config.dump of an archive not relabelled "
+                                "(%s): the archive's labels are kept", exc)
+                else:
+                    info.size = len(config)
+                    replacement = (info.tobuf(format=tarfile.USTAR_FORMAT) + config
+                                   + bytes(-len(config) % _BLOCK))
+                    buffer[position:end] = replacement
+                done = True
+                break
+            position = end
+        if done:
+            yield bytes(buffer)
+            buffer.clear()
+            break
+    async for chunk in iterator:
+        yield chunk
+    if buffer:
+        yield bytes(buffer)
 
 
 # ------------------------------------------------------------------------------ streaming
