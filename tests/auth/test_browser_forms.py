@@ -29,6 +29,10 @@ pytestmark = pytest.mark.system
 # The forms this module clicks, by action (`{user}` / `{token}`: any id / invite token).
 CLICKED = frozenset({"/logout", "/logout-all", "/dashboard/workspace/start",
                      "/dashboard/workspace/stop", "/dashboard/workspace/restart",
+                     "/dashboard/workspace/sleep", "/dashboard/workspace/wake",
+                     "/dashboard/workspace/snapshots",
+                     "/dashboard/workspace/snapshots/{snapshot}/restore",
+                     "/dashboard/workspace/snapshots/{snapshot}/delete",
                      "/admin/enter/{user}", "/invites/{token}/accept"})
 
 
@@ -37,16 +41,33 @@ class StubCompute:
     """Just what the dashboard's workspace section reads and calls of compute."""
 
     ready: bool = False
+    asleep: bool = False
     requests: list[tuple[str, str]] = field(default_factory=list)
+    snapshots: list[Any] = field(default_factory=lambda: [SimpleNamespace(
+        id="snap1", name="before", kind="named", created_at=1.7e9, size_bytes=1 << 20)])
 
     def state_nowait(self, user_id: str) -> Any:
         workload = SimpleNamespace(state=None, reason=None, role=SimpleNamespace(value="x"),
                                    oom_kills=0)
+        summary = "sleeping" if self.asleep else "running" if self.ready else "stopped"
         return SimpleNamespace(ready=self.ready, operation=None, message="",
-                               runtime=workload, editor=workload)
+                               runtime=workload, editor=workload, summary=summary,
+                               notice=None)
 
     def request(self, user_id: str, action: str, *, reason: str) -> None:
         self.requests.append((user_id, action))
+
+    async def list_snapshots(self, user_id: str) -> list[Any]:
+        return self.snapshots
+
+    async def create_snapshot(self, user_id: str, name: str, *, reason: str) -> None:
+        self.requests.append((user_id, f"snapshot {name}"))
+
+    async def restore_snapshot(self, user_id: str, snapshot: str, *, reason: str) -> None:
+        self.requests.append((user_id, f"restore {snapshot}"))
+
+    async def delete_snapshot(self, user_id: str, snapshot: str, *, reason: str) -> None:
+        self.requests.append((user_id, f"delete {snapshot}"))
 
 
 @dataclass
@@ -129,7 +150,7 @@ async def test_log_out_everywhere_ends_every_session_in_chromium(visit: Visit) -
 
 
 @pytest.mark.parametrize(("ready", "action"), [(False, "start"), (True, "stop"),
-                                               (True, "restart")])
+                                               (True, "restart"), (True, "sleep")])
 async def test_workspace_buttons_reach_compute_in_chromium(visit: Visit, ready: bool,
                                                            action: str) -> None:
     visit.compute.ready = ready
@@ -137,6 +158,32 @@ async def test_workspace_buttons_reach_compute_in_chromium(visit: Visit, ready: 
     title = await visit.click(f"/dashboard/workspace/{action}")
     assert not refused(title) and await visit.path() == "/dashboard"
     assert visit.compute.requests == [(visit.user.id, action)]
+
+
+async def test_wake_button_reaches_compute_in_chromium(visit: Visit) -> None:
+    visit.compute.asleep = True
+    await visit.open("/dashboard")
+    title = await visit.click("/dashboard/workspace/wake")
+    assert not refused(title) and visit.compute.requests == [(visit.user.id, "wake")]
+
+
+@pytest.mark.parametrize("action", ["restore", "delete"])
+async def test_snapshot_buttons_reach_compute_in_chromium(visit: Visit, action: str) -> None:
+    visit.compute.ready = True
+    await visit.open("/dashboard")
+    title = await visit.click(f"/dashboard/workspace/snapshots/snap1/{action}")
+    assert not refused(title) and await visit.path() == "/dashboard"
+    assert visit.compute.requests == [(visit.user.id, f"{action} snap1")]
+
+
+async def test_take_a_snapshot_form_reaches_compute_in_chromium(visit: Visit) -> None:
+    visit.compute.ready = True
+    await visit.open("/dashboard")
+    await visit.browser.evaluate(
+        "document.querySelector('form[action=\"/dashboard/workspace/snapshots\"] "
+        "input[name=name]').value = 'mine'")
+    title = await visit.click("/dashboard/workspace/snapshots")
+    assert not refused(title) and visit.compute.requests == [(visit.user.id, "snapshot mine")]
 
 
 async def test_enter_editor_enters_in_chromium(visit: Visit) -> None:
@@ -166,14 +213,16 @@ async def test_no_form_is_left_unclicked(visit: Visit) -> None:
                                json={"project": "thesis", "role": "viewer"})
     token = created.json()["token"]
     seen: set[str] = set()
-    for ready in (False, True):
-        visit.compute.ready = ready
+    for ready, asleep in ((False, False), (True, False), (False, True)):
+        visit.compute.ready, visit.compute.asleep = ready, asleep
         await visit.open("/dashboard")
         seen.update(await visit.form_actions())
     for path in ("/admin", f"/invites/{token}", "/login"):
         await visit.open(path)
         seen.update(await visit.form_actions())
-    generic = {re.sub(r"^/admin/enter/[^/]+$", "/admin/enter/{user}", a).replace(token, "{token}")
-               for a in seen}
+    generic = {re.sub(r"^/dashboard/workspace/snapshots/[^/]+/", "/dashboard/workspace/"
+                      "snapshots/{snapshot}/", re.sub(r"^/admin/enter/[^/]+$",
+                                                      "/admin/enter/{user}", a))
+               .replace(token, "{token}") for a in seen}
     assert "/admin/enter/{user}" in generic and bob.id
     assert generic - CLICKED == set()

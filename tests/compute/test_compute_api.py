@@ -253,7 +253,7 @@ async def test_the_dashboard_shows_the_workspace_and_starts_it(running: Running)
         await eventually(lambda: running.compute.state_nowait(user.id).ready,
                          what="the workspace started from the dashboard", within=30)
         page = (await browser.get("/dashboard")).text
-        assert "<strong>ready</strong>" in page
+        assert "<strong>running</strong>" in page
         assert 'action="/dashboard/workspace/stop"' in page
 
 

@@ -116,22 +116,22 @@ def login_page(providers: Sequence[tuple[str, str]], *, notice: str | None = Non
     return render("Log in", body)
 
 
-def _workspace_section(user: User, workspace: Any, form_token: str | None) -> str:
-    """The editor section: state, what is happening, open / start / stop / restart."""
+def _workspace_section(user: User, workspace: Any, form_token: str | None,
+                       snapshots: Sequence[Any] = ()) -> str:
+    """The editor section: the state of BOTH workloads (running, sleeping, waking, failed...),
+    what is happening, open / start / stop / restart / sleep / wake, and the snapshots."""
     if workspace is None:
         return (f"<p>Your editor: <a href=\"/u/{esc(user.id)}/\">/u/{esc(user.id)}/</a></p>")
-    if workspace.ready:
-        label = "ready"
-    elif workspace.operation is not None:
-        label = "starting…" if workspace.operation in ("start", "restart") else "stopping…"
-    else:
-        label = (workspace.runtime.state.value if workspace.runtime.state is not None
-                 else "not started")
+    label = getattr(workspace, "summary", None) or (
+        "ready" if workspace.ready else "not started")
     html = (f"<h2>Your workspace</h2><p>Editor and Python runtime: <strong>{esc(label)}"
             "</strong>")
     if workspace.message and not workspace.ready:
         html += f" — <span class=\"muted\">{esc(workspace.message)}</span>"
     html += "</p>"
+    notice = getattr(workspace, "notice", None)
+    if notice:
+        html += f"<div class=\"box\"><p>{esc(notice)}</p></div>"
     for w in (workspace.runtime, workspace.editor):
         if w.reason and w.state is not None and w.state.value == "failed":
             html += (f"<div class=\"box error\"><p>The {esc(w.role.value)} failed: "
@@ -140,13 +140,40 @@ def _workspace_section(user: User, workspace: Any, form_token: str | None) -> st
         html += (f"<p class=\"muted\">Your runtime ran out of memory "
                  f"{workspace.runtime.oom_kills} time(s).</p>")
     html += f"<p><a class=\"button\" href=\"/u/{esc(user.id)}/\">Open the editor</a></p>"
-    if workspace.ready or workspace.operation is not None:
-        html += (_button_form("/dashboard/workspace/restart", "Restart", secondary=True,
+    asleep = label == "sleeping"
+    if asleep:
+        html += _button_form("/dashboard/workspace/wake", "Wake", form_token=form_token)
+    elif workspace.ready or workspace.operation is not None:
+        html += (_button_form("/dashboard/workspace/sleep", "Sleep", secondary=True,
                               form_token=form_token)
+                 + _button_form("/dashboard/workspace/restart", "Restart", secondary=True,
+                                form_token=form_token)
                  + _button_form("/dashboard/workspace/stop", "Stop", secondary=True,
                                 form_token=form_token))
     else:
         html += _button_form("/dashboard/workspace/start", "Start", form_token=form_token)
+    named = [s for s in snapshots if getattr(s, "kind", "named") == "named"]
+    if named or workspace.ready:
+        html += "<h3>Snapshots</h3>"
+        rows = "".join(
+            f"<tr><td>{esc(s.name)}</td><td>{when(s.created_at)}</td>"
+            f"<td>{s.size_bytes / (1 << 20):.1f} MiB</td><td>"
+            + _button_form(f"/dashboard/workspace/snapshots/{esc(s.id)}/restore", "Restore",
+                           secondary=True, form_token=form_token)
+            + _button_form(f"/dashboard/workspace/snapshots/{esc(s.id)}/delete", "Delete",
+                           secondary=True, form_token=form_token)
+            + "</td></tr>" for s in named)
+        if rows:
+            html += ("<table><tr><th>Name</th><th>Taken</th><th>Size</th><th></th></tr>"
+                     f"{rows}</table>")
+        if workspace.ready:
+            hidden = ("" if form_token is None else
+                      f"<input type=\"hidden\" name=\"csrf\" value=\"{esc(form_token)}\">")
+            html += ("<form method=\"post\" action=\"/dashboard/workspace/snapshots\">"
+                     f"{hidden}<input name=\"name\" required maxlength=\"64\" "
+                     "pattern=\"[A-Za-z0-9][A-Za-z0-9._\\-]*\" placeholder=\"snapshot name\" "
+                     "aria-label=\"Snapshot name\"> <button type=\"submit\" "
+                     "class=\"secondary\">Take a snapshot</button></form>")
     return html
 
 
@@ -155,7 +182,8 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
                    held: Sequence[Grant], owners: dict[str, User],
                    workspace: Any = None,
                    admin_entries: Sequence[AdminEntry] = (),
-                   form_token: str | None = None) -> Response:
+                   form_token: str | None = None,
+                   snapshots: Sequence[Any] = ()) -> Response:
     """Who you are, your workspace (when compute runs), your sessions, what is shared with
     you, and which administrators entered your editor."""
     body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
@@ -165,7 +193,7 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
     linked = ", ".join(f"{esc(i.provider)}" for i in identities)
     if linked:
         body += f"<p class=\"muted\">Linked logins: {linked}</p>"
-    body += (_workspace_section(user, workspace, form_token)
+    body += (_workspace_section(user, workspace, form_token, snapshots)
              + _button_form("/logout", "Log out", form_token=form_token))
     rows = "".join(
         f"<tr><td>{esc(s.user_agent or 'unknown browser')}"

@@ -132,6 +132,8 @@ class UserActor:
         self.front: RuntimeFront | None = None
         self.notice: str | None = None
         self.forks: dict[str, ContainerInfo] = {}
+        self.step_times: dict[str, dict[str, int]] = {}
+        self._step_started: dict[str, tuple[str, float]] = {}
         self._changed = trio.Event()
         self._tickets: list[Ticket] = []
         self._nursery: trio.Nursery | None = None
@@ -210,6 +212,8 @@ class UserActor:
                 await release.wait_idle(self, self.svc.release_after)
             finally:
                 self._nursery = None
+            # Made afresh when needed again: its TCP port may be taken by then.
+            self.front = None
             nursery.cancel_scope.cancel()
 
     def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
@@ -291,7 +295,24 @@ class UserActor:
             user_id=self.user_id, kind=kind, targets=targets, now=self.svc.now())
 
     async def _step(self, op: Operation, step: str) -> None:
+        now = trio.current_time()
+        last = self._step_started.get(op.id)
+        if last is None:  # a new operation (one at a time, under the lock): forget the last
+            self._step_started.clear()
+            self.step_times.clear()
+        else:
+            self.step_times.setdefault(op.id, {})[last[0]] = round((now - last[1]) * 1000)
+        self._step_started[op.id] = (step, now)
         await self.svc.storage.update_operation(op.id, now=self.svc.now(), step=step)
+
+    def step_timings(self, op: Operation) -> dict[str, int]:
+        """Milliseconds each step of `op` took so far (the last one up to now); forgotten
+        once read (operators see them in the operation's event)."""
+        times = self.step_times.pop(op.id, {})
+        last = self._step_started.pop(op.id, None)
+        if last is not None:
+            times[last[0]] = round((trio.current_time() - last[1]) * 1000)
+        return times
 
     async def _close(self, op: Operation, state: OperationState, error: str | None = None
                      ) -> None:

@@ -177,7 +177,7 @@ async def _resume(actor: UserActor, handle: str) -> None:
 
 
 async def _checkpoint(actor: UserActor, checkpointer: Checkpointer, handle: str, path: Path, *,
-                      leave_running: bool) -> tuple[Any, int]:
+                      leave_running: bool, op: Operation | None = None) -> tuple[Any, int]:
     """Dump `handle` into `path` and seal it (0600, fsynced). Disk-full errors get a clear
     message; a failed checkpoint leaves no file and the workload as it was."""
     from .actor import OperationFailed
@@ -186,6 +186,8 @@ async def _checkpoint(actor: UserActor, checkpointer: Checkpointer, handle: str,
         result = await checkpointer.checkpoint(actor.svc.backend, handle,
                                                archive_path=str(path),
                                                leave_running=leave_running)
+        if op is not None:
+            await actor.step(op, "fsync")
         size = await trio.to_thread.run_sync(archives.seal, path)
     except (CheckpointError, OSError) as exc:
         await trio.to_thread.run_sync(archives.remove_file, path)
@@ -226,7 +228,7 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
             await actor.step(op, "checkpoint")
             async with svc.checkpoint_limiter:
                 result, size = await _checkpoint(actor, checkpointer, handle, path,
-                                                 leave_running=False)
+                                                 leave_running=False, op=op)
             await actor.step(op, "record")
             snapshot = await svc.storage.create_snapshot(
                 user_id=actor.user_id, runtime_id=record.id, name=f"sleep-{op.id[:8]}",
@@ -257,9 +259,12 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
                     actor.records[EDITOR] = None
         await actor.close(op, OperationState.DONE)
     took = round((trio.current_time() - started) * 1000)
+    steps = actor.step_timings(op)
+    log.info("compute: %s asleep in %d ms (%s), archive %.1f MiB", actor.user_id, took,
+             steps, size / archives.MiB)
     await svc.publish("runtime.sleeping", actor.user_id, {
         "reason": ticket.reason, "operation_id": op.id, "snapshot_id": snapshot.id,
-        "size_bytes": size, "took_ms": took})
+        "size_bytes": size, "took_ms": took, "steps_ms": steps})
     actor.progress(PHASE_ASLEEP, "asleep: open the editor or run code to wake it", done=True)
 
 
@@ -311,8 +316,10 @@ async def run_wake(actor: UserActor, ticket: Ticket) -> None:
         await actor.close(op, OperationState.DONE)
     actor.reset_crashes()
     took = round((trio.current_time() - started) * 1000)
+    steps = actor.step_timings(op)
+    log.info("compute: %s awake in %d ms (%s)", actor.user_id, took, steps)
     await svc.publish("runtime.woken", actor.user_id, {
-        "reason": ticket.reason, "operation_id": op.id, "took_ms": took,
+        "reason": ticket.reason, "operation_id": op.id, "took_ms": took, "steps_ms": steps,
         "restored": restored["restored"], "fallback_reason": restored["why"]})
     actor.progress(PHASE_READY, actor.notice or "ready", ready=True, done=True)
 
@@ -343,6 +350,7 @@ async def _wake_runtime(actor: UserActor, op: Operation, address: str | None,
             await actor.step(op, "runtime.restore")
             info = await restore_archive(actor, checkpointer, op, image, name=handle,
                                          port=_port_of(address))
+            await actor.step(op, "runtime.ready")
             await actor.await_ready(RUNTIME, info)
             outcome["restored"] = True
         except (CheckpointError, MarkcoError, probes.NotReadyError) as exc:
@@ -380,6 +388,7 @@ async def restore_archive(actor: UserActor, checkpointer: Checkpointer, op: Oper
     await trio.to_thread.run_sync(archives.verify, Path(snapshot.path), snapshot.sha256)
     await actor.remove_handle(name)
     spec = await _runtime_spec(actor, op, name=name, port=port)
+    await actor.step(op, "runtime.restore.criu")
     async with actor.svc.checkpoint_limiter:
         return await checkpointer.restore(actor.svc.backend, snapshot.path, spec=spec)
 

@@ -245,12 +245,14 @@ def login_blueprint(state: AuthState) -> Blueprint:
                 owners[owner_id] = owner
         compute = state.ctx.extras.get("compute")
         workspace = compute.state_nowait(user.id) if compute is not None else None
+        listing = getattr(compute, "list_snapshots", None)
+        snapshots = await listing(user.id) if listing is not None else []
         return pages.dashboard_page(
             user, principal, sessions=sessions,
             current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
             identities=await storage.list_identities(user.id), held=held, owners=owners,
             workspace=workspace, admin_entries=await admin_entries_of(storage, user.id),
-            form_token=current_form_token())
+            form_token=current_form_token(), snapshots=snapshots)
 
     @bp.post("/dashboard/workspace/<action>")
     async def workspace_action(action: str) -> Response:
@@ -260,10 +262,37 @@ def login_blueprint(state: AuthState) -> Blueprint:
         if principal is None:
             return redirect(state.url("/login"))
         compute = state.ctx.extras.get("compute")
-        if action not in ("start", "stop", "restart") or compute is None:
+        if action not in ("start", "stop", "restart", "sleep", "wake") or compute is None:
             return pages.message_page("Not available", "This markco runs no workspaces.",
                                       status=404, link=("/dashboard", "Back to your dashboard"))
         compute.request(principal.user_id, action, reason="dashboard")
+        return redirect(state.url("/dashboard"))
+
+    @bp.post("/dashboard/workspace/snapshots")
+    @bp.post("/dashboard/workspace/snapshots/<snapshot>/<action>")
+    async def snapshot_action(snapshot: str | None = None,
+                              action: str = "create") -> Response:
+        """Take, restore or delete a snapshot of one's own runtime from the dashboard; waits
+        for the operation and shows its error, if any."""
+        principal = session_principal()
+        if principal is None:
+            return redirect(state.url("/login"))
+        compute = state.ctx.extras.get("compute")
+        if compute is None or action not in ("create", "restore", "delete"):
+            return pages.message_page("Not available", "This markco runs no workspaces.",
+                                      status=404, link=("/dashboard", "Back to your dashboard"))
+        uid = principal.user_id
+        try:
+            if action == "create":
+                name = str((await request.form).get("name", "")).strip()
+                await compute.create_snapshot(uid, name, reason="dashboard")
+            elif action == "restore":
+                await compute.restore_snapshot(uid, str(snapshot), reason="dashboard")
+            else:
+                await compute.delete_snapshot(uid, str(snapshot), reason="dashboard")
+        except MarkcoError as exc:
+            return pages.message_page("That did not work", str(exc), status=409,
+                                      link=("/dashboard", "Back to your dashboard"))
         return redirect(state.url("/dashboard"))
 
     @bp.get("/admin")
