@@ -1,8 +1,10 @@
 """`markco run`: one trio nursery supervising the whole daemon (DESIGN §1).
 
-Start-up order: storage (and the single-instance lock, then schema upgrades), the event bus, the
-other providers, then the supervised services — the API app on its unix socket, the front door
-on the public port, and whatever plugins contribute. `/readyz` turns ready when storage answers
+Start-up order: the data dir is checked and the public address bound (held, so a busy port or
+a bad data dir ends the start at once with one line, before anything else runs), then storage
+(and the single-instance lock, then schema upgrades), the event bus, the other providers, then
+the supervised services — the front door first (taking over the held address), the API app on
+its unix socket, and whatever plugins contribute. `/readyz` turns ready when storage answers
 and every critical service has started (services do their start-up reconciliation first).
 
 SIGINT/SIGTERM: report not ready, stop accepting connections, let in-flight requests finish
@@ -12,9 +14,11 @@ once. A service crashing too often exits non-zero.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
@@ -28,6 +32,7 @@ from .api.server import serve_api
 from .clock import Clock, SystemClock
 from .config import Config
 from .context import PluginContext
+from .datadir import prepare_data_dir
 from .errors import MarkcoError
 from .events import EventBus
 from .plugins import MarkcoPluginManager
@@ -36,11 +41,12 @@ from .proxy.gate import EditorGate
 from .proxy.server import FrontDoor
 from .readiness import Readiness
 from .roles import ServiceSpec, Storage
+from .storage.failures import StorageUnavailable
 from .supervisor import Supervisor, TooManyCrashes
 
 log = logging.getLogger("markco.daemon")
 
-STORAGE_PING_SECONDS = 5.0
+STORAGE_PING_SECONDS = 5.0  # how often storage is read, and written (`probe_write`)
 
 
 def _leaves(group: BaseException) -> list[BaseException]:
@@ -48,6 +54,39 @@ def _leaves(group: BaseException) -> list[BaseException]:
     if isinstance(group, BaseExceptionGroup):
         return [leaf for exc in group.exceptions for leaf in _leaves(exc)]
     return [group]
+
+
+def hold_address(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """Bind and listen on `host:port` as the front door will (SO_REUSEADDR), so that a busy or
+    forbidden address ends the start before anything else runs; `MarkcoError` naming the
+    address and the fix otherwise. The caller closes it when the front door takes over."""
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise MarkcoError(f"cannot listen on {where}: {host!r} is not an address of this "
+                          f"machine ({exc.strerror}); fix [server] listen") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = ("the address is already in use (another markco, or another program, "
+                   "listens there); stop it, or set [server] listen to a free port")
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            why = ("permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); "
+                   "set [server] listen to a port above 1023")
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = (f"this machine has no address {host}; set [server] listen to one of its "
+                   "addresses (127.0.0.1, 0.0.0.0)")
+        else:
+            why = f"{exc.strerror or exc}; check [server] listen"
+        raise MarkcoError(f"cannot listen on {where}: {why}") from None
+    return sock
 
 
 def runtime_dir_for(config: Config) -> Path:
@@ -66,6 +105,7 @@ class Daemon:
                                  readiness=self.readiness, runtime_dir=runtime_dir_for(config))
         self.supervisor = Supervisor(self.readiness, config.supervision)
         self.front_door: FrontDoor | None = None
+        self._held: socket.socket | None = None  # the public address, until the front door
         self._stopping = False
 
     @property
@@ -79,20 +119,32 @@ class Daemon:
         """Run until a signal (exit 0) or a fatal error (exit 1). `task_status.started(port)`
         fires once the front door listens, with the bound port."""
         config = self.config
-        data_dir = config.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.readiness.require("storage")
         code = 0
         try:
-            async with AsyncExitStack() as stack:
-                await self._open_providers(stack)
-                code = await self._serve(task_status, handle_signals)
+            prepare_data_dir(config.data_dir)
+            self._held = hold_address(config.server.host, config.server.port)
+            try:
+                async with AsyncExitStack() as stack:
+                    await self._open_providers(stack)
+                    code = await self._serve(task_status, handle_signals)
+            finally:
+                self._release_address()
         except* (TooManyCrashes, MarkcoError) as group:
             # `return` is not allowed inside `except*`: record the exit code instead.
             for exc in _leaves(group):
                 log.critical("%s", exc)
             code = 1
         return code
+
+    def _release_address(self) -> int:
+        """Close the held public address (the front door binds it next); its port."""
+        held, self._held = self._held, None
+        if held is None:
+            return self.config.server.port
+        port: int = held.getsockname()[1]
+        held.close()
+        return port
 
     async def _open_providers(self, stack: AsyncExitStack) -> None:
         ctx, config = self.ctx, self.config
@@ -128,7 +180,8 @@ class Daemon:
         app = build_app(ctx)
         # Built after the app: the plugins' web-route hooks have published `auth` and `compute`.
         # A supervisor restarting the proxy calls `serve` again on this same FrontDoor.
-        self.front_door = FrontDoor(server.host, server.port, self.api_socket, self.readiness,
+        port = self._held.getsockname()[1] if self._held is not None else server.port
+        self.front_door = FrontDoor(server.host, port, self.api_socket, self.readiness,
                                     trusted_proxies=tuple(server.trusted_proxies),
                                     max_connections_per_client=(
                                         server.max_connections_per_client),
@@ -176,12 +229,17 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-            for spec in specs:
-                if spec.name == "proxy":
-                    continue
-                nursery.start_soon(partial(self.supervisor.supervise, spec))
+            # The front door first: it takes over the held address before anything else runs
+            # (a service crash-looping on a busy port is what holding it avoids).
             proxy = next(s for s in specs if s.name == "proxy")
+            for spec in specs:  # not ready until every critical service is up, not only it
+                if spec.critical:
+                    self.readiness.require(f"service:{spec.name}")
+            self._release_address()
             await nursery.start(partial(self.supervisor.supervise, proxy))
+            for spec in specs:
+                if spec.name != "proxy":
+                    nursery.start_soon(partial(self.supervisor.supervise, spec))
             assert self.front_door is not None
             port = self.front_door.port
             log.info("markco listening on %s (public URL %s)",
@@ -190,17 +248,30 @@ class Daemon:
         return 0
 
     async def _watch_storage(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the `storage` readiness condition true only while the database answers."""
+        """Keep the `storage` readiness condition true only while the database answers AND
+        takes a write (`probe_write`, a real write that changes nothing, when the storage
+        offers it): a full disk or a read-only database makes `/readyz` say so, with the
+        cause. One log line when it breaks and one when it recovers."""
         storage = self.ctx.require_storage()
+        probe_write = getattr(storage, "probe_write", None)
         task_status.started()
+        broken: str | None = None
         while True:
             try:
                 await storage.ping()
-                self.readiness.mark("storage")
+                if probe_write is not None:
+                    await probe_write()
             except Exception as exc:
-                if self.readiness.snapshot().ready:
-                    log.error("storage is not reachable: %s", exc)
-                self.readiness.mark("storage", False)
+                cause = exc.cause if isinstance(exc, StorageUnavailable) else "not reachable"
+                if broken != cause:
+                    log.error("storage cannot serve writes: %s", exc)
+                broken = cause
+                self.readiness.mark("storage", False, reason=cause)
+            else:
+                if broken is not None:
+                    log.info("storage works again (it was: %s)", broken)
+                broken = None
+                self.readiness.mark("storage")
             await trio.sleep(STORAGE_PING_SECONDS)
 
     async def stop(self, cancel_scope: trio.CancelScope) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from html import escape
 from typing import TYPE_CHECKING
 
 from quart import Response, request
@@ -10,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..storage.failures import InvalidCursor
+from ..storage.failures import InvalidCursor, StorageUnavailable
 from .conventions import ApiError, error_response
 
 if TYPE_CHECKING:
@@ -34,6 +35,26 @@ def build_app(ctx: PluginContext) -> QuartTrio:
     async def _bad_cursor(exc: InvalidCursor) -> Response:
         # Whichever route passed a client's cursor on: the client's mistake, never a 500.
         return error_response(400, "bad_cursor", str(exc))
+
+    @app.errorhandler(StorageUnavailable)
+    async def _storage_unavailable(exc: StorageUnavailable) -> Response:
+        # The operator's problem, not a bug: one log line (no traceback), a 503 naming the
+        # cause, and /readyz reports it until storage takes writes again (daemon's probe).
+        log.error("storage unavailable on %s %s (request %s): %s", request.method,
+                  request.path, request.headers.get("X-Request-Id", "-"), exc)
+        if ctx.readiness is not None:
+            ctx.readiness.mark("storage", False, reason=exc.cause)
+        message = (f"markco cannot save anything right now: {exc.cause}. The operator has "
+                   "been told (the server's log); try again in a while.")
+        if request.path.startswith("/api/"):
+            response = error_response(503, "storage_unavailable", message)
+        else:
+            response = Response(
+                "<!doctype html><meta charset=\"utf-8\"><title>Unavailable · markco</title>"
+                f"<h1>markco is unavailable</h1><p>{escape(message)}</p>", status=503,
+                content_type="text/html; charset=utf-8")
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:

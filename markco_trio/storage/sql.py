@@ -395,6 +395,20 @@ class SqlStorage(abc.ABC):
         """Raise `StorageError` if the database cannot be reached."""
         await self._read(lambda tx: tx.execute("SELECT 1 AS one"))
 
+    async def probe_write(self) -> None:
+        """Raise `StorageUnavailable` (or `StorageError`) if the database cannot take a write
+        now (read-only, disk full...), so the daemon's readiness says so before a user finds
+        out. A real write that changes nothing once committed: the revocation epoch moved and
+        moved back in one transaction (setting a value to itself would be skipped as no
+        change, and write nothing)."""
+
+        def probe(tx: Tx) -> None:
+            tx.execute("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1")
+            tx.execute("UPDATE revocation_epoch SET epoch = epoch - 1 WHERE id = 1")
+
+        await self._write(probe)
+
+
     # ------------------------------------------------------------------ users and identities
 
     @staticmethod

@@ -8,11 +8,13 @@ thread at a time. The queries themselves are `SqlStorage`'s.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import queue
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +41,22 @@ _UNAVAILABLE = {
     sqlite3.SQLITE_BUSY: "database is locked by another process",
     sqlite3.SQLITE_PERM: "no permission to write the database file",
 }
+
+
+def _diagnose_directory(directory: Path) -> str | None:
+    """Why nothing can be written in `directory` (read-only, full, forbidden), or None."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".markco-write-check-", dir=directory)
+    except OSError as exc:
+        return {errno.EROFS: "database is read-only (its file system is mounted read-only)",
+                errno.ENOSPC: "disk full",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "no permission to write the database's directory",
+                errno.EPERM: "no permission to write the database's directory",
+                }.get(exc.errno or 0)
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _quote(identifier: str) -> str:
@@ -172,7 +190,14 @@ class SqliteStorage(SqlStorage):
         if not isinstance(code, int):
             return None
         # Extended result codes keep the primary code in their low byte.
-        return _UNAVAILABLE.get(code & 0xFF)
+        primary = code & 0xFF
+        if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            # SQLite says "disk I/O error" for a file system gone read-only (ext4's
+            # errors=remount-ro) or full: ask the file system itself, once, on failure.
+            diagnosed = _diagnose_directory(self.path.parent)
+            if diagnosed is not None:
+                return diagnosed
+        return _UNAVAILABLE.get(primary)
 
     def _has_table(self, tx: Tx, table: str) -> bool:
         return tx.one("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?",

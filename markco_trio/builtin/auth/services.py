@@ -17,6 +17,7 @@ from functools import partial
 import trio
 
 from ...roles import ServiceSpec
+from ...storage.failures import StorageUnavailable
 from .login_links import announce, ensure_user, issue_login_link
 from .state import AuthState
 
@@ -64,7 +65,11 @@ async def write_renewals(state: AuthState, *,
     try:
         while True:
             await trio.sleep(state.options.touch_flush_seconds)
-            await authority.flush_renewals()
+            try:
+                await authority.flush_renewals()
+            except StorageUnavailable as exc:
+                # Kept for the next flush; readiness and the request log already say why.
+                log.warning("session renewals not written yet: %s", exc.cause)
             state.pending.purge()
             authority.purge()
     finally:
@@ -80,7 +85,11 @@ async def purge_expired(state: AuthState, *,
     """Delete expired sessions and login links, at start and then hourly."""
     task_status.started()
     while True:
-        removed = await state.storage.purge_expired(now=state.ctx.clock.now())
+        try:
+            removed = await state.storage.purge_expired(now=state.ctx.clock.now())
+        except StorageUnavailable as exc:
+            log.warning("expired sessions not purged this hour: %s", exc.cause)
+            removed = 0
         if removed:
             log.info("purged %d expired sessions and login links", removed)
         await trio.sleep(PURGE_SECONDS)

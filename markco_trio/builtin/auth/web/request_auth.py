@@ -84,13 +84,14 @@ def install_request_auth(bp: Blueprint, state: AuthState) -> None:
         return pages.message_page("Refused", message, status=403,
                                   link=("/dashboard", "Go to your dashboard"))
 
-    async def authenticate(headers: Headers, path: str, *, changes_state: bool,
+    async def authenticate(headers: Headers, path: str, *, routed: bool, changes_state: bool,
                            json_errors: bool) -> Response | None:
         g.markco_session_token = None
         g.markco_stale_cookie = False
         set_principal(None)
         authorization = headers.get("Authorization")
-        if authorization is None and editor_initiated(
+        # (An unrouted path is a 404 whoever asks: nothing there to protect.)
+        if authorization is None and routed and editor_initiated(
                 path, site=headers.get("Sec-Fetch-Site"), mode=headers.get("Sec-Fetch-Mode"),
                 dest=headers.get("Sec-Fetch-Dest"), referer=headers.get("Referer")):
             return refuse("editor_initiated", _EDITOR_INITIATED, json_errors=json_errors)
@@ -134,6 +135,7 @@ def install_request_auth(bp: Blueprint, state: AuthState) -> None:
     async def _authenticate_request() -> Response | None:
         changes_state = request.method not in SAFE_METHODS
         refused = await authenticate(request.headers, request.path,
+                                     routed=request.url_rule is not None,
                                      changes_state=changes_state, json_errors=wants_json())
         if refused is None and changes_state and not await form_token_ok():
             refused = refuse("bad_form_token", _BAD_FORM, json_errors=wants_json())
@@ -143,7 +145,8 @@ def install_request_auth(bp: Blueprint, state: AuthState) -> None:
     async def _authenticate_websocket() -> Response | None:
         # Browsers send Origin with every WebSocket handshake and SameSite does not protect
         # them: a WebSocket authenticated by cookie must come from a markco page.
-        return await authenticate(websocket.headers, websocket.path, changes_state=True,
+        return await authenticate(websocket.headers, websocket.path,
+                                  routed=websocket.url_rule is not None, changes_state=True,
                                   json_errors=True)
 
     @bp.after_app_request
