@@ -5,8 +5,9 @@ and a TCP forwarder on the process backend) until the daemon stopped: a daemon t
 20 users held 21 listeners. Once a user's workloads are all stopped (or failed) and nothing is
 under way, `UserActor.run` returns after `grace` seconds of that, closing the front; the actor
 OBJECT stays in the service (a few records in memory: the state, the reason of a failure, the
-last activity the dashboard shows), and its task and front come back the moment something is
-asked of it (`UserActor.spawn` → `ComputeService.revive`).
+last activity the dashboard shows), and its task and a new front (a fresh TCP port if the old
+one was taken meanwhile) come back the moment something is asked of it (`UserActor.spawn` →
+`ComputeService.revive`).
 
 Never released: a user with a live workload — running, starting, and SLEEPING (its front must
 keep listening: an execute request arriving there wakes the runtime, DESIGN §3.4) — nor one
