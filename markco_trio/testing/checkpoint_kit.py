@@ -76,10 +76,11 @@ BIG_OBJECT = (
 BIG_CHECK = "hashlib.sha256(big.data).hexdigest() == digest and len(big.data)"
 
 
-async def execute(address: str, code: str, *, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def execute(address: str, code: str, *, timeout: float = 60.0,  # noqa: ASYNC109
+                  store_history: bool = False) -> dict[str, Any]:
     """POST /mrp/v1/execute to the runtime at `address` (any `markco_trio.dial` form): its
-    JSON answer (`result`, `error`, `stdout`...)."""
-    body = json.dumps({"code": code, "storeHistory": False}).encode()
+    JSON answer (`result`, `error`, `stdout`...). `store_history`: as an editor's cell run."""
+    body = json.dumps({"code": code, "storeHistory": store_history}).encode()
     conn = h11.Connection(h11.CLIENT)
     with trio.fail_after(timeout):
         stream = await dial.open_stream(address)

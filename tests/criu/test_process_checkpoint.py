@@ -39,6 +39,7 @@ from markco_trio.testing.checkpoint_kit import (
     CheckpointerContract,
     Workloads,
     answers,
+    execute,
     fresh_user,
     value_of,
 )
@@ -299,6 +300,34 @@ async def test_a_checkpoint_whose_archive_cannot_be_written_resumes_the_runtime(
                                           leave_running=False)
         assert (await backend.inspect(info.handle)).status == "running"
         assert await value_of(info.address or "", "x") == "42"
+    finally:
+        with trio.CancelScope(shield=True):
+            await workloads.remove_all()
+
+
+async def test_a_snapshot_restores_after_the_runtime_ran_more_cells(
+        checkpointer: CriuCheckpointer, backend: ProcessBackend,
+        spec_factory: Callable[..., ContainerSpec], tmp_path: Path) -> None:
+    """Files the runtime holds open for writing (IPython's history database) change after a
+    snapshot; they are the user's files, not part of it, and do not stop its restore."""
+    workloads = Workloads(backend)
+    try:
+        spec = spec_factory(fresh_user(), WorkloadRole.RUNTIME)
+        info = await workloads.run(spec)
+        address = info.address or ""
+        await execute(address, "x = 42", store_history=True)
+        archive = str(tmp_path / "snap.ckpt")
+        await checkpointer.checkpoint(backend, info.handle, archive_path=archive,
+                                      leave_running=True)
+        history = Path(spec.user_dir, ".ipython", "profile_default", "history.sqlite")
+        before = (await trio.Path(history).stat()).st_size
+        for i in range(30):
+            await execute(address, f"x = {i}\n#" + "a" * 20000, store_history=True)
+        assert (await trio.Path(history).stat()).st_size > before
+        target = dataclasses.replace(spec, name=f"{spec.name}-snap")
+        workloads.track(target.name)
+        restored = await checkpointer.restore(backend, archive, spec=target)
+        assert await value_of(restored.address or "", "x") == "42"
     finally:
         with trio.CancelScope(shield=True):
             await workloads.remove_all()
