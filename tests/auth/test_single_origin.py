@@ -258,3 +258,59 @@ async def test_markco_responses_refuse_framing_and_openers(start_markco: StartMa
         response = await browser.get(path)
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["cross-origin-opener-policy"] == "same-origin"
+
+
+# The built-in editor keeps working behind the same front door and the same rules.
+
+
+@dataclass
+class EditorScene:
+    markco: Markco
+    browser: Browser
+    owner: User
+    files: Path
+
+
+@pytest.fixture
+async def editor_scene(start_markco: StartMarkco, nursery: trio.Nursery,
+                       tmp_path: Path) -> AsyncIterator[EditorScene]:
+    from markco_editor import EditorSettings, serve_editor
+    from markco_editor.settings import Owner
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "notes.md").write_text("# Notes\n\nfirst line\n")
+    editor_at = EditorAt(("127.0.0.1", 0))  # the editor's port, once it listens
+    markco = await start_markco(compute=editor_at)
+    owner = await markco.user("ada")
+    settings = EditorSettings(
+        host="127.0.0.1", port=0, base_path=f"/u/{owner.id}/", user_dir=files,
+        runtime_socket=None, runtime_port=None, cloud_mode=True, public_url=markco.url,
+        owner=Owner(id=owner.id, name="Ada", username="ada", email="", avatar="", plan="free"))
+    editor_at.address = ("127.0.0.1", await nursery.start(serve_editor, settings))
+    link = await issue_login_link(markco.storage, markco.clock, owner, public_url=markco.url,
+                                  minutes=10)
+    async with chromium(tmp_path / "profile") as browser:
+        await browser.call("Page.navigate", {"url": link})
+        await browser.wait_for("location.pathname === '/dashboard'")
+        yield EditorScene(markco, browser, owner, files)
+
+
+@pytest.mark.system
+async def test_the_built_in_editor_lists_opens_and_saves_files_in_chromium(
+        editor_scene: EditorScene) -> None:
+    browser, markco, owner = editor_scene.browser, editor_scene.markco, editor_scene.owner
+    await browser.call("Page.navigate", {"url": f"{markco.url}/u/{owner.id}/#notes.md"})
+    # Its WebSocket is up, its fetches listed and opened the file.
+    await browser.wait_for("document.getElementById('status').dataset.state === 'live'")
+    await browser.wait_for("document.getElementById('source').value.includes('first line')")
+    await browser.evaluate(
+        "const s = document.getElementById('source');"
+        "s.value += 'saved from chromium\\n'; s.dispatchEvent(new Event('input'));"
+        "document.getElementById('save').click(); true")
+    await browser.wait_for("document.getElementById('doc-state').textContent === 'saved'")
+    assert "saved from chromium" in (editor_scene.files / "notes.md").read_text()
+    # ...and still, from this page, markco's API is out of reach.
+    status = await browser.evaluate("fetch('/api/v1/me').then(r => r.status)",
+                                    await_promise=True)
+    assert status == 403
