@@ -200,9 +200,9 @@ async def test_each_workload_has_its_own_pid_namespace(
         missing_system("PID namespaces (unshare --pid)",
                        "run as root on a kernel that allows user PID namespaces")
     seen = await report(backend, await run(backend, cleanup, script_spec(REPORT)))
-    # PID 1 of the namespace is the waiter that records the exit (and, with a network
-    # namespace, runs `ip link set lo up` first: pid 2).
-    assert seen["pid"] == (3 if backend.capabilities().isolated_network else 2)
+    # PID 1 of the namespace is the waiter that records the exit; before the command it may
+    # run a few set-up commands (`ip link set lo up`, a `mount` per private temporary dir).
+    assert 2 <= seen["pid"] <= 6
 
 
 async def test_ports_are_free_and_outside_the_ephemeral_range(

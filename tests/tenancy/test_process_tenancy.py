@@ -9,6 +9,8 @@ import json
 import subprocess
 from typing import Any
 
+import trio
+
 from markco_trio.dial import parse
 from markco_trio.records import User, WorkloadRole
 from markco_trio.roles import workload_name
@@ -225,3 +227,17 @@ async def test_a_and_b_run_as_different_accounts(tenants: Tenants) -> None:
     a = await attack(tenants, "import os\nresult = [os.getuid(), os.getgid(), os.getgroups()]")
     b_out = await tenants.run_as(tenants.b, "import os\nprint(os.getuid())")
     assert a[0] != int(b_out) and a[0] >= 200000 and a[1] == a[0] and a[2] == []
+
+
+async def test_a_and_b_do_not_share_temporary_directories(tenants: Tenants) -> None:
+    # /var/tmp and /dev/shm are private to each workload (so is /tmp where the data
+    # directory is not under it; here it is, so /tmp stays shared).
+    await tenants.run_as(tenants.b, "for d in ('/var/tmp', '/dev/shm'):\n"
+                                    "    open(d + '/b-was-here', 'w').write('secret')")
+    result = await attack(tenants, """
+import os
+result = {d: sorted(os.listdir(d)) for d in ("/var/tmp", "/dev/shm")}
+""")
+    assert result == {"/var/tmp": [], "/dev/shm": []}, result
+    assert not await trio.Path("/var/tmp/b-was-here").exists()
+    assert not await trio.Path("/dev/shm/b-was-here").exists()

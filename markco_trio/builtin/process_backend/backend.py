@@ -134,6 +134,7 @@ class ProcessBackend(ProcessCheckpointing):
         self._accounts: dict[str, tuple[int, int]] = {}
         self._per_user = False  # root: each user's workloads run as their own uid/gid
         self._ip: str | None = None  # iproute2's ip, when workloads get network namespaces
+        self._mount = shutil.which("mount", path=f"{options.path}:/usr/bin:/bin")
         self._cgroup_parents: dict[str, Path] = {}
         self._namespaces = False
         self._unshare = "unshare"
@@ -398,6 +399,19 @@ class ProcessBackend(ProcessCheckpointing):
         with userdirs.open_user_dir(path, owner=owner):
             pass
 
+    def _private_tmp(self, state: WorkloadState, command: list[str],
+                     env: dict[str, str]) -> tuple[str, ...]:
+        """The temporary directories to make private to this workload (see
+        `launch.private_tmp_dirs`): only with namespaces, for a per-user account."""
+        if not state.network or state.uid is None or self._mount is None:
+            return ()
+        paths = [state.user_dir, str(self.state_dir), *command, *env.values(),
+                 *(os.path.realpath(c) for c in command[:1])]
+        interpreter = launch.interpreter_of(command[0]) if command else None
+        if interpreter:
+            paths.append(interpreter)
+        return launch.private_tmp_dirs([p for p in paths if p.startswith("/")])
+
     async def start(self, handle: str) -> ContainerInfo:
         """Launch the workload (see `launch`); a running one is returned as it is."""
         async with self._lock(handle):
@@ -421,7 +435,8 @@ class ProcessBackend(ProcessCheckpointing):
                 log_file=str(directory / LOG_FILE), namespaces=state.namespaces,
                 user=(state.uid, state.gid) if state.uid is not None and state.gid is not None
                 else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid,
-                ip=self._ip if state.network else None)
+                ip=self._ip if state.network else None, mount=self._mount or "mount",
+                private_tmp=self._private_tmp(state, command, env))
             (directory / STATUS_FILE).unlink(missing_ok=True)
             pid = await trio.to_thread.run_sync(
                 lambda: launch.spawn(argv, env=env, cwd=state.user_dir,

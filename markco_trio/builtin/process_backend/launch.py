@@ -73,6 +73,23 @@ WAITER_NETWORK = """\
 shift
 """
 
+# Prepended when the workload gets private temporary directories ($1 = their paths joined by
+# ":", $2 = the path of `mount`): root inside the mount namespace mounts a fresh tmpfs on each, so
+# what one user leaves in /tmp, /var/tmp or /dev/shm no other user sees (the mount namespace is
+# private: nothing propagates back to the host). Its pages are charged to the workload's memory
+# cgroup.
+WAITER_TMP = """\
+IFS=:
+for dir in $1; do
+  "$2" -t tmpfs -o nosuid,nodev,mode=1777 markco-tmp "$dir" ||
+    { echo "markco: cannot make $dir private" >&2; exit 125; }
+done
+unset IFS
+shift 2
+"""
+
+TEMPORARY_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
 PLACEHOLDERS = ("{host}", "{port}", "{user_dir}")
 
 
@@ -96,19 +113,22 @@ def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
                pid_file: str, namespaces: bool, user: tuple[int, int] | None,
                unshare: str = "unshare", setpriv: str = "setpriv",
                setsid: str = "setsid", ip: str | None = None,
-               log_file: str = "/dev/null") -> list[str]:
+               log_file: str = "/dev/null", private_tmp: tuple[str, ...] = (),
+               mount: str = "mount") -> list[str]:
     """The launcher's argv for `command` (see the module doc for the chain). With `ip` (the
     path of iproute2's `ip`) and `namespaces`, the workload also gets a network namespace of
-    its own, loopback only."""
+    its own, loopback only; with `private_tmp` (and `namespaces`), a fresh tmpfs on each of
+    those directories (`mount`: the path of util-linux's mount)."""
     inner = list(command)
     if user is not None:
         uid, gid = user
         inner = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                  "--no-new-privs", "--", *inner]
     network = namespaces and ip is not None
-    waiter = WAITER_NETWORK + WAITER if network else WAITER
+    tmp = namespaces and bool(private_tmp)
+    waiter = (WAITER_NETWORK if network else "") + (WAITER_TMP if tmp else "") + WAITER
     waited = ["/bin/sh", "-c", waiter, "markco-waiter", *([ip] if network and ip else []),
-              status_file, log_file, *inner]
+              *([":".join(private_tmp), mount] if tmp else []), status_file, log_file, *inner]
     if namespaces:
         # The waiter leads a session of its own inside the namespace (`setsid` without a fork:
         # it is not a group leader there), so the tree can be checkpointed — CRIU refuses a
@@ -141,6 +161,21 @@ def spawn(argv: list[str], *, env: Mapping[str, str], cwd: str, log_path: Path,
             time.sleep(0.001)
     raise BackendError(f"process backend: the workload did not start within {timeout:g} s "
                        f"(see {log_path})")
+
+
+def private_tmp_dirs(paths: list[str]) -> tuple[str, ...]:
+    """Which of /tmp, /var/tmp and /dev/shm can be made private to a workload: those that
+    exist and hold none of `paths` (its command, files, sockets: a tmpfs over them would hide
+    them — a data directory under /tmp keeps /tmp shared)."""
+    kept = []
+    for directory in TEMPORARY_DIRS:
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            continue
+        inside = any(os.path.abspath(p) == directory or
+                     os.path.abspath(p).startswith(directory + "/") for p in paths)
+        if not inside:
+            kept.append(directory)
+    return tuple(kept)
 
 
 def find_executable(name: str, path: str) -> str | None:
