@@ -393,6 +393,9 @@ def _refuse_nowait(sock: socket.socket) -> None:
     try:
         sock.send(_TOO_MANY)
         sock.shutdown(socket.SHUT_WR)
+        # Closing with unread bytes (a request already sent) would reset the connection,
+        # which can destroy the answer before the client reads it.
+        sock.recv(65536)
     except OSError:
         pass
     sock.close()
