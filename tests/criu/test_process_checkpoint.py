@@ -240,17 +240,9 @@ async def test_a_changed_kernel_makes_the_archive_incompatible(
             await workloads.remove_all()
 
 
-def test_mounts_of_container_engines_are_left_out_of_a_checkpoint(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch
-                                                                  ) -> None:
+def _fake_mountinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        "53 1 252:0 / / rw - ext4 /dev/vda rw\n"
-        "65 53 0:5 / /proc rw - proc proc rw\n"
-        "83 53 252:0 /run/netns /run/netns rw - ext4 /dev/vda rw\n"
-        "84 83 0:4 net:[4026532] /run/netns/cni-1 rw - nsfs nsfs rw\n"
-        "90 53 0:60 / /var/lib/containers/storage/overlay/abc/merged rw - overlay o rw\n"
-        "91 53 0:61 / /data/my\\040files rw - ext4 /dev/vdb rw\n")
+    mountinfo.write_text(text)
     real_open = open
 
     def fake_open(path: str, *args: object, **kwargs: object) -> object:
@@ -259,8 +251,34 @@ def test_mounts_of_container_engines_are_left_out_of_a_checkpoint(tmp_path: Path
         return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr("builtins.open", fake_open)
+
+
+def test_mounts_of_container_engines_are_left_out_of_a_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_mountinfo(tmp_path, monkeypatch,
+                    "53 1 252:0 / / rw - ext4 /dev/vda rw\n"
+                    "65 53 0:5 / /proc rw - proc proc rw\n"
+                    "83 53 252:0 /run/netns /run/netns rw - ext4 /dev/vda rw\n"
+                    "84 83 0:4 net:[4026532] /run/netns/cni-1 rw - nsfs nsfs rw\n"
+                    "90 53 0:60 / /var/lib/containers/storage/overlay/abc/merged rw - "
+                    "overlay o rw\n"
+                    "91 53 0:61 / /data/my\\040files rw - ext4 /dev/vdb rw\n")
     assert transient_mounts(4242) == ["/var/lib/containers/storage/overlay/abc/merged",
                                       "/run/netns/cni-1", "/run/netns"]
+
+
+def test_scratch_mounts_the_runtime_does_not_use_are_left_out_of_a_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program's mount under /tmp may be gone when the runtime wakes; one holding the
+    runtime's own files is kept, and so are its private /tmp-like mounts."""
+    _fake_mountinfo(tmp_path, monkeypatch,
+                    "53 1 252:0 / / rw - ext4 /dev/vda rw\n"
+                    "70 53 0:70 / /tmp/markco-faults-x/data rw - tmpfs tmpfs rw\n"
+                    "71 53 0:71 / /mnt/data rw - ext4 /dev/vdc rw\n"
+                    "72 53 0:72 / /var/tmp rw - tmpfs markco-tmp rw\n"
+                    "73 53 0:73 / /dev/shm rw - tmpfs markco-tmp rw\n")
+    in_use = {"/mnt/data/users/u1/.ipython/profile_default/history.sqlite", "/usr/bin/python3"}
+    assert transient_mounts(4242, in_use) == ["/tmp/markco-faults-x/data"]
 
 
 async def test_a_checkpoint_that_stops_leaves_no_process_of_the_workload(

@@ -34,7 +34,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +143,71 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def transient_mounts(pid: int) -> list[str]:
-    """Mount points of `pid`'s mount namespace that a checkpoint should leave out (see
-    `SKIPPED_FSTYPES`, `SKIPPED_UNDER`), deepest first."""
+# Where mounts come and go (tests' and tools' scratch mounts, removable media, runtime state):
+# a mount strictly below one of these is left out unless the tree uses a path on it (its own
+# private /tmp, /var/tmp or /dev/shm is AT one of them, and is kept with its contents).
+VOLATILE_UNDER = ("/tmp", "/var/tmp", "/mnt", "/media", "/run", "/var/run", "/dev/shm")
+
+
+def _below(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and its live descendants."""
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        if pid in found:
+            continue
+        found.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    pending.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def paths_in_use(root: int) -> set[str]:
+    """The paths the tree uses, as it sees them: working directories, programs, open files
+    and mapped files."""
+    used: set[str] = set()
+    for pid in tree_pids(root):
+        for link in ("cwd", "exe"):
+            try:
+                used.add(os.readlink(f"/proc/{pid}/{link}"))
+            except OSError:
+                pass
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/"):
+                used.add(target.removesuffix(" (deleted)"))
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    fields = line.split(maxsplit=5)
+                    if len(fields) == 6 and fields[5].startswith("/"):
+                        used.add(fields[5].rstrip("\n").removesuffix(" (deleted)"))
+        except OSError:
+            pass
+    return used
+
+
+def transient_mounts(pid: int, in_use: Collection[str] = ()) -> list[str]:
+    """Mount points of `pid`'s mount namespace that a checkpoint should leave out, deepest
+    first: those of container engines and other namespaces (`SKIPPED_FSTYPES`,
+    `SKIPPED_UNDER`), and those below a volatile place (`VOLATILE_UNDER`) holding none of the
+    paths `in_use` — a mount that is gone by the time of the restore would make it fail."""
     skipped = []
     try:
         with open(f"/proc/{pid}/mountinfo") as f:
@@ -161,8 +223,10 @@ def transient_mounts(pid: int) -> list[str]:
         mountpoint, fstype = _unescape(fields[4]), fields[separator + 1]
         if mountpoint == "/":
             continue
-        if fstype in SKIPPED_FSTYPES or any(
-                mountpoint == top or mountpoint.startswith(top + "/") for top in SKIPPED_UNDER):
+        if fstype in SKIPPED_FSTYPES or any(_below(mountpoint, top) for top in SKIPPED_UNDER):
+            skipped.append(mountpoint)
+        elif any(_below(mountpoint, top) and mountpoint != top for top in VOLATILE_UNDER) and \
+                not any(_below(path, mountpoint) for path in in_use):
             skipped.append(mountpoint)
     return sorted(set(skipped), key=lambda m: (-m.count("/"), m))
 
@@ -291,7 +355,8 @@ class ProcessCheckpointer:
                     "--file-locks", "--ghost-limit", str(self.ghost_limit),
                     "--leave-running" if leave_running else "--leave-stopped"]
             executables = _executables(tree)
-            for mountpoint in transient_mounts(tree.root_pid):
+            in_use = await trio.to_thread.run_sync(paths_in_use, tree.root_pid)
+            for mountpoint in transient_mounts(tree.root_pid, in_use):
                 args += ["--skip-mnt", mountpoint]
             if "net" in tree.namespaces:
                 netns = os.stat(f"/proc/{tree.root_pid}/ns/net").st_ino
