@@ -498,6 +498,10 @@ class ProcessCheckpointer:
                     raise RestoreIncompatible(
                         f"a file the checkpointed runtime held open changed since the "
                         f"checkpoint, so it cannot be restored as it was:\n{text}") from exc
+                if "mnt: " in text or "mnt-v2: " in text:
+                    raise RestoreIncompatible(
+                        f"a filesystem mounted when the runtime was checkpointed is gone, so "
+                        f"it cannot be restored as it was:\n{text}") from exc
                 raise
             return int(pidfile.read_text().strip())
         finally:
