@@ -25,6 +25,9 @@ For each request (DESIGN §3.1, §3.2, §5.3):
 7. How: the `/u/<owner>` prefix is stripped; the Cookie header goes without markco's cookies;
    a markco API token's Authorization is removed; `X-Markco-User` (the caller's user id),
    `X-Markco-Role` (owner | collaborator | admin) and `X-Forwarded-Prefix` are set.
+8. Afterwards: a WebSocket admitted here carries its `Credential`; the tunnel guard
+   (`guard.py`) asks `still_admitted` again whenever a revocation may have changed the answer,
+   and closes the tunnel when it has.
 """
 
 from __future__ import annotations
