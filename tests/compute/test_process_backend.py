@@ -318,3 +318,24 @@ async def test_update_limits_is_kept_for_the_next_start(
     await backend.stop(handle, timeout=0)
     await backend.start(handle)
     assert (await backend.stats(handle)).memory_limit == 384 << 20
+
+
+@needs_root
+async def test_a_workload_started_without_isolation_is_not_adopted(
+        make_process_backend: Callable[..., Any], backend: ProcessBackend, deployment: str,
+        cleanup: list[str], script_spec: Callable[[str], ContainerSpec]) -> None:
+    # What a daemon upgraded from the shared-account, host-network backend finds running.
+    if not backend.capabilities().isolated_network:
+        missing_system("network namespaces (unshare --net, iproute2)",
+                       "install iproute2; run as root")
+    handle = await run(backend, cleanup, script_spec(REPORT))
+    path = backend.state_dir / handle / "workload.json"
+    record = json.loads(path.read_text())
+    record.update(network=False, uid=65534, gid=65534)
+    path.write_text(json.dumps(record))
+    restarted: ProcessBackend = await make_process_backend(deployment)
+    info = await restarted.inspect(handle)
+    assert info.status == STATUS_EXITED
+    members = restarted._members(restarted._load(handle))
+    await restarted.remove(handle)
+    assert [pid for pid in members if running(pid)] == []

@@ -150,6 +150,9 @@ class ProcessBackend(ProcessCheckpointing):
 
     async def __aenter__(self) -> ProcessBackend:
         await trio.to_thread.run_sync(self._prepare)
+        if self._per_user:
+            for account in await self._accounts_book.list_workload_accounts():
+                self._accounts[account.user_id] = (account.uid, account.gid)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -305,10 +308,24 @@ class ProcessBackend(ProcessCheckpointing):
                              labels=dict(state.labels), exit_code=exit_code,
                              started_at=state.started_at, finished_at=finished)
 
+    def outdated(self, state: WorkloadState) -> str | None:
+        """Why a workload started before this backend isolated users must not be adopted
+        (None: it may): it runs without the network namespace the backend now gives, or as
+        another account than its user's own (the old shared `run_as`). It is reported as
+        exited, so reconciliation removes it and the next start replaces it."""
+        if self._ip is not None and state.namespaces and not state.network:
+            return "started without a network namespace of its own (before an upgrade)"
+        owner = self._accounts.get(state.user_id)
+        if self._per_user and owner is not None and (state.uid, state.gid) != owner:
+            return "runs as another account than its user's own (before an upgrade)"
+        return None
+
     def _status(self, state: WorkloadState) -> tuple[str, int | None, float | None]:
         if state.pid is None:
             return STATUS_CREATED, None, None
         if self._alive(state):
+            if self.outdated(state) is not None:
+                return STATUS_EXITED, None, None
             return STATUS_RUNNING, None, None
         ended = read_exit_status(self._dir(state.name))
         exit_code, finished = (ended if ended else (state.exit_code, state.finished_at))
