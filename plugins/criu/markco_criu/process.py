@@ -7,8 +7,11 @@ network namespace when the backend gives it one), in cgroups of its own:
 - **Dump**: `criu dump -t <namespace init>`. The mount namespace is a copy of the host's, so
   every mount in it is declared external and found again at restore (`--external mnt[]:m`,
   restore `--root / --external mnt[]`): nothing of the host's filesystems is copied into the
-  images. Established TCP connections are closed (`--tcp-close`: the runtime front's connections
-  are drained before a sleep; a runtime's own outbound connections end, as after a network
+  images; mounts of container engines and scratch mounts the runtime does not use are left
+  out (`transient_mounts`). A network namespace of the workload's own is external too (its
+  sockets are dumped with the processes; the restore gets a fresh loopback-only one).
+  Established TCP connections are closed (`--tcp-close`: the runtime front's connections are
+  drained before a sleep; a runtime's own outbound connections end, as after a network
   blip). A checkpoint that ends the workload dumps with `--leave-stopped`, writes the archive,
   and only then kills the tree — when the archive cannot be written (disk full) the tree is
   resumed (SIGCONT), so a failed checkpoint never loses the workload.
@@ -107,25 +110,13 @@ def _executables(tree: ProcessTree) -> dict[str, dict[str, int]]:
     """The programs the tree runs (`/proc/<pid>/exe`), with size and mtime: a restore needs
     the very same files (CRIU maps them again)."""
     found: dict[str, dict[str, int]] = {}
-    pending = [tree.root_pid]
-    seen: set[int] = set()
-    while pending:
-        pid = pending.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+    for pid in tree_pids(tree.root_pid):
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
             st = os.stat(exe)
-            found[exe] = {"size": st.st_size, "mtime": int(st.st_mtime)}
         except OSError:
-            pass
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    pending.extend(int(x) for x in f.read().split())
-        except OSError:
-            pass
+            continue
+        found[exe] = {"size": st.st_size, "mtime": int(st.st_mtime)}
     return found
 
 
@@ -396,15 +387,10 @@ class ProcessCheckpointer:
     @staticmethod
     def _resume(tree: ProcessTree) -> None:
         """SIGCONT the tree CRIU left stopped (the archive could not be written)."""
-        pending = [tree.root_pid]
-        while pending:
-            pid = pending.pop()
+        for pid in tree_pids(tree.root_pid):
             try:
                 os.kill(pid, signal.SIGCONT)
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as f:
-                        pending.extend(int(x) for x in f.read().split())
-            except OSError:
+            except ProcessLookupError:
                 continue
 
     # ---------------------------------------------------------------------------- restore
