@@ -203,7 +203,7 @@ async def _checkpoint(actor: UserActor, checkpointer: Checkpointer, handle: str,
 
 async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
     """Checkpoint the runtime and stop it; stop the editor (see the module doc)."""
-    from .actor import STOP_ORDER, OperationFailed
+    from .actor import OperationFailed
 
     svc = actor.svc
     record = await actor.live_record(RUNTIME)
@@ -247,16 +247,20 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
     with trio.CancelScope(shield=True):
         await actor.step(op, "remove")
         actor.desired.difference_update({RUNTIME, EDITOR})
-        await actor.remove_handle(handle)
-        for role in STOP_ORDER:
-            if role == EDITOR:
-                actor.ready[EDITOR] = False
-                actor.addresses[EDITOR] = None
-                await actor.remove_workload(EDITOR)
-                if actor.records[EDITOR] is not None:
-                    await actor.update(EDITOR, state=RuntimeState.STOPPED,
-                                       reason="stopped while the runtime sleeps")
-                    actor.records[EDITOR] = None
+        actor.ready[EDITOR] = False
+        actor.addresses[EDITOR] = None
+        actor.changed()
+
+        async def stop_editor() -> None:
+            await actor.remove_workload(EDITOR)
+            if actor.records[EDITOR] is not None:
+                await actor.update(EDITOR, state=RuntimeState.STOPPED,
+                                   reason="stopped while the runtime sleeps")
+                actor.records[EDITOR] = None
+
+        async with trio.open_nursery() as nursery:  # the dumped runtime and the editor at once
+            nursery.start_soon(actor.remove_handle, handle)
+            nursery.start_soon(stop_editor)
         await actor.close(op, OperationState.DONE)
     took = round((trio.current_time() - started) * 1000)
     steps = actor.step_timings(op)
