@@ -569,7 +569,7 @@ async def full_disk(out: Outcome) -> None:
                 out.check("... and the file is unchanged",
                           (page.read_text() if page.exists() else None) == before)
             async with the_lab.api(other_headers, timeout=40) as api:
-                with trio.move_on_after(15) as waited:
+                with trio.move_on_after(8) as waited:
                     other = await api.post(f"/api/v1/users/{other_id}/runtimes/start?wait=1")
             out.check("a start on a full disk ends (no hang)", not waited.cancelled_caught,
                       pending="item 4")

@@ -1,12 +1,14 @@
 """The fault-injection suite of issue 11, as tests: each experiment of
 `markco_trio.testing.faults` (also runnable as `bench/faults.py`, which prints what held) on a
 real daemon subprocess; a test fails when a claim is broken. Claims waiting on another part of
-issue 11 are `pending`: reported (run with `-s` to see every claim), not failed."""
+issue 11 are `pending`: reported (run with `-s` to see every claim), not failed.
+
+`kill9-sleep-wake` is not repeated here: `tests/lifecycle/test_checkpoint_e2e.py` asserts the
+same with the real CRIU checkpointer (`bench/faults.py` runs it with the others)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -44,9 +46,3 @@ async def test_a_busy_port_is_refused_at_once() -> None:
 async def test_a_full_disk_is_reported_and_survived() -> None:
     await run("full-disk")
 
-
-async def test_kill_9_during_a_sleep_and_a_wake_leaves_one_runtime_with_its_variables() -> None:
-    if shutil.which("criu", path=f"/usr/local/sbin:/usr/sbin:/sbin:{os.environ['PATH']}") \
-            is None:
-        missing_system("CRIU", "scripts/bootstrap --system installs it (scripts/setup-criu)")
-    await run("kill9-sleep-wake")
