@@ -349,3 +349,12 @@ async def test_a_snapshot_restores_after_the_runtime_ran_more_cells(
     finally:
         with trio.CancelScope(shield=True):
             await workloads.remove_all()
+
+
+async def test_without_namespaces_the_process_backend_cannot_be_checkpointed(
+        checkpointer: CriuCheckpointer, data_dir: Path, deployment: str) -> None:
+    options = ProcessOptions(state_dir=str(data_dir / "workloads"), namespaces=False)
+    async with ProcessBackend(options, deployment_id=deployment, data_dir=data_dir) as backend:
+        caps = checkpointer.capabilities(backend)
+        assert not caps.checkpoint
+        assert any("namespaces" in note for note in caps.notes)
