@@ -247,6 +247,19 @@ class UserActor:
         self.spawn(job)
         return ticket
 
+    def fail_pending(self, reason: str) -> None:
+        """The actor's task failed (e.g. preparing the user's account hit a storage that cannot
+        write): every operation still waiting fails with `reason` and says so to whoever
+        follows the progress — nothing waits forever; the next request tries again."""
+        failed = False
+        for ticket in self._tickets:
+            if not ticket.done.is_set():
+                ticket.error = reason
+                ticket.done.set()
+                failed = True
+        if failed:
+            self.progress(PHASE_FAILED, reason, failed=True, done=True)
+
     def ready_for(self, roles: frozenset[WorkloadRole]) -> bool:
         """Every role in `roles` is ready."""
         return all(self.ready[r] for r in roles)
@@ -260,6 +273,8 @@ class UserActor:
             "snapshot.delete": partial(checkpoints.run_delete, self),
             "fork": partial(checkpoints.run_fork, self),
             "unfork": partial(checkpoints.run_unfork, self)}
+        if ticket.done.is_set():
+            return  # failed while queued: the actor's task could not start (`fail_pending`)
         try:
             async with self.lock:
                 self.operation = ticket.kind

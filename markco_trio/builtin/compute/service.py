@@ -40,7 +40,7 @@ from ...records import Snapshot, WorkloadRole
 from ...roles import BackendCapabilities, ContainerBackend, ContainerInfo, Storage
 from ..process_backend.ports import choose_port, is_free
 from . import release
-from .actor import BOTH, OperationFailed, UserActor
+from .actor import BOTH, OperationFailed, UserActor, first_leaf
 from .front import FrontStatistics, RuntimeFront, front_socket_path
 from .options import WorkloadsOptions
 from .progress import ProgressHub
@@ -408,9 +408,13 @@ class ComputeService:
                     if not release.has_queued_work(actor):
                         return
                     continue
-                except Exception:
+                except Exception as exc:
                     log.exception("compute: the actor of user %s failed; restarting it",
                                   actor.user_id)
+                    cause = first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+                    actor.fail_pending(str(cause) if isinstance(cause, MarkcoError) else
+                                       f"compute failed for this user: "
+                                       f"{type(cause).__name__}: {cause}")
                 if first is not None:
                     first.started()  # one user's trouble never holds the daemon's start back
                     first = None
