@@ -89,3 +89,16 @@ def test_a_data_dir_that_is_not_writable_is_refused_with_one_line(
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert f"data_dir {parent / 'data'} is on a read-only file system" in line
+
+
+@pytest.mark.system
+def test_a_database_on_a_read_only_file_system_is_refused_with_one_line(
+        write_config: Callable[[str], Path], tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "db", read_only=True) as db:
+        config = write_config(f'[server]\nlisten = "127.0.0.1:{free_port()}"\n'
+                              f'data_dir = "data"\n\n[storage.sqlite]\n'
+                              f'path = "{db / "markco.db"}"\n')
+        result, took = run(config)
+    assert result.returncode == 1 and took < 15
+    line = one_line(result.stderr)
+    assert "database is read-only" in line and str(db / "markco.db") in line

@@ -26,6 +26,7 @@ import trio
 
 from ..errors import AlreadyRunning, StorageError
 from . import schema
+from .failures import StorageUnavailable
 from .sql import ForeignKeyViolation, SqlStorage, Tx, UniqueViolation
 
 _INDEX_MESSAGE = re.compile(r"index '(?P<name>[^']+)'")
@@ -43,20 +44,33 @@ _UNAVAILABLE = {
 }
 
 
+_OS_CAUSES = {
+    errno.EROFS: "database is read-only (its file system is mounted read-only)",
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "no permission to write the database's directory",
+    errno.EPERM: "no permission to write the database's directory",
+    errno.EIO: "I/O error on the database file",
+}
+
+
 def _diagnose_directory(directory: Path) -> str | None:
     """Why nothing can be written in `directory` (read-only, full, forbidden), or None."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".markco-write-check-", dir=directory)
     except OSError as exc:
-        return {errno.EROFS: "database is read-only (its file system is mounted read-only)",
-                errno.ENOSPC: "disk full",
-                errno.EDQUOT: "disk quota exceeded",
-                errno.EACCES: "no permission to write the database's directory",
-                errno.EPERM: "no permission to write the database's directory",
-                }.get(exc.errno or 0)
+        return _OS_CAUSES.get(exc.errno or 0)
     os.close(fd)
     os.unlink(probe)
     return None
+
+
+def _unavailable_file(path: Path, exc: OSError, what: str) -> StorageUnavailable | None:
+    """`exc` (from opening `path`) as `StorageUnavailable`, when an operator must fix it."""
+    cause = _OS_CAUSES.get(exc.errno or 0)
+    if cause is None:
+        return None
+    return StorageUnavailable(cause, f"cannot open {what} {path}: {exc.strerror}")
 
 
 def _quote(identifier: str) -> str:
@@ -108,7 +122,13 @@ class SqliteStorage(SqlStorage):
                                f"{self.path.parent} does not exist (create it, or fix data_dir)")
         # Create the file ourselves: SQLite would create it with the umask's permissions, and
         # it holds session and token hashes. SQLite gives its -wal/-shm files the same mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            unavailable = _unavailable_file(self.path, exc, "the database")
+            if unavailable is None:
+                raise
+            raise unavailable from None
         try:
             writer = self._new_connection()
             self._connections.append(writer)
@@ -256,6 +276,11 @@ class SqliteStorage(SqlStorage):
         except FileNotFoundError:
             raise StorageError(f"cannot create the lock file {self.lock_path}: the directory "
                                f"{self.lock_path.parent} does not exist") from None
+        except OSError as exc:
+            unavailable = _unavailable_file(self.lock_path, exc, "the lock file")
+            if unavailable is None:
+                raise
+            raise unavailable from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
