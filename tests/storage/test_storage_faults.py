@@ -65,3 +65,13 @@ async def test_a_write_on_a_file_system_gone_read_only_says_read_only(
                                   now=0.0)
     assert raised.value.cause.startswith("database is read-only")
     assert "read-only" in str(raised.value)
+
+
+async def test_opening_a_database_on_a_read_only_file_system_says_read_only(
+        tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "fs", read_only=True) as fs:
+        with pytest.raises(StorageUnavailable) as raised:
+            async with SqliteStorage(fs / "markco.db"):
+                pass  # pragma: no cover
+    assert raised.value.cause.startswith("database is read-only")
+    assert str(fs / "markco.db") in str(raised.value)
