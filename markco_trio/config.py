@@ -31,8 +31,8 @@ class ServerOptions:
     trusted_proxies: list[str] = field(default_factory=list)
     drain_seconds: float = 10.0
     deployment_id: str = "markco"
-    # Connections open at once from one client address (0: no cap). Trusted proxies are never
-    # capped: behind one (Caddy), cap its clients there.
+    # Connections open at once from one client address (0: no cap). A trusted proxy's own
+    # connections are not capped; the WebSockets it forwards are, per forwarded client.
     max_connections_per_client: int = 256
 
     def __post_init__(self) -> None:

@@ -59,6 +59,7 @@ from markco_trio.proxy.rewrite import (
     acceptable_request_id,
     forward_request_head,
     forward_response_head,
+    forwarded_client,
 )
 from markco_trio.proxy.routing import FORWARD_TO_API, ProgressRoute, route
 from markco_trio.proxy.tunnels import Tunnel, TunnelHub
@@ -107,6 +108,12 @@ _CLOSE_FRAMES: Final = {
     "drain": (GOING_AWAY, "the server is restarting"),
     "tunnel_revoked": (POLICY_VIOLATION, "access was revoked"),
 }
+_TOO_MANY_UPGRADES: Final = Answer(
+    503,
+    json_error(503, "too_many_connections",
+               "too many WebSockets from your address at once; close some and try again").body,
+    headers=((b"retry-after", b"5"),),
+)
 _ERROR_CODES: Final = {
     400: "bad_request",
     408: "request_timeout",
@@ -190,6 +197,8 @@ class ProxyState:
         "send_timeout",
         "now",
         "draining",
+        "max_per_client",
+        "_upgrades",
         "requests",
         "_buffers",
         "_pipes",
@@ -238,9 +247,29 @@ class ProxyState:
         self.now = trio.current_time()  # coarse: the sweeper advances it
         self.draining = False
         self.requests = 0
+        # Behind a trusted proxy every client shares its address: WebSockets (which a client
+        # can hold by the thousand) are capped per forwarded client instead (0: no cap).
+        self.max_per_client = 0
+        self._upgrades: dict[bytes, int] = {}
         self._buffers: list[bytearray] = []
         self._pipes: list[tuple[int, int]] = []
         self._splice = hasattr(os, "splice")
+
+    def hold_upgrade(self, client: bytes) -> bool:
+        """Count one more upgrade of a forwarded `client`, unless it is at its cap."""
+        count = self._upgrades.get(client, 0)
+        if count >= self.max_per_client:
+            return False
+        self._upgrades[client] = count + 1
+        return True
+
+    def release_upgrade(self, client: bytes) -> None:
+        """An upgrade counted by `hold_upgrade` ended."""
+        count = self._upgrades.get(client, 0) - 1
+        if count > 0:
+            self._upgrades[client] = count
+        else:
+            self._upgrades.pop(client, None)
 
     def take_buffer(self) -> bytearray:
         """A streaming buffer (pooled: a fresh 128 KiB bytearray would be mmap'd each time)."""
@@ -637,14 +666,26 @@ class ClientConnection:
     # ---------------------------------------------------------------- forwarding
 
     async def _forward(
-        self, head: RequestHead, buf: bytes, body_start: int, via: _Via
+        self, head: RequestHead, buf: bytes, body_start: int, via: _Via, *, counted: bool = False
     ) -> bytes | None:
         """Forward one request `via` its upstream and relay the response.
 
         Returns the bytes already received after this request (the start of the next one), or
-        None when the connection must close.
+        None when the connection must close. (`counted`: a WebSocket handshake from a trusted
+        proxy already counted against its forwarded client's cap.)
         """
         state = self._state
+        if head.upgrade is not None and self._trusted and state.max_per_client and not counted:
+            client = forwarded_client(head)
+            if client is not None:
+                if not state.hold_upgrade(client):
+                    state.faults.record("too_many_connections", state.now,
+                                        client.decode("latin-1"))
+                    return await self._answer(_TOO_MANY_UPGRADES, head, buf, body_start)
+                try:
+                    return await self._forward(head, buf, body_start, via, counted=True)
+                finally:
+                    state.release_upgrade(client)
         request_id = head.request_id
         if not acceptable_request_id(request_id):
             request_id = state.ids.next()

@@ -35,6 +35,7 @@ __all__ = [
     "acceptable_request_id",
     "forward_request_head",
     "forward_response_head",
+    "forwarded_client",
 ]
 
 # Hop-by-hop, framing we re-state ourselves, identity only the proxy sets, our own request id.
@@ -140,6 +141,16 @@ def forward_request_head(
     append(b"")
     append(b"")
     return b"\r\n".join(out)
+
+
+def forwarded_client(head: RequestHead) -> bytes | None:
+    """The client address a trusted proxy forwarded for (the last X-Forwarded-For entry: the
+    one the proxy itself added), or None when there is none."""
+    values = head.get_all(b"x-forwarded-for")
+    if not values:
+        return None
+    last = values[-1].rpartition(b",")[2].strip(b" \t")
+    return last or None
 
 
 class EditorScope:

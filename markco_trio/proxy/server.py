@@ -100,8 +100,9 @@ class FrontDoor:
     direction (pings and pongs do not count), with a 1001 close frame.
     `access_log_sample_every` keeps one access-log line per that many responses (5xx always).
     `max_connections_per_client` caps the connections open at once from one client address
-    (0: no cap; a configured trusted proxy is never capped, its clients are many): one more is
-    answered 503 at once and closed.
+    (0: no cap): one more is answered 503 at once and closed. A configured trusted proxy's
+    connections are not capped (its clients are many); the WebSockets it forwards are, by the
+    client address it forwards for (a WebSocket over the cap gets 503).
 
     `gate` admits requests for `/u/<userId>/...` (without one, they get 503).
     """
@@ -222,6 +223,7 @@ class FrontDoor:
             body_timeout=body_timeout,
             send_timeout=send_timeout,
         )
+        state.max_per_client = self._per_client_cap
         self._state = state
         state.draining = self._stopped
         try:

@@ -558,3 +558,32 @@ async def test_a_trusted_proxy_is_never_capped(
     for client in clients:
         await client.request("GET", "/hello")
         assert (await client.response())[0].status_code == 200
+
+
+async def test_websockets_through_a_trusted_proxy_are_capped_per_forwarded_client(
+    upstream: Upstream, start_door: StartDoor
+) -> None:
+    door = await start_door(upstream.socket_path, max_connections_per_client=1,
+                            trusted_proxies=["127.0.0.1"])
+    url = f"ws://127.0.0.1:{door.port}/ws"
+    one = [("X-Forwarded-For", "203.0.113.9")]
+    with trio.fail_after(10):
+        async with open_websocket_url(url, extra_headers=one) as ws:
+            await ws.send_message("first")
+            assert await ws.get_message() == "first"
+            async with open_websocket_url(
+                    url, extra_headers=[("X-Forwarded-For", "198.51.100.20")]) as other:
+                await other.send_message("another client")
+                assert await other.get_message() == "another client"
+            client = await RawClient.connect(door.port)
+            async with client.stream:
+                await client.request("GET", "/ws", [
+                    ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13"), ("X-Forwarded-For", "203.0.113.9")])
+                response, body = await client.response()
+            assert response.status_code == 503
+            assert json.loads(body)["error"]["code"] == "too_many_connections"
+        async with open_websocket_url(url, extra_headers=one) as again:  # its place is free
+            await again.send_message("again")
+            assert await again.get_message() == "again"

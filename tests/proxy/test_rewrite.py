@@ -11,6 +11,7 @@ from markco_trio.proxy.rewrite import (
     acceptable_request_id,
     forward_request_head,
     forward_response_head,
+    forwarded_client,
 )
 
 
@@ -243,3 +244,20 @@ def test_no_trusted_proxies_trusts_nobody() -> None:
 def test_a_malformed_trusted_proxy_entry_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'10.0.0.300'"):
         TrustedProxies(["10.0.0.300"])
+
+
+@pytest.mark.parametrize(
+    ("lines", "client"),
+    [
+        ((b"X-Forwarded-For: 203.0.113.9",), b"203.0.113.9"),
+        ((b"X-Forwarded-For: 10.0.0.1, 203.0.113.9",), b"203.0.113.9"),
+        ((b"X-Forwarded-For: 10.0.0.1", b"X-Forwarded-For: 2001:db8::7 "), b"2001:db8::7"),
+        ((), None),
+        ((b"X-Forwarded-For: ",), None),
+    ],
+)
+def test_the_forwarded_client_is_the_last_address_the_proxy_added(
+    lines: tuple[bytes, ...], client: bytes | None
+) -> None:
+    head = parse_request_head(b"\r\n".join([b"GET / HTTP/1.1", b"Host: a", *lines]))
+    assert forwarded_client(head) == client
