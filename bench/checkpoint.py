@@ -14,9 +14,12 @@ what a navigation or the API triggers — and the user's runtime front (what the
   next to it): what a user waits for without checkpoints, and they lose every variable;
 - `sleep`: the `sleep` operation: drain, checkpoint into an archive, fsync, record, stop the
   runtime and the editor;
-- `wake`: from a navigation's wake of a sleeping user to the first execution answered through
-  the front: the archive verified and restored (the editor starts next to it), the runtime
-  answering with its variables (the benchmark checks `x` and the 200 MB object every time).
+- `wake`: from a navigation's wake of a sleeping user to the runtime answering (the archive
+  verified and restored; the editor starts next to it); `wake + first execution`: to the first
+  `print(x)` answered through the front, which includes mrmd-python's own cost of an execution
+  — measured apart as `an execution (awake)`: with 200k objects in its namespace mrmd-python
+  takes seconds per execution, asleep or not. The benchmark checks `x` and the 200 MB object
+  after every wake.
 
 Then it prints each measure's median (min, max) and its ratio to the same run's cold start.
 Targets (issue 10): sleep and wake of an idle runtime under 300 ms on the process backend and
@@ -96,19 +99,33 @@ async def one_run(compute: ComputeService, user_id: str, *, big: bool) -> dict[s
     else:
         await execute(compute, user_id, "x = 42")
     start = trio.current_time()
+    await execute(compute, user_id, "print(x)")
+    baseline = trio.current_time() - start  # mrmd-python's own cost of an execution, awake
+    start = trio.current_time()
     await compute.sleep(user_id, reason="benchmark")
     slept = trio.current_time() - start
-    start = trio.current_time()
-    compute.request_start(user_id, reason="benchmark")  # a navigation wakes it
-    out = await execute(compute, user_id, "print(x)")
-    woke = trio.current_time() - start
+    answered: list[float] = []
+
+    async def runtime_answers() -> None:
+        while not compute.state_nowait(user_id).runtime.ready:  # noqa: ASYNC110
+            await trio.sleep(0.005)
+        answered.append(trio.current_time() - start)
+
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(runtime_answers)
+        compute.request_start(user_id, reason="benchmark")  # a navigation wakes it
+        out = await execute(compute, user_id, "print(x)")
+        woke = trio.current_time() - start
     await compute.ensure_started(user_id, reason="benchmark")
     state = compute.state_nowait(user_id)
-    if out != "42\n" or state.notice:
+    # (IPython may add a line about its history database after a restore: not our concern)
+    if not out.startswith("42\n") or state.notice:
         raise RuntimeError(f"the wake lost the runtime's memory: {out!r} {state.notice}")
-    if big and await execute(compute, user_id, CHECK) != "42 204800 True\n":
+    if big and not (await execute(compute, user_id, CHECK)).startswith("42 204800 True\n"):
         raise RuntimeError("the 200 MB object did not survive the wake")
-    return {"cold start": cold, "sleep": slept, "wake": woke}
+    return {"cold start": cold, "sleep": slept, "wake": answered[0],
+            "wake + first execution": woke, "an execution (awake)": baseline}
 
 
 async def measure(config_path: Path, runs: int) -> dict[str, list[dict[str, float]]]:
@@ -178,9 +195,12 @@ def machine() -> str:
             f"Linux {platform.release()}")
 
 
+MEASURES = ("cold start", "sleep", "wake", "wake + first execution", "an execution (awake)")
+
+
 def report(columns: dict[str, dict[str, list[dict[str, float]]]]) -> str:
-    lines = ["| backend | runtime | cold start | sleep | wake | sleep / cold | wake / cold |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| backend | runtime | " + " | ".join(MEASURES) + " | sleep / cold | wake / cold |",
+             "|---|---|" + "---|" * (len(MEASURES) + 2)]
     for backend, kinds in columns.items():
         for kind, runs in kinds.items():
             if not runs:
@@ -192,8 +212,8 @@ def report(columns: dict[str, dict[str, list[dict[str, float]]]]) -> str:
                 values = [r[m] * 1000 for r in runs]
                 return f"{med[m] * 1000:.0f} ms ({min(values):.0f}–{max(values):.0f})"
 
-            lines.append(f"| {backend} | {kind} | {cell('cold start')} | {cell('sleep')} | "
-                         f"{cell('wake')} | {med['sleep'] / med['cold start']:.2f} | "
+            lines.append(f"| {backend} | {kind} | " + " | ".join(cell(m) for m in MEASURES)
+                         + f" | {med['sleep'] / med['cold start']:.2f} | "
                          f"{med['wake'] / med['cold start']:.2f} |")
     return "\n".join(lines)
 
@@ -216,15 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         idle = kinds.get("idle") or []
         if idle and backend in targets:
             sleep = statistics.median(r["sleep"] for r in idle)
-            wake = statistics.median(r["wake"] for r in idle)
+            wake = statistics.median(r["wake + first execution"] for r in idle)
             goal = targets[backend]
-            print(f"{backend}, idle: sleep {sleep * 1000:.0f} ms, wake {wake * 1000:.0f} ms "
-                  f"(goal < {goal * 1000:.0f} ms each: "
+            print(f"{backend}, idle: sleep {sleep * 1000:.0f} ms, wake until the first execution "
+                  f"{wake * 1000:.0f} ms (goal < {goal * 1000:.0f} ms each: "
                   f"{'met' if max(sleep, wake) < goal else 'NOT met'})")
     big = columns.get("process", {}).get("200 MB") or []
     if big:
-        wake = statistics.median(r["wake"] for r in big)
-        print(f"process, 200 MB: wake {wake * 1000:.0f} ms (goal < 1500 ms: "
+        wake = statistics.median(r["wake + first execution"] for r in big)
+        answers = statistics.median(r["wake"] for r in big)
+        print(f"process, 200 MB: wake until the first execution {wake * 1000:.0f} ms, until the "
+              f"runtime answers {answers * 1000:.0f} ms (goal < 1500 ms: "
               f"{'met' if wake < 1.5 else 'NOT met'})")
     return 0
 
