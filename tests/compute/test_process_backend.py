@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from markco_trio.builtin.process_backend import ProcessBackend
+from markco_trio.builtin.process_backend.accounts import range_conflicts
 from markco_trio.builtin.process_backend.ports import ephemeral_range
 from markco_trio.dial import http_get
 from markco_trio.errors import BackendError, NotFound
@@ -339,3 +340,15 @@ async def test_a_workload_started_without_isolation_is_not_adopted(
     members = restarted._members(restarted._load(handle))
     await restarted.remove(handle)
     assert [pid for pid in members if running(pid)] == []
+
+
+def test_a_uid_range_shared_with_subordinate_ids_is_found(tmp_path: Path) -> None:
+    (tmp_path / "subuid").write_text("alice:100000:65536\nbob:165536:65536\n")
+    (tmp_path / "subgid").write_text("")
+    found = range_conflicts((200000, 299999), etc=tmp_path)
+    assert found == ["bob's subuid range 165536-231071"]
+
+
+def test_a_uid_range_holding_a_host_account_is_found(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert any("nobody" in c for c in range_conflicts((nobody, nobody), etc=tmp_path))

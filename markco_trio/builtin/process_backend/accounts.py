@@ -9,12 +9,15 @@ numbers, and files show them as numbers.
 
 from __future__ import annotations
 
+import grp
+import pwd
+from pathlib import Path
 from typing import Protocol
 
 from ...errors import Conflict
 from ...records import WorkloadAccount
 
-__all__ = ["Accounts", "MemoryAccounts", "parse_uid_range"]
+__all__ = ["Accounts", "MemoryAccounts", "parse_uid_range", "range_conflicts"]
 
 
 class Accounts(Protocol):
@@ -62,3 +65,27 @@ def parse_uid_range(text: str) -> tuple[int, int]:
         raise ValueError(f"uid_range: expected 65536 <= LOW <= HIGH < 2147483647 (clear of the "
                          f"host's own accounts), got {text!r}")
     return lo, hi
+
+
+def range_conflicts(uid_range: tuple[int, int], *, etc: Path = Path("/etc")) -> list[str]:
+    """Who else on this host may hold ids of `uid_range`: accounts and groups (passwd, group)
+    and subordinate id ranges (/etc/subuid, /etc/subgid: rootless containers run as those host
+    ids). Sharing an id with them would give them a user's files. [] when the range is clear."""
+    low, high = uid_range
+    found = [f"user {e.pw_name} (uid {e.pw_uid})" for e in pwd.getpwall()
+             if low <= e.pw_uid <= high]
+    found += [f"group {e.gr_name} (gid {e.gr_gid})" for e in grp.getgrall()
+              if low <= e.gr_gid <= high]
+    for name in ("subuid", "subgid"):
+        try:
+            lines = (etc / name).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.strip().split(":")
+            if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+                continue
+            start, count = int(fields[1]), int(fields[2])
+            if start <= high and low <= start + count - 1:
+                found.append(f"{fields[0]}'s {name} range {start}-{start + count - 1}")
+    return found

@@ -46,7 +46,7 @@ from ...roles import (
     ContainerStats,
 )
 from . import cgroups, launch, ports, procs
-from .accounts import Accounts, MemoryAccounts, parse_uid_range
+from .accounts import Accounts, MemoryAccounts, parse_uid_range, range_conflicts
 from .checkpointing import ProcessCheckpointing
 from .state import (
     LOG_FILE,
@@ -176,6 +176,12 @@ class ProcessBackend(ProcessCheckpointing):
                                    "install util-linux (apt-get install util-linux)")
             self._setpriv = setpriv
             self._per_user = True
+            conflicts = range_conflicts(self.uid_range)
+            if conflicts:
+                raise BackendError(
+                    f"process backend: [compute.process] uid_range {opts.uid_range} holds ids "
+                    f"of {', '.join(conflicts[:5])}: users' workloads would share them. Choose "
+                    f"a range clear of host accounts and subordinate id ranges")
         else:
             self._notes.append("the daemon is not root: every workload runs as the daemon's "
                                "account, on the host's network (one person only)")
