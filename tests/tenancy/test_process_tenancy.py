@@ -241,3 +241,20 @@ result = {d: sorted(os.listdir(d)) for d in ("/var/tmp", "/dev/shm")}
     assert result == {"/var/tmp": [], "/dev/shm": []}, result
     assert not await trio.Path("/var/tmp/b-was-here").exists()
     assert not await trio.Path("/dev/shm/b-was-here").exists()
+
+
+SHM = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+"""
+
+
+async def test_a_cannot_see_bs_system_v_shared_memory(tenants: Tenants) -> None:
+    made = await tenants.run_as(tenants.b, SHM + "print(libc.shmget(0x4d4b, 4096, 0o1666))")
+    assert int(made) >= 0  # IPC_CREAT | 0666: anyone on a shared IPC namespace could attach
+    result = await attack(tenants, SHM + """
+shmid = libc.shmget(0x4d4b, 0, 0)
+result = [shmid, os.strerror(ctypes.get_errno()) if shmid < 0 else ""]
+""")
+    assert result == [-1, "No such file or directory"], result

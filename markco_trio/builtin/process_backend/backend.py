@@ -212,7 +212,7 @@ class ProcessBackend(ProcessCheckpointing):
         if unshare is None:
             return False
         self._unshare = unshare
-        return self._probe([unshare, "--pid", "--mount", "--fork", "--kill-child",
+        return self._probe([unshare, "--pid", "--mount", "--ipc", "--fork", "--kill-child",
                             "--mount-proc", "--", "/bin/true"])
 
     def _probe_network(self) -> str | None:

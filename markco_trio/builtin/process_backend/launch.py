@@ -7,7 +7,7 @@ The chain, from the daemon:
     └ /bin/sh (launcher)    own session; records its pid, joins the workload's cgroups (writes
       │                     its pid to each cgroup.procs), then execs — so every descendant is
       │                     accounted from the start
-      └ unshare --pid --mount --net --fork --mount-proc     (when namespaces are on; --net
+      └ unshare --pid --mount --ipc --net --fork --mount-proc (namespaces on; --net
           │                                              when the workload gets its own network)
           └ /bin/sh (waiter, PID 1 of the namespace)  brings `lo` up (its network has nothing
               │                                        else), runs the command, then writes its
@@ -135,7 +135,9 @@ def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
         # session whose leader is outside the PID namespace. No `--kill-child`: CRIU restores
         # a parent-death signal, which would kill the restored tree when `criu restore -d`
         # exits; a stop kills the namespace's processes itself (cgroups, or the tree).
-        waited = [unshare, "--pid", "--mount", *(["--net"] if network else []), "--fork",
+        # --ipc: System V shared memory, semaphores and message queues of its own (another
+        # user's segments are not even visible).
+        waited = [unshare, "--pid", "--mount", "--ipc", *(["--net"] if network else []), "--fork",
                   "--mount-proc", "--", setsid, *waited]
     return [setsid, "--fork", "/bin/sh", "-c", LAUNCHER, "markco-launcher", pid_file,
             *cgroup_procs, "--", *waited]
