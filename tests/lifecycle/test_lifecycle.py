@@ -314,6 +314,16 @@ async def test_an_unreferenced_archive_is_collected_at_start(
         assert not stray.exists()
 
 
+async def test_a_crashed_checkpoints_work_directory_is_collected_at_start(
+        write_compute_config: Callable[..., Path], fake: FakeCheckpointer,
+        data_dir: Path) -> None:
+    work = data_dir / "snapshots" / "someone" / ".criu-dump-x" / "images"
+    work.mkdir(parents=True)
+    (work / "pages-1.img").write_bytes(b"pages")
+    async with run_lifecycle(write_compute_config(), fake):
+        assert not work.parent.exists()
+
+
 async def test_a_sleep_without_a_checkpointer_says_how_to_configure_one(
         write_compute_config: Callable[..., Path]) -> None:
     async with run_lifecycle(write_compute_config(), None) as h:

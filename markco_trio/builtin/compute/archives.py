@@ -10,7 +10,8 @@
   archives over `snapshots_max_mib`, is refused up front with a message saying so — the
   runtime keeps running and nothing half-written is ever used.
 - Garbage collection removes files no row refers to (a checkpoint interrupted by a crash, a
-  snapshot deleted while the daemon died) — only regular files inside the snapshots tree.
+  snapshot deleted while the daemon died) and a checkpointer's leftover work directories
+  (dot-directories) — only inside the snapshots tree, never following a link.
 
 Blocking functions: call them with `trio.to_thread.run_sync`.
 """
@@ -21,6 +22,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -169,4 +171,8 @@ def collect_garbage(root: Path, referenced: set[str]) -> list[Path]:
                     removed.append(path)
                 except FileNotFoundError:
                     pass
+            elif entry.is_dir(follow_symlinks=False) and entry.name.startswith("."):
+                # a checkpointer's work directory (CRIU images) left by a crash
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
     return removed
