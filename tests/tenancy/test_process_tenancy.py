@@ -258,3 +258,16 @@ shmid = libc.shmget(0x4d4b, 0, 0)
 result = [shmid, os.strerror(ctypes.get_errno()) if shmid < 0 else ""]
 """)
     assert result == [-1, "No such file or directory"], result
+
+
+async def test_a_runs_with_no_capabilities_and_cannot_gain_any(tenants: Tenants) -> None:
+    result = await attack(tenants, """
+result = {}
+for line in open("/proc/self/status"):
+    name, _, value = line.partition(":")
+    if name.startswith("Cap") or name == "NoNewPrivs":
+        result[name] = value.strip()
+""")
+    assert result == {"CapInh": "0000000000000000", "CapPrm": "0000000000000000",
+                      "CapEff": "0000000000000000", "CapBnd": "0000000000000000",
+                      "CapAmb": "0000000000000000", "NoNewPrivs": "1"}

@@ -122,8 +122,10 @@ def build_argv(*, command: list[str], cgroup_procs: list[str], status_file: str,
     inner = list(command)
     if user is not None:
         uid, gid = user
+        # No capabilities, not even in the bounding set, and no way to gain any (setuid
+        # programs of the host included).
         inner = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                 "--no-new-privs", "--", *inner]
+                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *inner]
     network = namespaces and ip is not None
     tmp = namespaces and bool(private_tmp)
     waiter = (WAITER_NETWORK if network else "") + (WAITER_TMP if tmp else "") + WAITER
