@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,28 @@ async def test_stopping_the_daemon_leaves_no_runtime_and_a_restart_brings_x_back
     await markco.daemon.start()
     await markco.navigate_until_ready()
     assert await markco.execute(CHECK) == INTACT
+
+
+@pytest.fixture
+def small_snapshot_disk(data_dir: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs mounted as the data dir's snapshots directory (unmounted after)."""
+    target = data_dir / "snapshots"
+    target.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(target)],
+                   check=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+async def test_a_sleep_on_a_full_disk_is_refused_and_the_runtime_keeps_x(
+        markco: Markco, small_snapshot_disk: Path) -> None:
+    await holding_x(markco)
+    slept = await markco.api("POST", "/runtimes/sleep")
+    assert slept.status_code == 409
+    assert "disk space" in slept.json()["error"]["message"]
+    assert "keeps running" in slept.json()["error"]["message"]
+    assert len(markco.runtime_pids()) == 1
+    assert await markco.execute(CHECK) == INTACT
+    assert not any(p.is_file() for p in small_snapshot_disk.rglob("*"))  # noqa: ASYNC240

@@ -18,6 +18,7 @@ from markco_trio.builtin.compute import OperationFailed
 from markco_trio.errors import CheckpointError, RestoreIncompatible
 from markco_trio.records import OperationState, RuntimeState, WorkloadRole
 from tests.compute.harness import Harness
+from tests.compute.polling import eventually_async
 
 from .fake_checkpointer import FakeCheckpointer, archive_files
 from .harness import run_lifecycle
@@ -65,17 +66,40 @@ def snapshots_root(h: Harness) -> Path:
     return h.service.archive_root
 
 
+async def test_sleep_stops_the_runtime_before_it_answers(harness: Harness) -> None:
+    uid = await running_user(harness)
+    await harness.service.sleep(uid, reason="test")
+    assert not [n for n in await workloads(harness, uid) if n.endswith("-runtime")]
+    assert harness.service.state_nowait(uid).summary == "sleeping"
+
+
 async def test_sleep_leaves_no_workload_running(harness: Harness) -> None:
     uid = await running_user(harness)
     await harness.service.sleep(uid, reason="test")
-    assert await workloads(harness, uid) == []
+
+    async def none_left() -> bool:
+        return await workloads(harness, uid) == []
+
+    await eventually_async(none_left, what="the editor's stop after the sleep")
 
 
 async def test_sleep_marks_the_runtime_sleeping_and_stops_the_editor(harness: Harness) -> None:
     uid = await running_user(harness)
     await harness.service.sleep(uid, reason="test")
-    assert await live(harness, uid) == {WorkloadRole.RUNTIME: RuntimeState.SLEEPING}
-    assert harness.service.state_nowait(uid).summary == "sleeping"
+
+    async def only_sleeping() -> bool:
+        return await live(harness, uid) == {WorkloadRole.RUNTIME: RuntimeState.SLEEPING}
+
+    await eventually_async(only_sleeping, what="the editor's record stopped")
+
+
+async def test_a_wake_right_after_a_sleep_keeps_one_editor(harness: Harness) -> None:
+    uid = await running_user(harness)
+    await harness.service.sleep(uid, reason="test")
+    state = await harness.service.wake(uid, reason="test")
+    assert state.ready
+    names = await workloads(harness, uid)
+    assert len(names) == 2 and any(n.endswith("-editor") for n in names)
 
 
 async def test_sleep_records_one_private_archive(harness: Harness) -> None:
@@ -91,8 +115,15 @@ async def test_sleep_records_one_private_archive(harness: Harness) -> None:
 async def test_sleep_is_logged_as_one_finished_operation(harness: Harness) -> None:
     uid = await running_user(harness)
     await harness.service.sleep(uid, reason="test")
+
+    async def closed() -> bool:
+        ops = [o for o in await harness.storage.list_operations(user_id=uid)
+               if o.kind == "sleep"]
+        return len(ops) == 1 and ops[0].state == OperationState.DONE
+
+    await eventually_async(closed, what="the sleep's operation closed")
     [op] = [o for o in await harness.storage.list_operations(user_id=uid) if o.kind == "sleep"]
-    assert op.state == OperationState.DONE and op.targets["archive"].endswith(".img")
+    assert op.targets["archive"].endswith(".img")
 
 
 async def test_start_of_a_sleeping_user_wakes_it_from_its_image(

@@ -676,7 +676,8 @@ class UserActor:
                 if policy == "sleep" and self.ready[WorkloadRole.RUNTIME]:
                     try:
                         await checkpoints.run_sleep(
-                            self, Ticket("sleep", BOTH, "the daemon is stopping"))
+                            self, Ticket("sleep", BOTH, "the daemon is stopping",
+                                         args={"inline": True}))
                     except OperationFailed as exc:
                         log.error("compute: shutdown: the runtime of %s could not sleep and "
                                   "keeps running: %s", self.user_id, exc)

@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import re
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -244,25 +245,20 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
             if isinstance(exc, Exception):
                 await actor.close(op, OperationState.FAILED, error=str(exc))
         raise
-    with trio.CancelScope(shield=True):
-        await actor.step(op, "remove")
-        actor.desired.difference_update({RUNTIME, EDITOR})
-        actor.ready[EDITOR] = False
-        actor.addresses[EDITOR] = None
-        actor.changed()
-
-        async def stop_editor() -> None:
-            await actor.remove_workload(EDITOR)
-            if actor.records[EDITOR] is not None:
-                await actor.update(EDITOR, state=RuntimeState.STOPPED,
-                                   reason="stopped while the runtime sleeps")
-                actor.records[EDITOR] = None
-
-        async with trio.open_nursery() as nursery:  # the dumped runtime and the editor at once
-            nursery.start_soon(actor.remove_handle, handle)
-            nursery.start_soon(stop_editor)
-        await actor.close(op, OperationState.DONE)
+    # Committed. What remains — removing the dumped runtime, stopping the stateless editor —
+    # is tidying up: done right after, under the actor's lock, so the caller does not wait for
+    # the editor's stop (a wake queued meanwhile goes first and makes it moot). At shutdown
+    # (`inline`) it is done here: the actor's tasks are about to end.
     took = round((trio.current_time() - started) * 1000)
+    actor.desired.difference_update({RUNTIME, EDITOR})
+    actor.ready[EDITOR] = False
+    actor.addresses[EDITOR] = None
+    actor.changed()
+    if ticket.args.get("inline"):
+        with trio.CancelScope(shield=True):
+            await _finish_sleep(actor, op, handle)
+    else:
+        actor.spawn(partial(_finish_sleep_later, actor, op, handle))
     steps = actor.step_timings(op)
     log.info("compute: %s asleep in %d ms (%s), archive %.1f MiB", actor.user_id, took,
              steps, size / archives.MiB)
@@ -270,6 +266,42 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
         "reason": ticket.reason, "operation_id": op.id, "snapshot_id": snapshot.id,
         "size_bytes": size, "took_ms": took, "steps_ms": steps})
     actor.progress(PHASE_ASLEEP, "asleep: open the editor or run code to wake it", done=True)
+
+
+async def _finish_sleep(actor: UserActor, op: Operation, handle: str) -> None:
+    """The last step of a sleep: the dumped runtime and the editor removed (at once), the
+    editor's record `stopped`, the operation closed. Idempotent."""
+    await actor.step(op, "remove")
+
+    async def stop_editor() -> None:
+        await actor.remove_workload(EDITOR)
+        if actor.records[EDITOR] is not None:
+            await actor.update(EDITOR, state=RuntimeState.STOPPED,
+                               reason="stopped while the runtime sleeps")
+            actor.records[EDITOR] = None
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.remove_handle, handle)
+        nursery.start_soon(stop_editor)
+    await actor.close(op, OperationState.DONE)
+
+
+async def _finish_sleep_later(actor: UserActor, op: Operation, handle: str) -> None:
+    """`_finish_sleep` under the actor's lock — unless a wake (or a start) came first: it has
+    removed the dumped runtime itself and kept the editor, so only the operation is closed."""
+    async with actor.lock:
+        try:
+            record = actor.records[RUNTIME]
+            if record is not None and record.state == RuntimeState.SLEEPING:
+                with trio.CancelScope(shield=True):
+                    await _finish_sleep(actor, op, handle)
+            else:
+                await actor.close(op, OperationState.DONE)
+        except Exception:
+            log.exception("compute: tidying up after the sleep of %s failed (reconciliation "
+                          "finishes it at the next start)", actor.user_id)
+        finally:
+            actor.changed()
 
 
 # ------------------------------------------------------------------------------------- wake
