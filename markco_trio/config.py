@@ -9,11 +9,13 @@ that is missing or disabled.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .errors import ConfigError, PluginError
 from .hookspecs import ConfigSection, ProviderSpec
@@ -34,6 +36,9 @@ class ServerOptions:
     # Connections open at once from one client address (0: no cap). A trusted proxy's own
     # connections are not capped; the WebSockets it forwards are, per forwarded client.
     max_connections_per_client: int = 256
+    # Per-user editor origins: user X's editor at <scheme>://X.<editor_domain>[:port]/u/X/
+    # (the public URL's scheme and port), with its own cookie. "" = one origin, /u/X/.
+    editor_domain: str = ""
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -49,6 +54,8 @@ class ServerOptions:
             raise ValueError("max_connections_per_client: must be 0 (no cap) or more")
         if not self.deployment_id.replace("-", "").isalnum() or len(self.deployment_id) > 32:
             raise ValueError("deployment_id: letters, digits and '-' only, at most 32 characters")
+        if self.editor_domain:
+            _check_editor_domain(self.editor_domain, self.public_url)
 
     @property
     def host(self) -> str:
@@ -59,6 +66,20 @@ class ServerOptions:
     def port(self) -> int:
         """The port part of `listen`."""
         return int(self.listen.rpartition(":")[2])
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_editor_domain(domain: str, public_url: str) -> None:
+    labels = domain.split(".")
+    if domain != domain.lower() or len(labels) < 2 or not all(map(_DNS_LABEL.match, labels)):
+        raise ValueError(f"editor_domain: a lower-case DNS name such as u.example.org (each "
+                         f"user's editor is served at <userId>.<editor_domain>), got {domain!r}")
+    public_host = (urlsplit(public_url).hostname or "").lower()
+    if public_host == domain or public_host.endswith("." + domain):
+        raise ValueError(f"editor_domain: {domain!r} must not contain the public URL's host "
+                         f"{public_host!r} (the platform and the editors are separate origins)")
 
 
 @dataclass(frozen=True)

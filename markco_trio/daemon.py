@@ -38,6 +38,7 @@ from .events import EventBus
 from .plugins import MarkcoPluginManager
 from .proxy.activity import ActivityRecord
 from .proxy.gate import EditorGate
+from .proxy.hosts import EditorHosts
 from .proxy.server import FrontDoor
 from .readiness import Readiness
 from .roles import ServiceSpec, Storage
@@ -219,10 +220,12 @@ class Daemon:
         activity = ActivityRecord(compute.record_activity if compute is not None else None)
         ctx.extras["activity"] = activity
         public_url = self.config.server.public_url.rstrip("/")
+        domain = self.config.server.editor_domain
         return EditorGate(authority=authority, authorize=ctx.authorize, compute=compute,
                           login_url=f"{public_url}/login",
                           cookie_names=markco_cookie_names(authority.cookie_name),
-                          activity=activity)
+                          activity=activity,
+                          hosts=EditorHosts(public_url, domain) if domain else None)
 
     async def _serve(self, task_status: trio.TaskStatus[int], handle_signals: bool) -> int:
         specs = self.services()
@@ -300,9 +303,11 @@ class Daemon:
 
 def markco_cookie_names(session_cookie: str) -> list[str]:
     """markco's own cookies, which never reach an editor and which no editor may set: the
-    session cookie and the login-in-flight cookie, with and without the `__Host-` prefix."""
+    session cookie, the login-in-flight cookie and an editor origin's cookie, with and
+    without the `__Host-` prefix."""
     base = session_cookie.removeprefix("__Host-")
-    return [base, f"__Host-{base}", "markco_login", "__Host-markco_login"]
+    return [base, f"__Host-{base}", "markco_login", "__Host-markco_login", "markco_editor",
+            "__Host-markco_editor"]
 
 
 def run_blocking(config: Config, plugins: MarkcoPluginManager,

@@ -52,6 +52,7 @@ from markco_trio.proxy.head import (
     parse_request_head,
     parse_response_head,
 )
+from markco_trio.proxy.hosts import EditorAuthRoute, OnEditorHost
 from markco_trio.proxy.paths import UserPath
 from markco_trio.proxy.rewrite import (
     EditorScope,
@@ -520,13 +521,22 @@ class ClientConnection:
                 await self._refuse(exc.status, exc.reason, kind)
                 return
             body_start = end + 4
-            decision = route(head, state.readiness)
+            hosts = state.gate.hosts if state.gate is not None else None
+            decision = route(head, state.readiness) if hosts is None else (
+                hosts.route(head) or route(head, state.readiness))
             if decision is FORWARD_TO_API:
                 rest = await self._forward(head, buf, body_start, state.api)
             elif isinstance(decision, UserPath):
                 rest = await self._to_editor(head, buf, body_start, decision)
+            elif isinstance(decision, OnEditorHost):
+                rest = await self._to_editor(head, buf, body_start, decision.path,
+                                             editor_host=True)
+            elif isinstance(decision, EditorAuthRoute):
+                assert state.gate is not None
+                rest = await self._answer(state.gate.editor_auth(head, decision.owner),
+                                          head, buf, body_start)
             elif isinstance(decision, ProgressRoute):
-                await self._progress(head, decision.owner)
+                await self._progress(head, decision.owner, editor_host=hosts is not None)
                 return
             else:
                 assert isinstance(decision, Answer)
@@ -552,7 +562,8 @@ class ClientConnection:
         return None
 
     async def _to_editor(
-        self, head: RequestHead, buf: bytes, body_start: int, path: UserPath
+        self, head: RequestHead, buf: bytes, body_start: int, path: UserPath, *,
+        editor_host: bool = False,
     ) -> bytes | None:
         """Admit a request for a user's editor, then forward it or answer the refusal."""
         state = self._state
@@ -560,7 +571,7 @@ class ClientConnection:
         if gate is None:
             return await self._answer(_NO_GATE, head, buf, body_start)
         try:
-            decision = await gate.admit(head, path)
+            decision = await gate.admit(head, path, editor_host=editor_host)
         except Exception as exc:  # the authority's storage failed on a cache miss, say
             state.faults.record("gate_error", state.now, exc)
             decision = json_error(503, "auth_unavailable", "cannot check credentials now")
@@ -580,14 +591,15 @@ class ClientConnection:
         )
         return await self._forward(head, buf, body_start, via)
 
-    async def _progress(self, head: RequestHead, owner: str) -> None:
+    async def _progress(self, head: RequestHead, owner: str, *,
+                        editor_host: bool = False) -> None:
         """Stream `owner`'s start progress to the wait page; the connection closes after."""
         state = self._state
         gate = state.gate
         refusal: Answer | None = _NO_GATE
         if gate is not None:
             try:
-                refusal = await gate.admit_progress(head, owner)
+                refusal = await gate.admit_progress(head, owner, editor_host=editor_host)
             except Exception as exc:
                 state.faults.record("gate_error", state.now, exc)
                 refusal = json_error(503, "auth_unavailable", "cannot check credentials now")

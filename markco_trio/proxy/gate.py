@@ -28,6 +28,15 @@ For each request (DESIGN §3.1, §3.2, §5.3):
 8. Afterwards: a WebSocket admitted here carries its `Credential`; the tunnel guard
    (`guard.py`) asks `still_admitted` again whenever a revocation may have changed the answer,
    and closes the tunnel when it has.
+
+With per-user editor origins (`hosts`: `[server] editor_domain`, see `hosts.py`), a request
+that arrived on `<owner>`'s editor origin (`editor_host=True`) is authenticated by that origin's
+own cookie (`principal_for_editor_cookie`: the principal of the main session it is a child of;
+the main session cookie is never sent there), an anonymous navigation starts the handshake on
+the main origin instead of the login page, and an Origin must be that editor origin. The editor
+receives the request as on a single origin: its Host and Origin are the public URL's (the front
+door checked the real ones; `X-Forwarded-Host` keeps the real host), so editors need no setting
+of their own. `editor_auth` ends the handshake (redeems a one-time code for the cookie).
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
+from urllib.parse import parse_qs
 
 import trio
 
@@ -45,16 +55,20 @@ from markco_trio.proxy.activity import ActivityRecord
 from markco_trio.proxy.answers import Answer
 from markco_trio.proxy.cookies import CookieRules, strip_request_cookies
 from markco_trio.proxy.head import RequestHead
+from markco_trio.proxy.hosts import EditorHosts
 from markco_trio.proxy.paths import UserPath
 from markco_trio.proxy.rewrite import EditorScope
-from markco_trio.proxy.waiting import wait_page
+from markco_trio.proxy.waiting import message_page, wait_page
 
 __all__ = ["Authority", "Compute", "Credential", "EditorForward", "EditorGate"]
 
 _UNSAFE_METHODS_EXEMPT: Final = frozenset([b"GET", b"HEAD", b"OPTIONS"])
 _EDITOR_DROP: Final = frozenset([b"cookie", b"x-forwarded-prefix"])
 _EDITOR_DROP_TOKEN: Final = _EDITOR_DROP | frozenset([b"authorization"])
+_EDITOR_HOST_DROP: Final = _EDITOR_DROP | frozenset([b"host", b"origin"])
+_EDITOR_HOST_DROP_TOKEN: Final = _EDITOR_HOST_DROP | frozenset([b"authorization"])
 _MAX_RESOURCES: Final = 10_000
+_NO_REFERRER: Final = (b"referrer-policy", b"no-referrer")
 _MAX_ADMITTED: Final = 10_000
 
 
@@ -98,6 +112,22 @@ class Compute(Protocol):
     ) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]: ...
 
 
+class EditorAuthority(Protocol):
+    """What the gate uses of the authority for per-user editor origins."""
+
+    editor_cookie_name: str
+
+    def principal_for_editor_cookie_nowait(self, cookie_header: str | None,
+                                           owner: str) -> Any: ...
+
+    async def principal_for_editor_cookie(self, cookie_header: str | None,
+                                          owner: str) -> Principal | None: ...
+
+    def redeem_editor_code(self, code: str, owner: str) -> str | None: ...
+
+    def editor_set_cookie_header(self, token: str) -> str: ...
+
+
 Authorize = Callable[[Principal | None, str, Resource], bool]
 
 
@@ -119,6 +149,7 @@ class Credential:
 
     cookie: str | None
     token: str | None
+    editor_host: bool = False  # the cookie is an editor origin's (see `hosts.py`)
 
 
 @dataclass(slots=True)
@@ -157,8 +188,11 @@ class EditorGate:
         login_url: str,
         cookie_names: Iterable[str],
         activity: ActivityRecord | None = None,
+        hosts: EditorHosts | None = None,
     ) -> None:
         self.authority = authority
+        self.hosts = hosts
+        self._editor_authority = cast(EditorAuthority, authority) if hosts else None
         self.compute = compute
         self._authorize = authorize
         self._login_url = login_url.encode("latin-1")
@@ -172,18 +206,24 @@ class EditorGate:
 
     # ---------------------------------------------------------------- admission
 
-    async def admit(self, head: RequestHead, path: UserPath) -> Answer | EditorForward:
-        """Decide a request for `path.owner`'s editor (HTTP or a WebSocket upgrade)."""
+    async def admit(self, head: RequestHead, path: UserPath, *,
+                    editor_host: bool = False) -> Answer | EditorForward:
+        """Decide a request for `path.owner`'s editor (HTTP or a WebSocket upgrade);
+        `editor_host`: it arrived on the owner's own editor origin."""
         if admission.refused_cross_site(head):
             return admission.CROSS_SITE
         owner = path.owner
         navigation = admission.is_navigation(head)
         cookies = head.get_all(b"cookie")
         token = admission.markco_bearer_token(head)
-        principal = await self._principal(cookies, token, owner)
+        principal = await self._principal(cookies, token, owner, editor_host)
         if principal is None:
+            if editor_host and self.hosts is not None and (
+                    navigation or _page_load_without_metadata(head)):
+                return admission.login_redirect(self.hosts.auth_url(owner, head.target))
             return admission.unauthenticated(navigation, self._login_url)
-        if not self._origin_ok(head, by_token=token is not None):
+        if not self._origin_ok(head, by_token=token is not None,
+                               editor_origin=owner if editor_host else None):
             return admission.BAD_ORIGIN
         admitted = self._admitted_for(principal, owner, path.prefix)
         if not admitted.allowed:
@@ -211,12 +251,19 @@ class EditorGate:
                 add = (*add, b"cookie: " + kept)
         credential = None
         if head.upgrade is not None:
-            credential = Credential(_cookie_header(cookies), token)
+            credential = Credential(_cookie_header(cookies), token, editor_host)
+        drop = _EDITOR_DROP_TOKEN if token is not None else _EDITOR_DROP
+        if editor_host and self.hosts is not None:
+            # The editor sees the request as on a single origin (checked above).
+            drop = _EDITOR_HOST_DROP_TOKEN if token is not None else _EDITOR_HOST_DROP
+            add = (*add, b"host: " + self.hosts.public_host)
+            if head.get(b"origin") is not None:
+                add = (*add, b"origin: " + self.hosts.public_origin)
         return EditorForward(
             owner,
             address,
             path.target,
-            _EDITOR_DROP_TOKEN if token is not None else _EDITOR_DROP,
+            drop,
             add,
             admitted.scope,
             credential,
@@ -260,13 +307,14 @@ class EditorGate:
             self._admitted[key] = admitted
         return admitted
 
-    async def admit_progress(self, head: RequestHead, owner: str) -> Answer | None:
+    async def admit_progress(self, head: RequestHead, owner: str, *,
+                             editor_host: bool = False) -> Answer | None:
         """Whether the wait page's progress stream for `owner` may be sent: None if so (the
         same people as may enter the editor), else the answer."""
         if admission.refused_cross_site(head):
             return admission.CROSS_SITE
         token = admission.markco_bearer_token(head)
-        principal = await self._principal(head.get_all(b"cookie"), token, owner)
+        principal = await self._principal(head.get_all(b"cookie"), token, owner, editor_host)
         if principal is None:
             return admission.unauthenticated(False, self._login_url)
         if not self._authorize(principal, Action.EDITOR_ENTER, self._resource(owner)):
@@ -296,6 +344,11 @@ class EditorGate:
             principal = await self.authority.principal_for_token(credential.token)
         elif credential.cookie is None:
             return False
+        elif credential.editor_host:
+            if self._editor_authority is None:
+                return False
+            principal = await self._editor_authority.principal_for_editor_cookie(
+                credential.cookie, owner)
         else:
             principal = await self.authority.principal_for_cookie(
                 credential.cookie, entering=owner)
@@ -306,7 +359,7 @@ class EditorGate:
     # ---------------------------------------------------------------- parts
 
     async def _principal(
-        self, cookies: list[bytes], token: str | None, owner: str
+        self, cookies: list[bytes], token: str | None, owner: str, editor_host: bool = False
     ) -> Principal | None:
         authority = self.authority
         if token is not None:
@@ -315,22 +368,63 @@ class EditorGate:
         header = _cookie_header(cookies)
         if header is None:
             return None
+        if editor_host:
+            editor = self._editor_authority
+            if editor is None:
+                return None
+            found = editor.principal_for_editor_cookie_nowait(header, owner)
+            if found is None or isinstance(found, Principal):
+                return found
+            return await editor.principal_for_editor_cookie(header, owner)
         answer = authority.principal_for_cookie_nowait(header, entering=owner)
         if answer is None or isinstance(answer, Principal):
             return answer
         # Not in memory (first request, expiry, a cache flush): one lookup, shared by all.
         return await authority.principal_for_cookie(header, entering=owner)
 
-    def _origin_ok(self, head: RequestHead, *, by_token: bool) -> bool:
+    def _origin_ok(self, head: RequestHead, *, by_token: bool,
+                   editor_origin: str | None = None) -> bool:
         origin = head.get(b"origin")
         if head.upgrade is not None:
             # A WebSocket handshake carries the cookie cross-site (no CORS): Origin decides.
             if origin is None:
                 return by_token
-            return self.authority.origin_allowed(origin.decode("latin-1"), None)
+            return self._origin_allowed(origin, editor_origin)
         if origin is None or head.method in _UNSAFE_METHODS_EXEMPT:
             return True
+        return self._origin_allowed(origin, editor_origin)
+
+    def _origin_allowed(self, origin: bytes, editor_origin: str | None) -> bool:
+        if editor_origin is not None and self.hosts is not None:
+            # On an editor origin only that origin's own pages count (not the platform's).
+            return origin.strip().lower() == self.hosts.origin(editor_origin).encode("ascii")
         return self.authority.origin_allowed(origin.decode("latin-1"), None)
+
+    def editor_auth(self, head: RequestHead, owner: str) -> Answer:
+        """The handshake's last step on `owner`'s editor origin: redeem the one-time `code`
+        for this origin's cookie and go to `next` (a path on this origin only)."""
+        editor = self._editor_authority
+        if editor is None or head.method != b"GET":
+            return admission.not_found(True)
+        query = head.target.partition(b"?")[2].decode("latin-1")
+        try:
+            params = parse_qs(query, max_num_fields=4, strict_parsing=False)
+        except ValueError:
+            params = {}
+        codes, nexts = params.get("code", []), params.get("next", [])
+        next_path = _safe_next(nexts[0]) if len(nexts) == 1 else None
+        if len(codes) != 1 or next_path is None:
+            return _handshake_refused("This link into the editor is malformed.")
+        token = editor.redeem_editor_code(codes[0], owner)  # used up, whatever follows
+        if token is None:
+            return _handshake_refused(
+                "This link into the editor has been used already, has expired, or is for "
+                "another editor. Open the editor again from your dashboard.")
+        return Answer(303, b"", b"text/plain", (
+            (b"location", next_path.encode("latin-1")),
+            (b"set-cookie", editor.editor_set_cookie_header(token).encode("latin-1")),
+            _NO_REFERRER,
+        ))
 
     def _resource(self, owner: str) -> Resource:
         resource = self._resources.get(owner)
@@ -360,6 +454,30 @@ class EditorGate:
             return admission.unavailable("editor_unavailable", str(exc), navigation=True)
         state = compute.state_nowait(owner)
         return wait_page(owner, str(getattr(state, "message", "") or "Starting\u2026"))
+
+
+def _page_load_without_metadata(head: RequestHead) -> bool:
+    """A GET for a page from a browser that sends no Fetch Metadata (Chromium sends none to
+    a plain-http origin other than localhost): sent into the handshake too, which only ever
+    leads back here with the visitor's own rights."""
+    if head.method != b"GET" or head.get(b"sec-fetch-mode") is not None:
+        return False
+    accept = head.get(b"accept")
+    return accept is not None and b"text/html" in accept
+
+
+def _safe_next(value: str) -> str | None:
+    """`value` if it is a path on this origin (not `//host`, no backslash, no scheme)."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return None
+    if any(ord(c) < 0x21 or ord(c) >= 0x7F for c in value):
+        return None
+    return value
+
+
+def _handshake_refused(message: str) -> Answer:
+    page = message_page(400, "This link does not work", message)
+    return Answer(page.status, page.body, page.content_type, (*page.headers, _NO_REFERRER))
 
 
 def _cookie_header(cookies: list[bytes]) -> str | None:

@@ -86,15 +86,18 @@ class Browser:
 
 
 @asynccontextmanager
-async def chromium(profile: Path) -> AsyncIterator[Browser]:
-    """A headless Chromium with one blank page attached."""
+async def chromium(profile: Path, *,
+                   extra_flags: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
+    """A headless Chromium with one blank page attached; `extra_flags` such as
+    `--host-resolver-rules=MAP *.u.test 127.0.0.1` (names resolved to loopback, no DNS)."""
     from trio_websocket import open_websocket_url
 
     binary = chromium_binary()
     await trio.Path(profile).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process(
-        [binary, *CHROMIUM_FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [binary, *CHROMIUM_FLAGS, *extra_flags, "--remote-debugging-port=0",
+         f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         active = trio.Path(profile / "DevToolsActivePort")
         with trio.fail_after(30):

@@ -208,7 +208,7 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
     async def start(*, auth: str = "", github: FakeGitHub | None = None,
                     github_options: str = "", public_url: str | None = None,
                     login_link: str = "never", modules: tuple[str, ...] = (),
-                    compute: Any = None) -> Markco:
+                    compute: Any = None, editor_domain: str = "") -> Markco:
         """`compute`: a stand-in for compute (`ctx.extras["compute"]`), set before the daemon
         starts so the editor gate uses it; the compute plugin is then disabled."""
         port = free_port()
@@ -219,6 +219,7 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
             listen = "127.0.0.1:{port}"
             public_url = "{public_url or url}"
             data_dir = "data"
+            editor_domain = "{editor_domain}"
             drain_seconds = 0.5
 
             [plugins]

@@ -42,6 +42,7 @@ from ...authz import HeldGrant, Principal
 from ...clock import Clock
 from ...records import Grant, Session, User
 from ...roles import Storage
+from .editor_origin import EDITOR_COOKIE, EditorOrigins
 from .options import AuthOptions
 from .origin import same_origin_request
 from .tokens import API_TOKEN_PREFIX, cookie_value, hash_token, new_token, well_formed
@@ -129,6 +130,9 @@ class SessionAuthority:
         self.secure = secure
         self.allowed_origins = allowed_origins
         self.cookie_name = ("__Host-" if secure else "") + options.cookie_name
+        # Per-user editor origins (`[server] editor_domain`): their cookie and codes.
+        self.editor_cookie_name = ("__Host-" if secure else "") + EDITOR_COOKIE
+        self.editor_origins = EditorOrigins()
         self._entries: dict[str, _Entry] = {}
         self._unknown: dict[str, float] = {}
         self._loading: dict[str, trio.Event] = {}
@@ -221,6 +225,59 @@ class SessionAuthority:
         if self._admin_entries.get(key, {}).get(entering, 0.0) > now:
             return replace(principal, admin_entry=True)
         return principal
+
+    # ------------------------------------------------------------------ editor origins
+
+    def principal_for_editor_cookie_nowait(self, cookie_header: str | None, owner: str,
+                                           ) -> Principal | None | LookupNeeded:
+        """The principal behind the editor-origin cookie in `cookie_header` for `owner`'s
+        editor origin: its parent session's, computed for entering `owner` (so an admin's
+        entry counts). None when the cookie is absent, unknown, or for another owner's origin;
+        `LOOKUP_NEEDED` when the parent session is not in memory."""
+        parent = self._editor_parent(cookie_header, owner)
+        if parent is None:
+            return None
+        return self._hit(parent, "session", owner)
+
+    async def principal_for_editor_cookie(self, cookie_header: str | None,
+                                          owner: str) -> Principal | None:
+        """Like `principal_for_editor_cookie_nowait`, reading storage when needed; an editor
+        token whose parent session ended is forgotten."""
+        parent = self._editor_parent(cookie_header, owner)
+        if parent is None:
+            return None
+        principal = await self._resolve(parent, "session", owner)
+        if principal is None:
+            self.editor_origins.end_session(parent)
+        return principal
+
+    def _editor_parent(self, cookie_header: str | None, owner: str) -> str | None:
+        token = cookie_value(cookie_header, self.editor_cookie_name)
+        if token is None:
+            return None
+        found = self.editor_origins.lookup(token, self._clock.now())
+        if found is None or found.owner != owner:
+            return None
+        return found.parent
+
+    def mint_editor_code(self, session_token: str, owner: str) -> str:
+        """A one-time code that the front door on `owner`'s editor origin exchanges for an
+        editor cookie tied to this session (the caller checked the session and the
+        authorisation)."""
+        return self.editor_origins.mint(hash_token(session_token), owner, self._clock.now())
+
+    def redeem_editor_code(self, code: str, owner: str) -> str | None:
+        """The editor token for a one-time `code` minted for `owner` (see `editor_origin`),
+        or None; the code is used up either way."""
+        return self.editor_origins.redeem(code, owner, self._clock.now(),
+                                          self._options.session_max_age)
+
+    def editor_set_cookie_header(self, token: str) -> str:
+        """The `Set-Cookie` value of the editor-origin cookie: host-only (no Domain),
+        Path=/, HttpOnly, SameSite=Lax, Secure on https (`__Host-` then)."""
+        return (f"{self.editor_cookie_name}={token}; "
+                f"Max-Age={int(self._options.session_max_age)}; Path=/; HttpOnly; "
+                f"SameSite=Lax" + ("; Secure" if self.secure else ""))
 
     def origin_allowed(self, origin: str | None, referer: str | None = None) -> bool:
         """Whether a request's `Origin` (or `Referer`) is markco's own (see `origin.py`)."""
@@ -328,6 +385,7 @@ class SessionAuthority:
         """Revoke the session of `token` (logout); False if it was not live."""
         key = hash_token(token)
         self._evict(key)
+        self.editor_origins.end_session(key)
         try:
             return await self._storage.revoke_session(key, now=self._clock.now())
         finally:
@@ -336,6 +394,7 @@ class SessionAuthority:
     async def close_session_record(self, session: Session) -> bool:
         """Revoke a session known by its record (the sessions API)."""
         self._evict(session.token_hash)
+        self.editor_origins.end_session(session.token_hash)
         try:
             return await self._storage.revoke_session(session.token_hash,
                                                       now=self._clock.now())
@@ -444,6 +503,7 @@ class SessionAuthority:
         """Forget expired unknown-token entries and admin entries."""
         now = self._clock.now()
         self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+        self.editor_origins.purge(now)
         for key in list(self._admin_entries):
             live = {o: t for o, t in self._admin_entries[key].items() if t > now}
             if live:

@@ -12,6 +12,7 @@ from .options import AuthOptions
 from .services import auth_services
 from .state import state_for
 from .web.api import api_blueprint
+from .web.editor_auth import editor_auth_blueprint
 from .web.invite_pages import invite_blueprint
 from .web.login import login_blueprint
 
@@ -27,7 +28,8 @@ def markco_config_sections() -> list[ConfigSection]:
 def markco_web_routes(ctx: PluginContext) -> list[Any]:
     """Login, logout, dashboard, invites and the auth API; authenticates every request."""
     state = state_for(ctx)
-    return [login_blueprint(state), invite_blueprint(state), api_blueprint(state)]
+    return [login_blueprint(state), invite_blueprint(state), api_blueprint(state),
+            editor_auth_blueprint(state)]
 
 
 @hookimpl
