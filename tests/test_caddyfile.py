@@ -21,3 +21,17 @@ def test_the_caddyfile_validates(tmp_path: Path) -> None:
                              "caddyfile"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Valid configuration" in result.stdout + result.stderr
+
+
+def test_the_caddyfile_serves_the_editor_origins_wildcard(tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        missing_system("caddy", "apt-get install caddy (scripts/bootstrap --system does)")
+    env = {"PATH": "/usr/bin:/bin", "XDG_DATA_HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path), "MARKCO_DOMAIN": "notebooks.example.org",
+           "MARKCO_EDITOR_DOMAIN": "u.example.org"}
+    result = subprocess.run([caddy, "adapt", "--config", str(ROOT / "Caddyfile"), "--adapter",
+                             "caddyfile"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"*.u.example.org"' in result.stdout
+    assert '"notebooks.example.org"' in result.stdout
