@@ -156,7 +156,7 @@ async def test_a_code_works_once(plane: Plane) -> None:
 
 
 async def test_an_expired_code_is_refused(start_plane: StartPlane) -> None:
-    clock = ManualClock(start=trio.current_time() + 1e9)
+    clock = ManualClock()
     plane = await start_plane(server=f'editor_domain = "{DOMAIN}"', clock=clock)
     alice = await plane.user("alice")
     client = plane.client()
@@ -353,3 +353,29 @@ async def test_a_page_load_without_fetch_metadata_starts_the_handshake(plane: Pl
         plane, alice, Accept="text/html,application/xhtml+xml"))
     assert answer.status_code == 302
     assert answer.headers["location"].startswith(f"{plane.url}/editor-auth?user={alice.id}&")
+
+
+async def test_revoking_the_session_closes_the_editor_origins_websocket(plane: Plane) -> None:
+    alice = await plane.user("alice")
+    token = await plane.session(alice)
+    _, ws = await open_ws(plane, alice, await editor_cookie(plane, token, alice))
+    assert ws is not None
+    sessions = await plane.storage.list_sessions(alice.id, now=plane.daemon.ctx.clock.now())
+    assert await plane.authority.close_session_record(sessions[0])
+    with trio.fail_after(1.0):
+        assert await ws.recv() == REVOKED
+
+
+async def test_an_admin_entry_expiring_closes_the_admins_editor_origin_websocket(
+        start_plane: StartPlane) -> None:
+    clock = ManualClock()
+    plane = await start_plane(server=f'editor_domain = "{DOMAIN}"', clock=clock)
+    alice = await plane.user("alice")
+    root = await plane.user("root", admin=True, editor=False)
+    token = await plane.session(root)
+    until = plane.authority.grant_admin_entry(token, alice.id)
+    _, ws = await open_ws(plane, alice, await editor_cookie(plane, token, alice))
+    assert ws is not None
+    clock.advance(until - clock.now() + 1)
+    with trio.fail_after(1.0):
+        assert await ws.recv() == REVOKED
