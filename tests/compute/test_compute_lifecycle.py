@@ -123,10 +123,17 @@ async def test_the_editor_gets_exactly_the_contract_environment(harness: Harness
     assert set(env) == {"PATH", "LANG"}
 
 
-async def test_the_runtime_port_forwarder_reaches_the_runtime(harness: Harness) -> None:
-    if harness.service.capabilities.isolated_network:
-        pytest.skip("workloads have network namespaces here: no host port is offered "
-                    "(test_tenancy checks nothing listens)")
+async def test_with_a_shared_network_the_runtime_port_forwarder_reaches_the_runtime(
+        write_compute_config: Callable[..., Path]) -> None:
+    # Only workloads that share the host's network (namespaces off) get a RUNTIME_PORT; with
+    # network namespaces (the default as root) tests/tenancy checks that nothing listens.
+    config = write_compute_config(extra="[compute.process]\nnamespaces = false\n")
+    async with run_harness(config) as harness:
+        assert not harness.service.capabilities.isolated_network
+        await _forwarder_reaches_the_runtime(harness)
+
+
+async def _forwarder_reaches_the_runtime(harness: Harness) -> None:
     user = await harness.user("turing")
     await harness.service.ensure_started(user.id, reason="test")
     pid = payload_pid(harness, user.id, WorkloadRole.EDITOR)

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from markco_trio.dial import parse
+from markco_trio.testing.system import missing_system
 
 from .browser import chromium
 from .conftest import Tenants
@@ -132,7 +133,7 @@ async def serve_page(html: str, *, task_status: trio.TaskStatus[int] = trio.TASK
 async def test_a_hostile_page_runs_no_code_in_any_runtime(
         tenant: Tenants, exposed_runtime: tuple[int, Path], tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
-        pytest.skip("chromium not installed")
+        missing_system("chromium", "apt-get install -y chromium")
     state = tenant.harness.service.state_nowait(tenant.a.id)
     ports = [parse(w.address).port for w in (state.runtime, state.editor)
              if w.address is not None]

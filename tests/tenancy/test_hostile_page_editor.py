@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from markco_trio.builtin.compute.front import RuntimeFront
+from markco_trio.testing.system import missing_system
 
 from .browser import chromium
 from .test_hostile_page import MARKER, exposed_runtime, free_port, serve_page  # noqa: F401
@@ -102,7 +103,7 @@ async def test_a_hostile_page_cannot_drive_a_reachable_editor(
         editor: tuple[int, Path], exposed_runtime: tuple[int, Path],  # noqa: F811
         tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
-        pytest.skip("chromium not installed")
+        missing_system("chromium", "apt-get install -y chromium")
     port, user_dir = editor
     _, runtime_cwd = exposed_runtime
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False,

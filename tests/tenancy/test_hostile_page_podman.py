@@ -22,6 +22,7 @@ from markco_trio.builtin.compute.front import RuntimeFront
 from markco_trio.dial import parse
 from markco_trio.records import WorkloadRole
 from markco_trio.testing.backend_kit import Workloads, fresh_user
+from markco_trio.testing.system import missing_system
 
 from .browser import chromium
 from .test_hostile_page import MARKER, serve_page
@@ -59,7 +60,7 @@ async def test_a_hostile_page_cannot_drive_a_published_podman_editor(
         podman_engine_url: str, local_image_mounts: list[str], deployment_ids: Any,
         tmp_path: Path, nursery: trio.Nursery) -> None:
     if shutil.which("chromium") is None:
-        pytest.skip("chromium not installed")
+        missing_system("chromium", "apt-get install -y chromium")
     options = DockerOptions(engine_url=podman_engine_url, mounts=local_image_mounts,
                             network="egress")  # type: ignore[arg-type]
     short = Path("/nonexistent")
