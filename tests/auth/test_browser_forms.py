@@ -20,8 +20,8 @@ import pytest
 
 from markco_trio.builtin.auth.login_links import issue_login_link
 from markco_trio.records import User
+from markco_trio.testing.chromium import Browser, chromium
 
-from .chromium import Browser, chromium
 from .conftest import Markco, StartMarkco
 
 pytestmark = pytest.mark.system

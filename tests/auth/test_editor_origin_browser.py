@@ -22,8 +22,8 @@ from hypercorn.trio import serve
 
 from markco_trio.builtin.auth.login_links import issue_login_link
 from markco_trio.records import User
+from markco_trio.testing.chromium import Browser, chromium
 
-from .chromium import Browser, chromium
 from .conftest import Markco, StartMarkco
 from .test_single_origin import EditorAt
 

@@ -1,7 +1,7 @@
 """The real thing, for the data plane's end-to-end tests: the Daemon with the built-in compute
 plugin and the process backend, starting real `mrmd-python` runtimes and the built-in editor
-(`markco-editor`) per user, each with its runtime front; and headless Chromium driven over the
-DevTools protocol (trio-websocket; no Playwright needed).
+(`markco-editor`) per user, each with its runtime front. Headless Chromium is
+`markco_trio.testing.chromium`.
 
 The process backend runs workloads as `nobody` when the tests run as root, so everything lives
 under a directory in /tmp that account can traverse (`markco_trio.testing.workload_python`
@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import textwrap
 import time
 import uuid
@@ -25,9 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import pytest
 import trio
 
 from markco_trio.builtin.auth.authority import SessionAuthority
@@ -40,10 +37,6 @@ from markco_trio.records import User
 from markco_trio.testing.workload_python import WorkloadPython, workload_python
 
 from .conftest import eventually, free_port
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
 
 
 @dataclass
@@ -192,97 +185,3 @@ def remove_cgroups(deployment: str) -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
-
-
-# ------------------------------------------------------------------------------ Chromium
-
-
-def chromium_binary() -> str:
-    """Chromium, or skip (fail under MARKCO_REQUIRE_SYSTEM=1) without one."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("MARKCO_REQUIRE_SYSTEM") == "1":
-            pytest.fail("chromium not found: apt-get install -y chromium")
-        pytest.skip("chromium not found (apt-get install -y chromium)")
-    return found
-
-
-class CommandFailed(AssertionError):
-    """Chromium answered a DevTools command with an error."""
-
-
-class Browser:
-    """Headless Chromium over the DevTools protocol: one page, commands answered in order,
-    events kept (`events`)."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-        self._id = 0
-        self.session: str | None = None
-        self.events: list[dict[str, Any]] = []
-
-    async def call(self, method: str, params: dict[str, Any] | None = None, *,
-                   page: bool = True) -> dict[str, Any]:
-        self._id += 1
-        message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
-        if page and self.session is not None:
-            message["sessionId"] = self.session
-        await self._ws.send_message(json.dumps(message))
-        with trio.fail_after(30):
-            while True:
-                reply = json.loads(await self._ws.get_message())
-                if reply.get("id") == self._id:
-                    if "error" in reply:
-                        raise CommandFailed(f"{method}: {reply['error']}")
-                    result: dict[str, Any] = reply.get("result", {})
-                    return result
-                self.events.append(reply)
-
-    async def evaluate(self, expression: str) -> Any:
-        """The value of `expression` in the page, or None while the page is being replaced (a
-        navigation destroys the context an evaluation was sent to: callers poll)."""
-        try:
-            result = await self.call("Runtime.evaluate", {"expression": expression,
-                                                          "returnByValue": True})
-        except CommandFailed:
-            return None
-        return result.get("result", {}).get("value")
-
-
-@asynccontextmanager
-async def chromium(profile: Path) -> AsyncIterator[Browser]:
-    """A headless Chromium with one blank page attached."""
-    from trio_websocket import open_websocket_url
-
-    binary = chromium_binary()
-    await trio.Path(profile).mkdir(parents=True, exist_ok=True)
-    process = await trio.lowlevel.open_process(
-        [binary, *CHROMIUM_FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        active = trio.Path(profile / "DevToolsActivePort")
-        with trio.fail_after(30):
-            while True:  # Chromium writes its port and path there once it listens
-                if await active.exists() and len((await active.read_text()).split()) >= 2:
-                    break
-                await trio.sleep(0.05)
-        port, path = (await active.read_text()).split()[:2]
-        async with open_websocket_url(f"ws://127.0.0.1:{port}{path}",
-                                      max_message_size=64 << 20) as ws:
-            browser = Browser(ws)
-            target = await browser.call("Target.createTarget", {"url": "about:blank"},
-                                        page=False)
-            attached = await browser.call("Target.attachToTarget",
-                                          {"targetId": target["targetId"], "flatten": True},
-                                          page=False)
-            browser.session = attached["sessionId"]
-            await browser.call("Runtime.enable")
-            await browser.call("Log.enable")
-            yield browser
-            await browser.call("Browser.close", page=False)
-    finally:
-        with trio.move_on_after(5):
-            await process.wait()
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()

@@ -24,9 +24,10 @@ import trio
 from markco_trio.builtin.auth.tokens import hash_token, new_token
 from markco_trio.builtin.compute.front import front_socket_path
 from markco_trio.records import GrantRole
+from markco_trio.testing.chromium import chromium
 
 from .conftest import NAVIGATE, XHR
-from .real_compute import RealMarkco, chromium, real_markco
+from .real_compute import RealMarkco, real_markco
 
 pytestmark = pytest.mark.system
 
@@ -74,7 +75,7 @@ async def test_headless_chromium_shows_the_wait_page_then_the_editor(
         markco: RealMarkco, tmp_path: Path) -> None:
     dave = await markco.user("dave")
     token = (await markco.cookie(dave))["Cookie"].partition("=")[2]
-    async with chromium(tmp_path / "profile") as browser:
+    async with chromium(tmp_path / "profile", popups=False, log=True) as browser:
         await browser.call("Network.enable")
         await browser.call("Network.setCookie", {
             "name": markco.authority.cookie_name, "value": token, "url": markco.url,

@@ -154,7 +154,7 @@ async def test_a_bad_path_is_a_json_400_naming_the_problem(
 async def test_the_page_shows_the_full_disk_message_when_a_save_fails(
     serve_in_process: Callable[..., Awaitable[str]], user_dir: Path, tmp_path: Path
 ) -> None:
-    from tests.auth.chromium import chromium
+    from markco_trio.testing.chromium import chromium
 
     base_url = await serve_in_process(BASE_PATH="/")  # no proxy in front to strip /u/alice/
     async with chromium(tmp_path / "chromium") as browser:

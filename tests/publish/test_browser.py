@@ -10,7 +10,6 @@ skips when `chromium` is missing, unless `MARKCO_REQUIRE_SYSTEM=1` (then it fail
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -24,13 +23,11 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from markco_trio.storage.sqlite import SqliteStorage
+from markco_trio.testing.chromium import CHROMIUM_FLAGS, chromium_binary
 
 from .conftest import Site, make_app, make_context, principals, write
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                  "--enable-logging=stderr", "--v=0"]
+SCREENSHOT_FLAGS = [*CHROMIUM_FLAGS, "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 
 
 @pytest.fixture
@@ -101,16 +98,6 @@ async def test_encoded_names_are_decoded_once(server: str, site: Site) -> None:
 # ------------------------------------------------------------------------------ chromium
 
 
-def chromium_binary() -> str | None:
-    """The Chromium executable, or skip (fail under MARKCO_REQUIRE_SYSTEM=1) without one."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("MARKCO_REQUIRE_SYSTEM") == "1":
-            pytest.fail("chromium not found: apt-get install -y chromium")
-        pytest.skip("chromium not found (apt-get install -y chromium)")
-    return found
-
-
 def png_facts(data: bytes) -> tuple[int, int, int]:
     """(width, height, distinct byte values in the decompressed image data)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
@@ -131,7 +118,7 @@ async def screenshot(binary: str, url: str, out: Path, size: tuple[int, int],
     """Screenshot `url` at `size`; returns Chromium's log (console messages included)."""
     with trio.fail_after(90):
         result = await trio.run_process(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}",
+            [binary, *SCREENSHOT_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}",
              f"--window-size={size[0]},{size[1]}", url],
             capture_stdout=True, capture_stderr=True, check=False)
     log = result.stderr.decode("utf-8", "replace")
@@ -174,7 +161,6 @@ def greet(name: str) -> str:
 async def test_a_page_renders_in_headless_chromium(server: str, site: Site, tmp_path: Path,
                                                    name: str, size: tuple[int, int]) -> None:
     binary = chromium_binary()
-    assert binary is not None
     write(site.project("alice", "notes") / "02-getting-started" / "03-showcase.md", SHOWCASE)
     out = tmp_path / f"publish-{name}.png"
     log = await screenshot(binary, f"{server}/@alice/notes/getting-started/showcase", out,

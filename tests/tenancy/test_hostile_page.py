@@ -21,9 +21,9 @@ import pytest
 import trio
 
 from markco_trio.dial import parse
+from markco_trio.testing.chromium import chromium
 from markco_trio.testing.system import missing_system
 
-from .browser import chromium
 from .conftest import Tenants
 
 MARKER = "pwned-by-a-web-page"

@@ -20,9 +20,9 @@ import pytest
 import trio
 
 from markco_trio.builtin.compute.front import RuntimeFront
+from markco_trio.testing.chromium import chromium
 from markco_trio.testing.system import missing_system
 
-from .browser import chromium
 from .test_hostile_page import MARKER, exposed_runtime, free_port, serve_page  # noqa: F401
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>cute dogs</title>
@@ -113,8 +113,8 @@ async def test_a_hostile_page_cannot_drive_a_reachable_editor(
     html = PAGE.replace("MARKER", json.dumps(MARKER)).replace("PORT", str(port))
     async with trio.open_nursery() as nursery:
         page_port = await nursery.start(serve_page, html)
-        async with chromium(tmp_path / "profile",
-                            "--host-resolver-rules=MAP rebound.test 127.0.0.1") as browser:
+        async with chromium(tmp_path / "profile", extra_flags=(
+                "--host-resolver-rules=MAP rebound.test 127.0.0.1",)) as browser:
             await browser.call("Page.enable")
             await browser.call("Page.navigate", {"url": f"http://127.0.0.2:{page_port}/"})
             await browser.wait_for("window.done === true", within=90)

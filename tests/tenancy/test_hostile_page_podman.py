@@ -22,9 +22,9 @@ from markco_trio.builtin.compute.front import RuntimeFront
 from markco_trio.dial import parse
 from markco_trio.records import WorkloadRole
 from markco_trio.testing.backend_kit import Workloads, fresh_user
+from markco_trio.testing.chromium import chromium
 from markco_trio.testing.system import missing_system
 
-from .browser import chromium
 from .test_hostile_page import MARKER, serve_page
 from .test_hostile_page_editor import PAGE
 
@@ -101,9 +101,8 @@ async def test_a_hostile_page_cannot_drive_a_published_podman_editor(
             html = PAGE.replace("MARKER", json.dumps(MARKER)).replace("PORT", str(port))
             async with trio.open_nursery() as pages:
                 page_port = await pages.start(serve_page, html)
-                async with chromium(tmp_path / "profile",
-                                    "--host-resolver-rules=MAP rebound.test 127.0.0.1"
-                                    ) as browser:
+                async with chromium(tmp_path / "profile", extra_flags=(
+                        "--host-resolver-rules=MAP rebound.test 127.0.0.1",)) as browser:
                     await browser.call("Page.enable")
                     await browser.call("Page.navigate",
                                        {"url": f"http://127.0.0.2:{page_port}/"})

@@ -1,14 +1,15 @@
-"""Headless Chromium over the DevTools protocol (trio-websocket; no Playwright), for the auth
-tests that must see what a real browser sends (Origin, Referer, Fetch Metadata, CSP).
+"""Headless Chromium over the DevTools protocol (trio-websocket; no Playwright download), for
+tests that must see what a real browser does: Debian's `chromium`, one page per browser.
 
-Launched with no network beyond loopback in mind: no background networking, component
-updates, sync or first-run fetches. Skips without Chromium unless `MARKCO_REQUIRE_SYSTEM=1`.
+Launched with no network beyond loopback in mind: no background networking, component updates,
+sync or first-run fetches (`CHROMIUM_FLAGS`, which every launch starts with). Without Chromium
+the tests skip, or fail under `MARKCO_REQUIRE_SYSTEM` (`markco_trio.testing.system`).
+Needs `trio-websocket` (the `test` extra) for `chromium`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,21 +18,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+from markco_trio.testing.system import missing_system
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-popup-blocking"]
+                  "--disable-sync", "--no-first-run")
 
 
 def chromium_binary() -> str:
-    """Chromium, or skip (fail under MARKCO_REQUIRE_SYSTEM=1) without one."""
+    """The Chromium executable, or skip (fail under MARKCO_REQUIRE_SYSTEM) without one."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("MARKCO_REQUIRE_SYSTEM") == "1":
-            pytest.fail("chromium not found: apt-get install -y chromium")
-        pytest.skip("chromium not found (apt-get install -y chromium)")
+        missing_system("chromium", "apt-get install -y chromium")
     return found
 
 
@@ -40,7 +40,7 @@ class CommandFailed(AssertionError):
 
 
 class Browser:
-    """One page of a headless Chromium: commands answered in order, events kept."""
+    """One page of a headless Chromium: commands answered in order, events kept (`events`)."""
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
@@ -86,16 +86,19 @@ class Browser:
 
 
 @asynccontextmanager
-async def chromium(profile: Path, *,
-                   extra_flags: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
-    """A headless Chromium with one blank page attached; `extra_flags` such as
-    `--host-resolver-rules=MAP *.u.test 127.0.0.1` (names resolved to loopback, no DNS)."""
+async def chromium(profile: Path, *, extra_flags: tuple[str, ...] = (), popups: bool = True,
+                   log: bool = False) -> AsyncIterator[Browser]:
+    """A headless Chromium with one blank page attached, launched with `CHROMIUM_FLAGS` and
+    `extra_flags` (e.g. `--host-resolver-rules=MAP *.u.test 127.0.0.1`: names resolved to
+    loopback, no DNS). `popups` lets pages open windows (`--disable-popup-blocking`); `log`
+    also enables the Log domain (its entries land in `events`)."""
     from trio_websocket import open_websocket_url
 
     binary = chromium_binary()
     await trio.Path(profile).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process(
-        [binary, *CHROMIUM_FLAGS, *extra_flags, "--remote-debugging-port=0",
+        [binary, *CHROMIUM_FLAGS, *(["--disable-popup-blocking"] if popups else []),
+         *extra_flags, "--remote-debugging-port=0",
          f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -116,6 +119,8 @@ async def chromium(profile: Path, *,
                                           page=False)
             browser.session = attached["sessionId"]
             await browser.call("Runtime.enable")
+            if log:
+                await browser.call("Log.enable")
             yield browser
             await browser.call("Browser.close", page=False)
     finally:
