@@ -222,19 +222,21 @@ async def open_stream(address: str) -> trio.SocketStream:
     return await open_tcp_stream(host, target.port)
 
 
-async def http_get(address: str, path: str, *, host_header: str = "localhost",
-                   limit: int = 1 << 20) -> tuple[int, bytes]:
-    """A tiny HTTP/1.1 GET of `path` at `address`: (status, body up to `limit` bytes). For
-    readiness checks and tests; OSError or h11.ProtocolError when the peer misbehaves."""
+async def http_request(address: str, method: str, path: str, headers: list[tuple[str, str]],
+                       body: bytes = b"", *, limit: int | None = 1 << 20) -> tuple[int, bytes]:
+    """One small HTTP/1.1 request over a new connection to `address` (any form above), sent
+    with exactly `headers` (a body needs its Content-Length there): (status, response body up
+    to `limit` bytes, or all of it when `limit` is None). Reading stops once the body passes
+    `limit`. OSError or h11.ProtocolError when the peer misbehaves."""
     conn = h11.Connection(h11.CLIENT)
     stream = await open_stream(address)
     async with stream:
-        await stream.send_all(conn.send(h11.Request(
-            method="GET", target=path,
-            headers=[("Host", host_header), ("Connection", "close"),
-                     ("User-Agent", "markco")])))
+        await stream.send_all(conn.send(h11.Request(method=method, target=path,
+                                                    headers=headers)))
+        if body:
+            await stream.send_all(conn.send(h11.Data(data=body)))
         await stream.send_all(conn.send(h11.EndOfMessage()))
-        status, body = 0, bytearray()
+        status, answer = 0, bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -242,9 +244,17 @@ async def http_get(address: str, path: str, *, host_header: str = "localhost",
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > limit:
+                answer += event.data
+                if limit is not None and len(answer) > limit:
                     break
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
-        return status, bytes(body[:limit])
+        return status, bytes(answer[:limit])
+
+
+async def http_get(address: str, path: str, *, host_header: str = "localhost",
+                   limit: int = 1 << 20) -> tuple[int, bytes]:
+    """A tiny HTTP/1.1 GET of `path` at `address`: (status, body up to `limit` bytes). For
+    readiness checks and tests; OSError or h11.ProtocolError when the peer misbehaves."""
+    return await http_request(address, "GET", path, [
+        ("Host", host_header), ("Connection", "close"), ("User-Agent", "markco")], limit=limit)

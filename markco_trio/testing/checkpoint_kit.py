@@ -81,28 +81,11 @@ async def execute(address: str, code: str, *, timeout: float = 60.0,  # noqa: AS
     """POST /mrp/v1/execute to the runtime at `address` (any `markco_trio.dial` form): its
     JSON answer (`result`, `error`, `stdout`...). `store_history`: as an editor's cell run."""
     body = json.dumps({"code": code, "storeHistory": store_history}).encode()
-    conn = h11.Connection(h11.CLIENT)
     with trio.fail_after(timeout):
-        stream = await dial.open_stream(address)
-        async with stream:
-            await stream.send_all(conn.send(h11.Request(
-                method="POST", target="/mrp/v1/execute",
-                headers=[("Host", "localhost"), ("Content-Type", "application/json"),
-                         ("Content-Length", str(len(body))), ("Connection", "close")])))
-            await stream.send_all(conn.send(h11.Data(data=body)))
-            await stream.send_all(conn.send(h11.EndOfMessage()))
-            status, answer = 0, bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    answer += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-    assert status == 200, f"execute answered {status}: {bytes(answer[:500])!r}"
+        status, answer = await dial.http_request(address, "POST", "/mrp/v1/execute", [
+            ("Host", "localhost"), ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))), ("Connection", "close")], body, limit=None)
+    assert status == 200, f"execute answered {status}: {answer[:500]!r}"
     result: dict[str, Any] = json.loads(answer)
     return result
 

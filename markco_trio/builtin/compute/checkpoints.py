@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ...dial import http_request
 from ...errors import (
     CheckpointError,
     CheckpointUnavailable,
@@ -736,43 +737,9 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, CheckpointUnavailable | RestoreIncompatible)
 
 
-async def _open(address: str) -> trio.SocketStream:
-    """A stream to a workload's address, whatever its form (see `markco_trio.dial`)."""
-    try:
-        from ...dial import open_stream  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # a daemon without namespaced workloads: plain host:port
-        host, _, port = address.rpartition(":")
-        return await trio.open_tcp_stream(host.strip("[]"), int(port))
-    stream: trio.SocketStream = await open_stream(address)
-    return stream
-
-
 async def post_json(address: str, path: str, body: bytes, *,
                     limit: int = 16 << 20) -> tuple[int, bytes]:
     """A small HTTP/1.1 POST of a JSON body to a workload: (status, body)."""
-    import h11
-
-    conn = h11.Connection(h11.CLIENT)
-    stream = await _open(address)
-    async with stream:
-        await stream.send_all(conn.send(h11.Request(
-            method="POST", target=path,
-            headers=[("Host", "localhost"), ("Connection", "close"),
-                     ("Content-Type", "application/json"),
-                     ("Content-Length", str(len(body)))])))
-        await stream.send_all(conn.send(h11.Data(data=body)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
-        status, answer = 0, bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                answer += event.data
-                if len(answer) > limit:
-                    break
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-        return status, bytes(answer[:limit])
+    return await http_request(address, "POST", path, [
+        ("Host", "localhost"), ("Connection", "close"), ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body)))], body, limit=limit)
