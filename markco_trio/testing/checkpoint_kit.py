@@ -217,6 +217,24 @@ class CheckpointerContract:
         await wait_answering(info.address)
         return info
 
+    async def _sleep(self, checkpointer: Checkpointer, backend: ContainerBackend,
+                     info: ContainerInfo, archive: str) -> CheckpointResult:
+        """As a sleep does: checkpoint `info` into `archive`, stopping it, and remove it."""
+        result = await checkpointer.checkpoint(backend, info.handle, archive_path=archive,
+                                               leave_running=False)
+        await backend.remove(info.handle)
+        return result
+
+    async def _assert_restore_refused(self, checkpointer: Checkpointer,
+                                      backend: ContainerBackend, workloads: Workloads,
+                                      archive: str, spec: ContainerSpec) -> None:
+        """Restoring `archive` as `spec` is RestoreIncompatible and creates nothing."""
+        workloads.track(spec.name)
+        with pytest.raises(RestoreIncompatible):
+            await checkpointer.restore(backend, archive, spec=spec)
+        with pytest.raises(NotFound):
+            await backend.inspect(spec.name)
+
     # ------------------------------------------------------------------ capabilities
 
     async def test_capabilities_describe_what_works(self, checkpointer: Checkpointer,
@@ -323,11 +341,8 @@ class CheckpointerContract:
                                                leave_running=True)
         flip_a_byte(archive, result.size_bytes // 2)
         target = dataclasses.replace(spec, name=f"{spec.name}-damaged")
-        workloads.track(target.name)
-        with pytest.raises(RestoreIncompatible):
-            await checkpointer.restore(backend, str(archive), spec=target)
-        with pytest.raises(NotFound):
-            await backend.inspect(target.name)
+        await self._assert_restore_refused(checkpointer, backend, workloads, str(archive),
+                                           target)
 
     async def test_a_file_that_is_no_archive_is_refused(
             self, checkpointer: Checkpointer, backend: ContainerBackend,
@@ -336,11 +351,7 @@ class CheckpointerContract:
         spec = self._spec(spec_factory, fresh_user())
         junk = archives / "junk.ckpt"
         junk.write_bytes(os.urandom(64 * 1024))
-        workloads.track(spec.name)
-        with pytest.raises(RestoreIncompatible):
-            await checkpointer.restore(backend, str(junk), spec=spec)
-        with pytest.raises(NotFound):
-            await backend.inspect(spec.name)
+        await self._assert_restore_refused(checkpointer, backend, workloads, str(junk), spec)
 
     async def test_restoring_onto_an_existing_name_is_a_conflict(
             self, checkpointer: Checkpointer, backend: ContainerBackend,
@@ -365,9 +376,7 @@ class CheckpointerContract:
         spec = self._spec(spec_factory, fresh_user())
         info = await self._runtime_with_x(workloads, spec)
         archive = str(archives / "sleep.ckpt")
-        await checkpointer.checkpoint(backend, info.handle, archive_path=archive,
-                                      leave_running=False)
-        await backend.remove(info.handle)
+        await self._sleep(checkpointer, backend, info, archive)
         restored = await self._restore(checkpointer, backend, workloads, archive, spec)
         assert (await backend.inspect(spec.name)).status == STATUS_RUNNING
         assert spec.name in {i.name for i in await backend.list(user_id=spec.user_id)}
@@ -388,9 +397,7 @@ class CheckpointerContract:
         spec = self._spec(spec_factory, fresh_user())
         info = await self._runtime_with_x(workloads, spec)
         archive = str(archives / "sleep.ckpt")
-        await checkpointer.checkpoint(backend, info.handle, archive_path=archive,
-                                      leave_running=False)
-        await backend.remove(info.handle)
+        await self._sleep(checkpointer, backend, info, archive)
         restored = await self._restore(checkpointer, backend, workloads, archive, spec)
         await backend.remove(spec.name)
         assert not await answers(restored.address)
@@ -404,9 +411,7 @@ class CheckpointerContract:
         spec = self._spec(spec_factory, fresh_user())
         info = await self._runtime_with_x(workloads, spec)
         source = str(archives / "source.ckpt")
-        made = await checkpointer.checkpoint(backend, info.handle, archive_path=source,
-                                             leave_running=False)
-        await backend.remove(info.handle)
+        made = await self._sleep(checkpointer, backend, info, source)
         chunks = 0
 
         async def stream() -> AsyncIterator[bytes]:

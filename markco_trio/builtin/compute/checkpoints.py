@@ -167,6 +167,14 @@ async def _drain(actor: UserActor) -> None:
                      cut, actor.user_id)
 
 
+async def _room_and_drain(actor: UserActor, op: Operation, handle: str) -> None:
+    """Before a checkpoint of `handle`: room for its archive (`_check_room`), then the step
+    `drain` and the front drained (`_drain`)."""
+    await _check_room(actor, handle)
+    await actor.step(op, "drain")
+    await _drain(actor)
+
+
 async def _resume(actor: UserActor, handle: str) -> None:
     """After a checkpoint that left the runtime running (or failed): ready again if it runs."""
     try:
@@ -200,6 +208,17 @@ async def _checkpoint(actor: UserActor, checkpointer: Checkpointer, handle: str,
     return result, size
 
 
+async def _checkpoint_step(actor: UserActor, checkpointer: Checkpointer, op: Operation,
+                           handle: str, path: Path, *, leave_running: bool,
+                           fsync_step: bool = False) -> tuple[Any, int]:
+    """The step `checkpoint` of `op`: `_checkpoint` under the daemon's checkpoint limiter
+    (`fsync_step`: with its own step `fsync`)."""
+    await actor.step(op, "checkpoint")
+    async with actor.svc.checkpoint_limiter:
+        return await _checkpoint(actor, checkpointer, handle, path,
+                                 leave_running=leave_running, op=op if fsync_step else None)
+
+
 # ------------------------------------------------------------------------------------ sleep
 
 
@@ -222,15 +241,11 @@ async def run_sleep(actor: UserActor, ticket: Ticket) -> None:
     started = trio.current_time()
     actor.progress(PHASE_SLEEPING, "putting your runtime to sleep")
     try:
-        await _check_room(actor, handle)
-        await actor.step(op, "drain")
-        await _drain(actor)
+        await _room_and_drain(actor, op, handle)
         # The critical section: a checkpoint half-done is worse than a slow exit.
         with trio.CancelScope(shield=True):
-            await actor.step(op, "checkpoint")
-            async with svc.checkpoint_limiter:
-                result, size = await _checkpoint(actor, checkpointer, handle, path,
-                                                 leave_running=False, op=op)
+            result, size = await _checkpoint_step(actor, checkpointer, op, handle, path,
+                                                  leave_running=False, fsync_step=True)
             await actor.step(op, "record")
             snapshot = await svc.storage.create_snapshot(
                 user_id=actor.user_id, runtime_id=record.id, name=f"sleep-{op.id[:8]}",
@@ -454,14 +469,10 @@ async def run_snapshot(actor: UserActor, ticket: Ticket) -> Snapshot:
                                     runtime=handle, archive=str(path), name=name)
     actor.progress(PHASE_SNAPSHOT, f"taking the snapshot {name!r}")
     try:
-        await _check_room(actor, handle)
-        await actor.step(op, "drain")
-        await _drain(actor)
+        await _room_and_drain(actor, op, handle)
         with trio.CancelScope(shield=True):
-            await actor.step(op, "checkpoint")
-            async with svc.checkpoint_limiter:
-                result, size = await _checkpoint(actor, checkpointer, handle, path,
-                                                 leave_running=True)
+            result, size = await _checkpoint_step(actor, checkpointer, op, handle, path,
+                                                  leave_running=True)
             await _resume(actor, handle)
             await actor.step(op, "record")
             try:
@@ -618,9 +629,7 @@ async def _restore_in_place(actor: UserActor, checkpointer: Checkpointer, op: Op
     restored; any failure restores the safety archive."""
     from .actor import OperationFailed
 
-    await _check_room(actor, old)
-    await actor.step(op, "drain")
-    await _drain(actor)
+    await _room_and_drain(actor, op, old)
     with trio.CancelScope(shield=True):
         await actor.step(op, "safety")
         result, size = await _checkpoint(actor, checkpointer, old, safety, leave_running=False)
@@ -682,10 +691,8 @@ async def run_fork(actor: UserActor, ticket: Ticket) -> ContainerInfo:
         await _check_room(actor, handle)
         await _drain(actor)
         with trio.CancelScope(shield=True):
-            await actor.step(op, "checkpoint")
-            async with svc.checkpoint_limiter:
-                result, size = await _checkpoint(actor, checkpointer, handle, path,
-                                                 leave_running=True)
+            result, size = await _checkpoint_step(actor, checkpointer, op, handle, path,
+                                                  leave_running=True)
             await _resume(actor, handle)
         image = Snapshot(id="", user_id=actor.user_id, runtime_id=None, name=name,
                          path=str(path), size_bytes=size, sha256=result.sha256,
