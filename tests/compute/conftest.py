@@ -28,8 +28,14 @@ def compute_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="markco-compute-", dir="/tmp"))
     os.chmod(root, 0o711)
     yield root
+    # Each test's own cleanup removes its workloads: any left now outlived it (a leak that,
+    # without a PID namespace, would run on with init as its parent). Killed, then reported.
+    leaked = workload_processes_under(root)
+    described = _describe(leaked)
     kill_workloads_under(root)
     shutil.rmtree(root, ignore_errors=True)
+    assert not leaked, f"workload processes outlived their tests (killed at session end): " \
+        f"{described}"
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +52,47 @@ def data_dir(compute_root: Path) -> Path:
     return path
 
 
+def deployment_cgroup_pids(deployment_id: str, parent: str = "markco") -> list[int]:
+    """Processes still in a deployment's cgroups (any controller, any workload)."""
+    pids: set[int] = set()
+    for controller in CONTROLLERS:
+        path = CGROUP_MOUNT / controller / parent / deployment_id
+        for procs in path.glob("**/cgroup.procs"):
+            try:
+                pids.update(int(x) for x in procs.read_text().split())
+            except (OSError, ValueError):
+                continue
+    return sorted(pid for pid in pids if _running(pid))
+
+
+def _running(pid: int) -> bool:
+    """Not gone, and not a zombie (an exited process waiting for its parent to collect it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
 def remove_deployment_cgroups(deployment_id: str, parent: str = "markco") -> None:
-    """Remove the cgroups a test deployment made (their processes are gone by now; the
-    kernel may take a moment to release a cgroup after its last process)."""
+    """Remove the cgroups a test deployment made (the kernel may take a moment to release a
+    cgroup after its last process). Their processes must be gone by now: any left (a test
+    whose cleanup missed them) are killed, and AssertionError says which."""
+    deadline = time.monotonic() + 3
+    # A process killed a moment ago may still be exiting (a large one takes a while).
+    while (left := deployment_cgroup_pids(deployment_id, parent)) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        described = _describe(left)
+        deadline = time.monotonic() + 5
+        while (alive := deployment_cgroup_pids(deployment_id, parent)) and \
+                time.monotonic() < deadline:
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
     deadline = time.monotonic() + 2
     for controller in CONTROLLERS:
         path = CGROUP_MOUNT / controller / parent / deployment_id
@@ -64,6 +108,9 @@ def remove_deployment_cgroups(deployment_id: str, parent: str = "markco") -> Non
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
+    if left:
+        raise AssertionError(f"deployment {deployment_id}: processes outlived the test and its "
+                             f"cleanup (killed now): {described}")
 
 
 @pytest.fixture
@@ -76,8 +123,13 @@ def deployment_ids() -> Iterator[Callable[[str], str]]:
         return made[-1]
 
     yield make
+    errors = []
     for deployment in made:
-        remove_deployment_cgroups(deployment)
+        try:
+            remove_deployment_cgroups(deployment)
+        except AssertionError as error:
+            errors.append(str(error))
+    assert not errors, "\n".join(errors)
 
 
 @pytest.fixture
@@ -149,35 +201,80 @@ def write_compute_config(data_dir: Path, wpython: WorkloadPython,
     return write
 
 
-def kill_workloads_under(root: Path) -> int:
-    """SIGKILL every workload whose files are under `root` (by pid, the session leaders
-    only: killing unshare takes its namespace down, killing a waiter its command's tree);
-    wait until they are gone. Returns how many were killed."""
+def workload_processes_under(root: Path) -> list[int]:
+    """Live processes of workloads whose files are under `root`: every process whose command
+    line names a path under `root` (launchers, waiters, unshare, the payload: mrmd-python's
+    `--cwd` is the user dir) or whose working directory is under it, and every member of a
+    session such a process leads (a payload's children, whatever their command line). Never
+    this process, nor anything of its own session."""
     marker = os.fsencode(str(root)) + b"/"
-    killed = []
+    prefix = str(root) + "/"
+    own = {os.getpid(), os.getsid(0)}
+    found: set[int] = set()
+    leaders: set[int] = set()
+    sessions: dict[int, int] = {}
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes()
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if marker in argv and int(fields[3]) == pid:
+        if fields[0] in "ZX" or pid in own:
+            continue
+        sid = int(fields[3])
+        if sid in own:
+            continue
+        sessions[pid] = sid
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd") + "/"
+        except OSError:
+            cwd = ""
+        if marker in argv or cwd.startswith(prefix):
+            found.add(pid)
+            if sid == pid:
+                leaders.add(pid)
+    found.update(pid for pid, sid in sessions.items() if sid in leaders)
+    return sorted(found)
+
+
+def kill_workloads_under(root: Path) -> int:
+    """SIGKILL every process of the workloads whose files are under `root` (see
+    `workload_processes_under`: the whole tree, not only the session leaders — without a PID
+    namespace, killing a waiter leaves its command running, reparented to init), again until
+    none is left. Returns how many were killed; raises AssertionError when some survive."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + 10
+    while True:
+        alive = workload_processes_under(root)
+        if not alive or time.monotonic() > deadline:
+            break
+        for pid in alive:
             try:
                 os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+                killed.add(pid)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + 5
+        time.sleep(0.02)
+    # Wait until the killed are gone: an exiting process no longer shows its command line
+    # (so it is not found above) but is still in its cgroups, holding its memory.
     while time.monotonic() < deadline and any(_running(pid) for pid in killed):
-        time.sleep(0.01)
+        time.sleep(0.02)
+    alive = sorted(set(alive) | {pid for pid in killed if _running(pid)})
+    if alive:
+        raise AssertionError(f"workload processes under {root} survived SIGKILL: "
+                             f"{_describe(alive)}")
     return len(killed)
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] not in "ZX"
-    except (OSError, IndexError):
-        return False
+def _describe(pids: list[int]) -> str:
+    out = []
+    for pid in pids:
+        try:
+            argv = b" ".join(Path(f"/proc/{pid}/cmdline").read_bytes().split())
+        except OSError:
+            argv = b"?"
+        out.append(f"{pid} ({argv.decode(errors='replace')[:160].strip()})")
+    return "; ".join(out)
 
 
 @pytest.fixture
