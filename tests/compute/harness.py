@@ -127,8 +127,11 @@ class Harness:
 
 
 @asynccontextmanager
-async def run_harness(config_path: Path) -> AsyncIterator[Harness]:
-    """Open storage, the bus, the backend and the compute service of `config_path`."""
+async def run_harness(config_path: Path, *,
+                      checkpointer: Any = None) -> AsyncIterator[Harness]:
+    """Open storage, the bus, the backend, `checkpointer` (if any: the lifecycle tests') and
+    the compute service of `config_path`; the compute service is cancelled at the end (its
+    `on_shutdown` applies)."""
     config, pm = load_config(config_path, entry_points=False)
     ctx = PluginContext(config=config, plugins=pm)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,8 @@ async def run_harness(config_path: Path) -> AsyncIterator[Harness]:
         choice = config.roles["compute"]
         async with choice.make(choice.names[0], ctx) as backend:
             ctx.backend = backend
+            if checkpointer is not None:
+                ctx.checkpointer = checkpointer
             service = service_for(ctx)
             harness = Harness(ctx, service)
             receive = ctx.events.subscribe("harness", buffer=10_000)

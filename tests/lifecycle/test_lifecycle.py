@@ -17,11 +17,10 @@ import pytest
 from markco_trio.builtin.compute import OperationFailed
 from markco_trio.errors import CheckpointError, RestoreIncompatible
 from markco_trio.records import OperationState, RuntimeState, WorkloadRole
-from tests.compute.harness import Harness
+from tests.compute.harness import Harness, run_harness
 from tests.compute.polling import eventually_async
 
 from .fake_checkpointer import FakeCheckpointer, archive_files
-from .harness import run_lifecycle
 
 pytestmark = pytest.mark.usefixtures("cleanup_workloads")
 
@@ -34,7 +33,7 @@ def fake() -> FakeCheckpointer:
 @pytest.fixture
 async def harness(write_compute_config: Callable[..., Path],
                   fake: FakeCheckpointer) -> AsyncIterator[Harness]:
-    async with run_lifecycle(write_compute_config(snapshots_keep=2), fake) as h:
+    async with run_harness(write_compute_config(snapshots_keep=2), checkpointer=fake) as h:
         yield h
 
 
@@ -201,7 +200,7 @@ async def test_a_full_disk_is_reported_as_such_and_the_runtime_keeps_running(
 async def test_a_checkpoint_over_the_users_cap_is_refused_up_front(
         write_compute_config: Callable[..., Path], fake: FakeCheckpointer) -> None:
     config = write_compute_config(snapshots_max_mib=1)
-    async with run_lifecycle(config, fake) as h:
+    async with run_harness(config, checkpointer=fake) as h:
         uid = await running_user(h)
         with pytest.raises(OperationFailed, match="over the 1 MiB allowed"):
             await h.service.create_snapshot(uid, "big", reason="test")
@@ -317,9 +316,9 @@ async def test_a_read_at_the_front_of_a_sleeping_runtime_says_asleep(
 async def test_shutdown_with_sleep_leaves_no_workload_and_wakes_after(
         write_compute_config: Callable[..., Path], fake: FakeCheckpointer) -> None:
     config = write_compute_config(on_shutdown="sleep")
-    async with run_lifecycle(config, fake) as h:
+    async with run_harness(config, checkpointer=fake) as h:
         uid = await running_user(h)
-    async with run_lifecycle(config, fake) as h:
+    async with run_harness(config, checkpointer=fake) as h:
         assert await workloads(h, uid) == []
         assert await live(h, uid) == {WorkloadRole.RUNTIME: RuntimeState.SLEEPING}
         state = await h.service.ensure_started(uid, reason="navigation")
@@ -329,9 +328,9 @@ async def test_shutdown_with_sleep_leaves_no_workload_and_wakes_after(
 async def test_shutdown_with_stop_stops_both(
         write_compute_config: Callable[..., Path], fake: FakeCheckpointer) -> None:
     config = write_compute_config(on_shutdown="stop")
-    async with run_lifecycle(config, fake) as h:
+    async with run_harness(config, checkpointer=fake) as h:
         uid = await running_user(h)
-    async with run_lifecycle(config, fake) as h:
+    async with run_harness(config, checkpointer=fake) as h:
         assert await workloads(h, uid) == [] and await live(h, uid) == {}
 
 
@@ -341,7 +340,7 @@ async def test_an_unreferenced_archive_is_collected_at_start(
     stray = data_dir / "snapshots" / "someone" / "sleep-123.img.partial"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"half")
-    async with run_lifecycle(write_compute_config(), fake):
+    async with run_harness(write_compute_config(), checkpointer=fake):
         assert not stray.exists()
 
 
@@ -351,13 +350,13 @@ async def test_a_crashed_checkpoints_work_directory_is_collected_at_start(
     work = data_dir / "snapshots" / "someone" / ".criu-dump-x" / "images"
     work.mkdir(parents=True)
     (work / "pages-1.img").write_bytes(b"pages")
-    async with run_lifecycle(write_compute_config(), fake):
+    async with run_harness(write_compute_config(), checkpointer=fake):
         assert not work.parent.exists()
 
 
 async def test_a_sleep_without_a_checkpointer_says_how_to_configure_one(
         write_compute_config: Callable[..., Path]) -> None:
-    async with run_lifecycle(write_compute_config(), None) as h:
+    async with run_harness(write_compute_config(), checkpointer=None) as h:
         uid = await running_user(h)
         with pytest.raises(OperationFailed, match=r"\[checkpoint\] provider"):
             await h.service.sleep(uid, reason="test")

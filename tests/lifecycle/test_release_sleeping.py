@@ -10,17 +10,16 @@ import httpx
 import pytest
 import trio
 
-from tests.compute.harness import Harness
+from tests.compute.harness import Harness, run_harness
 
 from .fake_checkpointer import FakeCheckpointer
-from .harness import run_lifecycle
 
 pytestmark = pytest.mark.usefixtures("cleanup_workloads")
 
 
 @pytest.fixture
 async def harness(write_compute_config: Callable[..., Path]) -> AsyncIterator[Harness]:
-    async with run_lifecycle(write_compute_config(), FakeCheckpointer()) as h:
+    async with run_harness(write_compute_config(), checkpointer=FakeCheckpointer()) as h:
         yield h
 
 
