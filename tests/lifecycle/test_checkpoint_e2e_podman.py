@@ -1,7 +1,8 @@
 """The end-to-end sleep/wake and snapshot tests of `test_checkpoint_e2e.py` on podman (the
 docker plugin on a throw-away rootful `podman system service`, the local images), with the
 real `criu` checkpointer (podman's checkpoint/restore API): through the front door, `x = 42`
-and a 200 MB object survive a sleep and a navigation's wake, and a snapshot's restore."""
+and a 200 MB object survive a sleep and a navigation's wake, and a snapshot's restore; a fork,
+a second container next to the running original, has them while the original is untouched."""
 
 from __future__ import annotations
 
@@ -73,16 +74,20 @@ def config_text(port: int, data_dir: Path, deployment: str, engine_url: str,
         """)
 
 
-async def running_runtimes(engine_url: str, deployment: str, user_id: str) -> list[str]:
-    """Names of the user's running runtime containers, as podman lists them."""
-    filters = json.dumps({"label": [f"markco.deployment={deployment}",
-                                    f"markco.user={user_id}", "markco.role=runtime"],
-                          "status": ["running"]})
+async def running_runtimes(engine_url: str, deployment: str, user_id: str, *,
+                           any_status: bool = False) -> list[str]:
+    """Names of the user's running runtime containers (`any_status`: stopped ones too), as
+    podman lists them."""
+    filters: dict[str, list[str]] = {"label": [f"markco.deployment={deployment}",
+                                               f"markco.user={user_id}", "markco.role=runtime"]}
+    if not any_status:
+        filters["status"] = ["running"]
     transport = httpx.AsyncHTTPTransport(uds=engine_url.removeprefix("unix://"))
     async with httpx.AsyncClient(transport=transport, base_url="http://podman",
                                  trust_env=False) as engine:
-        answer = await engine.get("/containers/json", params={"filters": filters})
-    return [c["Names"][0] for c in answer.json()]
+        answer = await engine.get("/containers/json", params={
+            "filters": json.dumps(filters), "all": str(any_status).lower()})
+    return sorted(c["Names"][0] for c in answer.json())
 
 
 @pytest.fixture
@@ -126,4 +131,26 @@ async def test_on_podman_restoring_a_snapshot_brings_x_back(markco: Markco) -> N
     assert await markco.execute("x = 7\nprint(x)") == "7\n"
     restored = await markco.api("POST", "/snapshots/s1/restore")
     assert restored.status_code == 200, restored.text
+    assert (await markco.execute(CHECK)).endswith(INTACT)
+
+
+async def test_on_podman_a_fork_has_x_and_the_original_is_untouched(
+        markco: Markco, podman_engine_url: str) -> None:
+    await markco.navigate_until_ready()
+    assert await markco.execute(BIG + "print('built')") == "built\n"
+    [original] = await running_runtimes(podman_engine_url, markco.daemon.deployment,
+                                        markco.user_id)
+    made = await markco.api("POST", "/forks", json={"name": "try"})
+    assert made.status_code == 201, made.text
+    both = await running_runtimes(podman_engine_url, markco.daemon.deployment, markco.user_id)
+    assert both == sorted([original, f"{original}-fork-try"]), both
+    ran = await markco.api("POST", "/forks/try/execute", json={"code": CHECK + "x = 7"})
+    assert ran.status_code == 200 and ran.json()["stdout"].endswith(INTACT), ran.text
+    ran = await markco.api("POST", "/forks/try/execute", json={"code": "print(x)"})
+    assert ran.status_code == 200 and ran.json()["stdout"] == "7\n", ran.text
+    assert (await markco.execute(CHECK)).endswith(INTACT)
+    removed = await markco.api("DELETE", "/forks/try")
+    assert removed.status_code == 204, removed.text
+    assert await running_runtimes(podman_engine_url, markco.daemon.deployment, markco.user_id,
+                                  any_status=True) == [original]
     assert (await markco.execute(CHECK)).endswith(INTACT)
