@@ -12,6 +12,8 @@ Routes (all relative to the `BASE_PATH` markco strips):
                                  409 `conflict` if the file is no longer at baseVersion
     POST /api/execute            {"code", "execId"?} -> text/event-stream of the execution
     POST /api/interrupt          {"interrupted": bool}
+    GET  /api/notice             {"notice": text|null, "id": str|null}: what compute has to
+                                 tell the user (from the runtime front; never wakes the runtime)
     WS   /ws                     notifications (files, executions) and commands
 
 An entry is {"path", "size", "mtime", "version"}. Errors are
@@ -166,6 +168,9 @@ class EditorApp:
         elif path == "/api/interrupt":
             _allow(method, "POST")
             await self._interrupt(send)
+        elif path == "/api/notice":
+            _allow(method, "GET")
+            await self._notice(send)
         else:
             raise HTTPError(404, "not_found", f"nothing at {path!r}")
 
@@ -269,6 +274,14 @@ class EditorApp:
         except RuntimeUnavailable as exc:
             raise HTTPError(503, "runtime_unavailable", str(exc)) from None
         await send_json(send, 200, {"interrupted": interrupted})
+
+    async def _notice(self, send: ASGISend) -> None:
+        # Answered by the runtime front itself: polling it never wakes a sleeping runtime.
+        try:
+            notice = await self._executor.notice()
+        except RuntimeUnavailable as exc:
+            raise HTTPError(503, "runtime_unavailable", str(exc)) from None
+        await send_json(send, 200, notice)
 
     # -- WebSocket ---------------------------------------------------------------------------
 

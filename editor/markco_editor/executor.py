@@ -117,6 +117,13 @@ class Executor:
             return False
         return await self._runtime.interrupt()
 
+    async def notice(self) -> dict[str, str | None]:
+        """The compute notice from the runtime front (see `RuntimeClient.notice`); none
+        without a runtime. Raises `RuntimeUnavailable` if the front cannot be reached."""
+        if self._runtime is None:
+            return {"notice": None, "id": None}
+        return await self._runtime.notice()
+
     async def run(self) -> None:
         """Run queued executions one after the other, forever."""
         async for execution in self._receive:

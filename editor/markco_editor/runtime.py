@@ -3,7 +3,9 @@
 The editor never knows where the runtime is. It dials the runtime front markco gives it — the
 unix socket `MARKCO_RUNTIME_SOCKET`, or `127.0.0.1:RUNTIME_PORT` — which forwards to the runtime
 wherever it currently runs and holds requests while it starts or wakes. So nothing here polls
-the runtime: every request counts as user activity and may wake a sleeping runtime.
+the runtime: every request counts as user activity and may wake a sleeping runtime. The one
+exception is `notice()`: `GET /markco/v1/notice` is answered by the front itself, never by the
+runtime, so it can be polled.
 """
 
 from __future__ import annotations
@@ -114,6 +116,21 @@ class RuntimeClient:
         runtime had such a request pending."""
         data = await self._post("/mrp/v1/input/cancel", {"exec_id": exec_id})
         return bool(data.get("cancelled"))
+
+    async def notice(self) -> dict[str, str | None]:
+        """The user-facing notice of the user's compute (`GET /markco/v1/notice`, answered by
+        the front itself: it never reaches, wakes or waits for the runtime):
+        `{"notice": text or None, "id": opaque id or None}`. Raises `RuntimeUnavailable`."""
+        try:
+            resp = await self._http.get("/markco/v1/notice", timeout=_SHORT_TIMEOUT)
+            await _raise_for_status(resp)
+        except httpx.HTTPError as exc:
+            raise RuntimeUnavailable(_describe(exc, self.address)) from exc
+        data = _json_object(resp.text)
+        text, notice_id = data.get("notice"), data.get("id")
+        if not isinstance(text, str) or not text:
+            return {"notice": None, "id": None}
+        return {"notice": text, "id": notice_id if isinstance(notice_id, str) else None}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -249,3 +249,43 @@ async def test_the_tcp_forwarder_reaches_the_same_runtime(serve_front: Any,
 def test_a_socket_path_too_long_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="too long"):
         RuntimeFront("u", tmp_path / ("x" * 120) / "runtime.sock", Switch(None))
+
+
+class Untouchable:
+    """A `locate` that must never be called: the runtime is asleep and must stay so."""
+
+    calls = 0
+
+    async def __call__(self, *, wake: bool) -> tuple[str, int]:
+        self.calls += 1
+        raise AssertionError("the notice must not touch the runtime")
+
+
+async def test_the_notice_is_answered_by_the_front_itself(serve_front: Any) -> None:
+    locate = Untouchable()
+    current: dict[str, str | None] = {"text": None, "id": None}
+    front = await serve_front(locate, notice=lambda: (current["text"], current["id"]))
+    async with client(front) as http:
+        quiet = await http.get("/markco/v1/notice")
+        current.update(text="Your runtime could not be restored (x), so a fresh one was "
+                            "started", id="op-1")
+        told = await http.get("/markco/v1/notice?t=1")  # the same keep-alive connection
+        head = await http.head("/markco/v1/notice")
+        posted = await http.post("/markco/v1/notice", json={})
+        browser = await http.get("/markco/v1/notice", headers={"Origin": "https://evil"})
+    assert quiet.status_code == 200 and quiet.json() == {"notice": None, "id": None}
+    assert told.status_code == 200
+    assert told.json() == {"notice": current["text"], "id": "op-1"}
+    assert told.headers["cache-control"] == "no-store"
+    assert head.status_code == 200 and head.content == b""
+    assert posted.status_code == 405
+    assert browser.status_code == 403
+    assert locate.calls == 0
+
+
+async def test_without_a_notice_source_the_notice_is_null(serve_front: Any) -> None:
+    locate = Untouchable()
+    front = await serve_front(locate)
+    async with client(front) as http:
+        answer = await http.get("/markco/v1/notice")
+    assert answer.json() == {"notice": None, "id": None} and locate.calls == 0

@@ -17,6 +17,7 @@ import pytest
 from markco_trio.builtin.compute import OperationFailed
 from markco_trio.errors import CheckpointError, RestoreIncompatible
 from markco_trio.records import OperationState, RuntimeState, WorkloadRole
+from markco_trio.testing.dialing import workload_client
 from tests.compute.harness import Harness, run_harness
 from tests.compute.polling import eventually_async
 
@@ -172,6 +173,31 @@ async def test_a_damaged_image_is_refused_before_restoring(
     state = await harness.service.wake(uid, reason="test")
     assert state.ready and state.notice is not None and "damaged" in state.notice
     assert ("restore", image.path) not in fake.calls and fake.calls[-1][0] != "restore"
+
+
+async def test_the_editor_tells_the_user_a_wake_started_afresh(
+        harness: Harness, fake: FakeCheckpointer) -> None:
+    uid = await running_user(harness)
+    await harness.service.sleep(uid, reason="test")
+    path = harness.service.front_path(uid)
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(path)),
+                                 base_url="http://runtime", timeout=30,
+                                 trust_env=False) as front:
+        asleep = await front.get("/markco/v1/notice")
+    # Answered by the front itself: null, and the runtime is still asleep.
+    assert asleep.status_code == 200 and asleep.json() == {"notice": None, "id": None}
+    assert (await live(harness, uid))[WorkloadRole.RUNTIME] == RuntimeState.SLEEPING
+    [image] = await harness.storage.list_snapshots(uid, kind="sleep")
+    damage(Path(image.path))
+    state = await harness.service.ensure_started(uid, reason="navigation")
+    assert state.ready and state.notice is not None and "damaged" in state.notice
+    [wake] = [o for o in await harness.storage.list_operations(user_id=uid)
+              if o.kind == "wake"]
+    host, port = harness.service.editor_address_nowait(uid)  # type: ignore[misc]
+    async with workload_client(f"{host}:{port}") as editor:
+        answer = await editor.get("/api/notice")
+    assert answer.status_code == 200
+    assert answer.json() == {"notice": state.notice, "id": wake.id}
 
 
 async def test_a_failed_checkpoint_keeps_the_runtime_running(

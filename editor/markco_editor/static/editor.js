@@ -11,6 +11,7 @@
     runAll: $("run-all"), interrupt: $("interrupt"), banner: $("banner"),
     bannerText: $("banner-text"), bannerReload: $("banner-reload"),
     bannerOverwrite: $("banner-overwrite"), source: $("source"), blocks: $("blocks"),
+    notice: $("notice"), noticeText: $("notice-text"), noticeDismiss: $("notice-dismiss"),
   };
   const narrow = window.matchMedia("(max-width: 720px)");
   const ANSI = /\x1b\[[0-9;?]*[ -/]*[@-~]/g;
@@ -357,6 +358,34 @@
     });
   }
 
+  // -- compute notice ---------------------------------------------------------------------
+  // What compute has to tell the user (e.g. a wake that could not restore the runtime and
+  // started a fresh one). Answered by the runtime front itself, so polling never wakes the
+  // runtime. A dismissed notice stays dismissed (per id, in localStorage).
+  const NOTICE_POLL_MS = 15000;
+  const DISMISSED_KEY = "markco.dismissedNotice";
+  let noticeId = null;
+  function dismissedNotice() {
+    try { return window.localStorage.getItem(DISMISSED_KEY); } catch (e) { return null; }
+  }
+  async function pollNotice() {
+    let body;
+    try { body = await api("api/notice"); } catch (e) { return; }  // try again later
+    const text = body && body.notice;
+    noticeId = text ? String(body.id || text) : null;
+    if (!text || noticeId === dismissedNotice()) { el.notice.hidden = true; return; }
+    el.noticeText.textContent = text;
+    el.notice.hidden = false;
+  }
+  el.noticeDismiss.addEventListener("click", () => {
+    if (noticeId) {
+      try { window.localStorage.setItem(DISMISSED_KEY, noticeId); } catch (e) { /* private */ }
+    }
+    el.notice.hidden = true;
+  });
+  window.setInterval(() => { if (!document.hidden) pollNotice(); }, NOTICE_POLL_MS);
+  window.addEventListener("focus", pollNotice);
+
   // -- wiring -----------------------------------------------------------------------------
   let parseTimer = 0;
   el.source.addEventListener("input", () => {
@@ -396,4 +425,5 @@
 
   if (location.hash.length > 1) openFile(decodeURI(location.hash.slice(1)));
   connect();
+  pollNotice();
 })();

@@ -131,6 +131,7 @@ class UserActor:
         self.last_activity: float | None = None
         self.front: RuntimeFront | None = None
         self.notice: str | None = None
+        self.notice_id: str | None = None  # which notice (the operation that raised it)
         self.forks: dict[str, ContainerInfo] = {}
         self.step_times: dict[str, dict[str, int]] = {}
         self._step_started: dict[str, tuple[str, float]] = {}

@@ -345,7 +345,7 @@ async def run_wake(actor: UserActor, ticket: Ticket) -> None:
                                     archive=image.path if image else None)
     started = trio.current_time()
     actor.desired.update(roles)
-    actor.notice = None
+    actor.notice = actor.notice_id = None
     actor.progress(PHASE_WAKING, "waking your runtime")
     await actor.update(RUNTIME, state=RuntimeState.WAKING, operation_id=op.id)
     restored: dict[str, Any] = {"restored": False, "why": None}
@@ -412,6 +412,7 @@ async def _wake_runtime(actor: UserActor, op: Operation, address: str | None,
     if info is None:
         actor.notice = (f"Your runtime could not be restored ({why}), so a fresh one was "
                         f"started: your files are intact, your variables are not.")
+        actor.notice_id = op.id
         outcome["why"] = why
         log.warning("compute: waking %s: %s", actor.user_id, actor.notice)
         await svc.publish("runtime.restore_failed", actor.user_id, {

@@ -12,6 +12,9 @@ editor being re-pointed, and the path survives daemon restarts.
   other requests to a stopped runtime get 503 at once.
 - Executions in flight are counted (`statistics()`) and reported as activity.
 - Bodies stream both ways, chunk by chunk: server-sent events arrive event by event.
+- `GET /markco/v1/notice` is answered by the front itself, never forwarded (a sleeping runtime
+  stays asleep): `{"notice": <text or null>, "id": <opaque id or null>}`, the notice compute
+  has for the user (a wake that could not restore the checkpoint and started afresh).
 
 - Browsers are not its clients: a request carrying an `Origin` or Fetch-Metadata
   (`Sec-Fetch-*`) header, a CORS preflight, or a `Host` other than a loopback name (or `runtime`,
@@ -56,6 +59,9 @@ IDLE_SECONDS = 300.0  # a keep-alive connection with no request for this long is
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
 EXECUTE_PREFIX = b"/mrp/v1/execute"
+# Answered by the front itself, never forwarded (so it never wakes nor waits for the runtime):
+# the user-facing notice of the user's compute, e.g. that a wake fell back to a cold start.
+NOTICE_PATH = b"/markco/v1/notice"
 # Host names a legitimate client sends: `runtime` over the unix socket (the built-in editor),
 # loopback literals over the TCP forwarder. Never a DNS name (DNS rebinding).
 ALLOWED_HOSTS = frozenset({b"runtime", b"localhost", b"127.0.0.1", b"[::1]"})
@@ -156,6 +162,7 @@ class RuntimeFront:
                  owner: tuple[int, int] | None = None, hold_seconds: float = 30.0,
                  hold_max: int = 64, tcp_port: int | None = None,
                  on_execution: Callable[[], None] | None = None,
+                 notice: Callable[[], tuple[str | None, str | None]] | None = None,
                  now: Callable[[], float] | None = None) -> None:
         if len(os.fsencode(socket_path)) > MAX_UNIX_PATH:
             raise ValueError(f"runtime front socket path is too long for a unix socket "
@@ -169,6 +176,7 @@ class RuntimeFront:
         self._hold_seconds = hold_seconds
         self._hold_max = hold_max
         self._on_execution = on_execution
+        self._notice = notice
         self._now = now or trio.current_time
         self._requests = 0
         self._in_flight = 0
@@ -271,6 +279,8 @@ class RuntimeFront:
             self._rejected += 1
             await _answer(conn, stream, 403, refused)
             return False
+        if request.target.split(b"?", 1)[0] == NOTICE_PATH:
+            return await self._answer_notice(conn, stream, request)
         execute = is_execute(request.method, request.target)
         try:
             upstream = await self._connect(wake=execute)
@@ -300,6 +310,29 @@ class RuntimeFront:
                 self._upstreams_gone.set()
             if execute:
                 self._in_flight -= 1
+
+    async def _answer_notice(self, conn: h11.Connection, stream: trio.abc.Stream,
+                             request: h11.Request) -> bool:
+        """`GET /markco/v1/notice`, answered here: the runtime is not touched."""
+        if request.method not in (b"GET", b"HEAD"):
+            await _answer(conn, stream, 405, "only GET is allowed here",
+                          [(b"Allow", b"GET, HEAD")])
+            return False
+        while True:  # a GET has no body worth reading; drain whatever came
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if not isinstance(event, h11.Data):
+                raise _ClientGone()
+        text, notice_id = self._notice() if self._notice is not None else (None, None)
+        body = json.dumps({"notice": text, "id": notice_id if text else None}).encode()
+        await _send(conn, stream, h11.Response(status_code=200, headers=[
+            (b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),
+            (b"Cache-Control", b"no-store")]))
+        if request.method == b"GET":
+            await _send(conn, stream, h11.Data(data=body))
+        await _send(conn, stream, h11.EndOfMessage())
+        return True
 
     # ------------------------------------------------------------------------------ draining
 
@@ -411,7 +444,7 @@ async def _answer(conn: h11.Connection, stream: trio.abc.Stream, status: int, me
     """A small JSON error in the API's shape, then the connection closes."""
     if conn.our_state is not h11.SEND_RESPONSE:
         return
-    code = {403: "forbidden", 502: "runtime_unreachable",
+    code = {403: "forbidden", 405: "method_not_allowed", 502: "runtime_unreachable",
             503: "runtime_not_ready"}.get(status, "error")
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await _send(conn, stream, h11.Response(status_code=status, headers=[

@@ -158,7 +158,8 @@ class ComputeService:
             actor.user_id, self.front_path(actor.user_id), actor.locate_runtime,
             owner=self.backend.workload_owner(actor.user_id),
             hold_seconds=self.options.hold_seconds, hold_max=self.options.hold_max,
-            tcp_port=tcp_port, on_execution=actor.on_execution, now=self.now)
+            tcp_port=tcp_port, on_execution=actor.on_execution,
+            notice=lambda: (actor.notice, actor.notice_id), now=self.now)
 
     def _front_port(self, user_id: str) -> int:
         """The user's RUNTIME_PORT: chosen once and kept (a running editor has it in its
