@@ -89,6 +89,9 @@ class Plane:
     nursery: trio.Nursery
     editors: dict[str, EchoEditor] = field(default_factory=dict)
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    # Every WebSocket opened through the plane, closed by `start_plane`'s teardown (an autouse
+    # async fixture would not do: pytest-trio runs only the fixtures a test asks for).
+    websockets: list[RawWebSocket] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -197,6 +200,8 @@ async def start_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[St
 
     yield start
     for plane in planes:
+        for ws in plane.websockets:
+            await ws.aclose()
         for client in plane.clients:
             await client.aclose()
         for editor in plane.editors.values():
@@ -259,7 +264,9 @@ class RawWebSocket:
         if status != 101:
             await stream.aclose()
             return status, None
-        return status, cls(stream, rest)
+        ws = cls(stream, rest)
+        plane.websockets.append(ws)
+        return status, ws
 
     async def send(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         """One masked frame (opcode 1 text, 2 binary, 8 close, 9 ping, 10 pong)."""

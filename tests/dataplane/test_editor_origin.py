@@ -8,7 +8,6 @@ one editor origin; that origin's `/_markco/editor-auth` turns the code into its 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -272,16 +271,6 @@ async def test_logging_out_everywhere_ends_the_editor_cookie(plane: Plane) -> No
 
 # WebSockets on an editor origin.
 
-OPENED: list[RawWebSocket] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_websockets() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
-
-
 async def open_ws(plane: Plane, owner: User, cookie: dict[str, str], *,
                   origin: str | None = None) -> tuple[int, RawWebSocket | None]:
     """A WebSocket handshake to `owner`'s editor origin (Origin: that origin by default)."""
@@ -304,7 +293,7 @@ async def open_ws(plane: Plane, owner: User, cookie: dict[str, str], *,
         await stream.aclose()
         return status, None
     ws = RawWebSocket(stream, rest)
-    OPENED.append(ws)
+    plane.websockets.append(ws)  # closed when the plane stops
     assert (await ws.recv())[0] == 1  # the editor's hello
     return status, ws
 

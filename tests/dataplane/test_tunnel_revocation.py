@@ -10,9 +10,6 @@ the test daemon polls every 0.2 s.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import trio
 
 from markco_trio.clock import ManualClock
@@ -24,20 +21,9 @@ REVOKED = (8, b"\x03\xf0access was revoked")  # a close frame: 1008, policy viol
 WITHIN = 1.0  # seconds: what DESIGN §5.2 promises
 
 
-OPENED: list[RawWebSocket] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_websockets() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
-
-
 async def open_ws(plane: Plane, owner: User, headers: dict[str, str]) -> RawWebSocket:
     status, ws = await RawWebSocket.open(plane, f"/u/{owner.id}/ws", headers)
     assert status == 101 and ws is not None
-    OPENED.append(ws)
     assert (await ws.recv())[0] == 1  # the editor's hello
     return ws
 
