@@ -82,9 +82,11 @@ def running_podman_service(*, containers_conf: Path | None = None,
     if containers_conf is not None:
         env["CONTAINERS_CONF"] = str(containers_conf)
     log = (base / "service.log").open("wb")
+    # cwd: conmon (podman 4) creates a file named `oom` in its working directory, inherited
+    # from the service, when a container is OOM-killed; ours would be pytest's (the repo root).
     process = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{socket_path}"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               env=env, start_new_session=True)
+                               env=env, start_new_session=True, cwd=base)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not (socket_path.exists() and _ping(socket_path)):
