@@ -250,7 +250,9 @@ async def test_the_dashboard_shows_the_workspace_and_starts_it(running: Running)
         started = await browser.post("/dashboard/workspace/start",
                                      headers={"Origin": running.base})
         assert started.status_code == 303 and started.headers["location"].endswith("/dashboard")
-        await eventually(lambda: running.compute.state_nowait(user.id).ready,
+        # `ready` turns true a moment before the start operation is closed; the page's word
+        # follows the operation, so wait for the workspace as the page describes it.
+        await eventually(lambda: running.compute.state_nowait(user.id).summary == "running",
                          what="the workspace started from the dashboard", within=30)
         page = (await browser.get("/dashboard")).text
         assert "<strong>running</strong>" in page
