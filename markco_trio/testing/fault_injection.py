@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from .system import missing_system
+
 
 def _need_root_and(*tools: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("fault injection mounts file systems: run as root")
     for tool in tools:
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not found")
+            missing_system(tool, f"install {tool} (util-linux / e2fsprogs)")
 
 
 def _run(*argv: str) -> None:
