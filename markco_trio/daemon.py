@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -308,15 +307,3 @@ def markco_cookie_names(session_cookie: str) -> list[str]:
     base = session_cookie.removeprefix("__Host-")
     return [base, f"__Host-{base}", "markco_login", "__Host-markco_login", "markco_editor",
             "__Host-markco_editor"]
-
-
-def run_blocking(config: Config, plugins: MarkcoPluginManager,
-                 before: Callable[[], Awaitable[None]] | None = None) -> int:
-    """Run the daemon in a fresh trio run; the exit code of `markco run`."""
-
-    async def main() -> int:
-        if before is not None:
-            await before()
-        return await Daemon(config, plugins).run()
-
-    return trio.run(main)

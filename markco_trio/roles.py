@@ -32,15 +32,6 @@ from .records import (
     WorkloadRole,
 )
 
-
-class AsyncProvider(Protocol):
-    """What every provider is: an async context manager returning itself."""
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(self, *exc_info: object) -> bool | None: ...
-
-
 # --------------------------------------------------------------------------------------- Storage
 
 

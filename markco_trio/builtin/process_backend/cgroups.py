@@ -95,11 +95,6 @@ class WorkloadCgroups:
         """Whether memory is enforced and measured here."""
         return "memory" in self.dirs
 
-    @property
-    def has_cpu(self) -> bool:
-        """Whether CPU is throttled here."""
-        return "cpu" in self.dirs
-
     def set_limits(self, *, memory_bytes: int, cpus: float, pids_max: int) -> None:
         """Apply limits. memory+swap is kept equal to memory (no swapping past the limit); the
         kernel insists memsw >= memory at every moment, hence the order of the writes."""
