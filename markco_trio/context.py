@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .authz import Principal, Resource, authorize
 from .clock import Clock, SystemClock
+from .metrics import Registry
 from .options import SecretResolver
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class PluginContext:
     checkpointer: Checkpointer | None = None
     oauth: dict[str, OAuthProvider] = field(default_factory=dict)
     runtime_dir: Path | None = None
+    # The daemon's Prometheus metrics (see `markco_trio.metrics`): record or add collectors.
+    metrics: Registry = field(default_factory=Registry)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
