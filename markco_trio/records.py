@@ -256,6 +256,28 @@ class Event:
 
 
 @dataclass(frozen=True)
+class WebhookDelivery:
+    """One attempt to POST an event to a configured webhook. `outcome` is `delivered` (a 2xx),
+    `retrying` (failed; another attempt follows) or `failed` (failed; no attempt follows).
+    `status_code` is None when no HTTP answer came (`error` says why)."""
+
+    seq: int
+    id: str
+    webhook: str
+    url: str
+    event_id: str
+    event_seq: int
+    event_type: str
+    user_id: str | None
+    attempt: int
+    outcome: str
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: float
+
+
+@dataclass(frozen=True)
 class WorkloadAccount:
     """The host account a user's workloads run as on a backend that runs them as host processes
     (`process`): a uid/gid of their own, allocated once from the configured range and never

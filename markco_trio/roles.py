@@ -7,7 +7,7 @@ stable plugin contract (see `hookspecs.py` for how providers are registered).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,6 +28,7 @@ from .records import (
     Session,
     Snapshot,
     User,
+    WebhookDelivery,
     WorkloadAccount,
     WorkloadRole,
 )
@@ -253,7 +254,33 @@ class Storage(Protocol):
                            now: float) -> Event: ...
 
     async def list_events(self, *, after_seq: int = 0, limit: int = 100,
-                          type: str | None = None, user_id: str | None = None) -> list[Event]: ...
+                          type: str | None = None, user_id: str | None = None,
+                          types: Sequence[str] | None = None, since: float | None = None,
+                          until: float | None = None) -> list[Event]:
+        """Up to `limit` events with seq > `after_seq`, in seq order. Filters combine: `type`
+        (one) and `types` (any of them; an empty sequence matches nothing), `user_id`, and
+        `since` <= created_at < `until` (POSIX seconds)."""
+        ...
+
+    # the webhook delivery log
+    async def append_webhook_delivery(self, *, webhook: str, url: str, event: Event,
+                                      attempt: int, outcome: str, status_code: int | None,
+                                      error: str | None, duration_ms: int,
+                                      now: float) -> WebhookDelivery:
+        """Record one attempt to deliver `event` to the webhook named `webhook` at `url`.
+        `outcome` is `delivered`, `retrying` or `failed` (anything else is a ValueError)."""
+        ...
+
+    async def list_webhook_deliveries(self, *, after_seq: int = 0, limit: int = 100,
+                                      webhook: str | None = None, event_id: str | None = None,
+                                      outcome: str | None = None) -> list[WebhookDelivery]:
+        """Up to `limit` delivery attempts with seq > `after_seq`, oldest first, optionally
+        only those of one webhook, one event or one outcome."""
+        ...
+
+    async def purge_webhook_deliveries(self, *, before: float) -> int:
+        """Delete the attempts recorded before `before`; return how many."""
+        ...
 
 
 # ----------------------------------------------------------------------------- Container backend

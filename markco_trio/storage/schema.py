@@ -278,10 +278,39 @@ _WORKLOAD_ACCOUNTS = [
     "CREATE UNIQUE INDEX workload_accounts_uid ON workload_accounts (uid)",
 ]
 
+# Webhook deliveries (issue 12): one row per ATTEMPT to POST an event to a configured webhook,
+# appended as it ends, so an operator sees every failure and retry. No foreign keys: the log
+# outlives users and events alike, and the daemon prunes it by age.
+_WEBHOOK_DELIVERIES = [
+    """
+    CREATE TABLE webhook_deliveries (
+        seq {serial_pk},
+        id TEXT NOT NULL,
+        webhook TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_seq BIGINT NOT NULL,
+        event_type TEXT NOT NULL,
+        user_id TEXT,
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retrying', 'failed')),
+        status_code INTEGER,
+        error TEXT,
+        duration_ms BIGINT NOT NULL,
+        created_at {float} NOT NULL
+    )""",
+    "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook, seq)",
+    "CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id)",
+    "CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)",
+    # `GET /api/v1/events?since=...` over the whole log.
+    "CREATE INDEX events_created ON events (created_at)",
+]
+
 MIGRATIONS: list[SchemaMigration] = [
     SchemaMigration(1, "initial", _INITIAL),
     SchemaMigration(2, "snapshot_kinds", _SNAPSHOT_KINDS),
     SchemaMigration(3, "workload_accounts", _WORKLOAD_ACCOUNTS),
+    SchemaMigration(4, "webhook_deliveries", _WEBHOOK_DELIVERIES),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -48,6 +48,7 @@ from ..records import (
     Session,
     Snapshot,
     User,
+    WebhookDelivery,
     WorkloadAccount,
     WorkloadRole,
 )
@@ -1049,22 +1050,89 @@ class SqlStorage(abc.ABC):
         return await self._write(append)
 
     async def list_events(self, *, after_seq: int = 0, limit: int = 100,
-                          type: str | None = None, user_id: str | None = None) -> list[Event]:
+                          type: str | None = None, user_id: str | None = None,
+                          types: Sequence[str] | None = None, since: float | None = None,
+                          until: float | None = None) -> list[Event]:
         """Up to `limit` events with seq > `after_seq`, in seq order, optionally filtered."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
+        if types is not None and not types:
+            return []
         where = ["seq > ?"]
         params: list[Any] = [after_seq]
         if type is not None:
             where.append("type = ?")
             params.append(type)
+        if types is not None:
+            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            params.extend(types)
         if user_id is not None:
             where.append("user_id = ?")
             params.append(user_id)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(until)
         params.append(limit)
         sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         rows = await self._read(lambda tx: tx.execute(sql, params))
         return [_event(row) for row in rows]
+
+    # ------------------------------------------------------------------ webhook deliveries
+
+    async def append_webhook_delivery(self, *, webhook: str, url: str, event: Event,
+                                      attempt: int, outcome: str, status_code: int | None,
+                                      error: str | None, duration_ms: int,
+                                      now: float) -> WebhookDelivery:
+        """Record one attempt to deliver `event` to `webhook`."""
+        if outcome not in _DELIVERY_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(_DELIVERY_OUTCOMES)}, "
+                             f"not {outcome!r}")
+        params = (_new_id(), webhook, url, event.id, event.seq, event.type, event.user_id,
+                  attempt, outcome, status_code, error, duration_ms, now)
+
+        def append(tx: Tx) -> WebhookDelivery:
+            row = tx.one("INSERT INTO webhook_deliveries (id, webhook, url, event_id, event_seq,"
+                         " event_type, user_id, attempt, outcome, status_code, error,"
+                         " duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                         " ?, ?) RETURNING *", params)
+            assert row is not None
+            return _webhook_delivery(row)
+
+        return await self._write(append)
+
+    async def list_webhook_deliveries(self, *, after_seq: int = 0, limit: int = 100,
+                                      webhook: str | None = None, event_id: str | None = None,
+                                      outcome: str | None = None) -> list[WebhookDelivery]:
+        """Up to `limit` attempts with seq > `after_seq`, oldest first, optionally filtered."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        where = ["seq > ?"]
+        params: list[Any] = [after_seq]
+        for column, value in (("webhook", webhook), ("event_id", event_id),
+                              ("outcome", outcome)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        params.append(limit)
+        sql = (f"SELECT * FROM webhook_deliveries WHERE {' AND '.join(where)} ORDER BY seq"
+               " LIMIT ?")
+        rows = await self._read(lambda tx: tx.execute(sql, params))
+        return [_webhook_delivery(row) for row in rows]
+
+    async def purge_webhook_deliveries(self, *, before: float) -> int:
+        """Delete the attempts recorded before `before`; return how many."""
+
+        def purge(tx: Tx) -> int:
+            tx.execute("DELETE FROM webhook_deliveries WHERE created_at < ?", (before,))
+            return tx.rowcount
+
+        return await self._write(purge)
+
+
+_DELIVERY_OUTCOMES = ("delivered", "retrying", "failed")
 
 
 # ---------------------------------------------------------------------- rows -> records
@@ -1158,6 +1226,16 @@ def _migration(row: Row) -> Migration:
 def _workload_account(row: Row) -> WorkloadAccount:
     return WorkloadAccount(user_id=row["user_id"], uid=int(row["uid"]), gid=int(row["gid"]),
                            created_at=float(row["created_at"]))
+
+
+def _webhook_delivery(row: Row) -> WebhookDelivery:
+    return WebhookDelivery(
+        seq=int(row["seq"]), id=row["id"], webhook=row["webhook"], url=row["url"],
+        event_id=row["event_id"], event_seq=int(row["event_seq"]), event_type=row["event_type"],
+        user_id=row["user_id"], attempt=int(row["attempt"]), outcome=row["outcome"],
+        status_code=None if row["status_code"] is None else int(row["status_code"]),
+        error=row["error"], duration_ms=int(row["duration_ms"]),
+        created_at=float(row["created_at"]))
 
 
 def _event(row: Row) -> Event:

@@ -998,3 +998,64 @@ class StorageContract:
         events = await storage.list_events(limit=100)
         assert len({e.seq for e in events}) == 20
         assert sorted(e.data["n"] for e in events) == list(range(20))
+
+    async def test_events_are_filtered_by_several_types(self, storage: Storage) -> None:
+        for type_ in ("critical", "migrate", "idle-sleep", "critical"):
+            await storage.append_event(type=type_, user_id=None, data={}, now=T0)
+        listed = await storage.list_events(types=["critical", "idle-sleep"])
+        assert [e.type for e in listed] == ["critical", "idle-sleep", "critical"]
+        assert await storage.list_events(types=[]) == []
+
+    async def test_events_are_filtered_by_a_time_range(self, storage: Storage) -> None:
+        for i in range(5):
+            await storage.append_event(type="t", user_id=None, data={"n": i}, now=T0 + i)
+        listed = await storage.list_events(since=T0 + 1, until=T0 + 3)
+        assert [e.data["n"] for e in listed] == [1, 2]  # since inclusive, until exclusive
+
+    # ---------------------------------------------------------------- webhook deliveries
+
+    async def _delivery(self, storage: Storage, event: Event, *, webhook: str = "billing",
+                        attempt: int = 1, outcome: str = "delivered",
+                        now: float = T0) -> Any:
+        return await storage.append_webhook_delivery(
+            webhook=webhook, url="https://hooks.example.org/markco", event=event,
+            attempt=attempt, outcome=outcome, status_code=None if outcome != "delivered"
+            else 204, error=None if outcome == "delivered" else "connection refused",
+            duration_ms=12, now=now)
+
+    async def test_webhook_delivery_attempts_are_logged_in_order(self,
+                                                                 storage: Storage) -> None:
+        event = await storage.append_event(type="critical", user_id="u1", data={}, now=T0)
+        first = await self._delivery(storage, event, outcome="retrying")
+        second = await self._delivery(storage, event, attempt=2)
+        assert first.seq < second.seq
+        listed = await storage.list_webhook_deliveries()
+        assert listed == [first, second]
+        assert (second.event_id, second.event_seq, second.event_type, second.user_id,
+                second.attempt, second.status_code) == (event.id, event.seq, "critical", "u1",
+                                                        2, 204)
+        assert first.error == "connection refused" and first.status_code is None
+
+    async def test_webhook_deliveries_are_filtered_and_paged(self, storage: Storage) -> None:
+        event = await storage.append_event(type="t", user_id=None, data={}, now=T0)
+        other = await storage.append_event(type="t", user_id=None, data={}, now=T0)
+        a = await self._delivery(storage, event, webhook="a")
+        b = await self._delivery(storage, event, webhook="b", outcome="failed")
+        c = await self._delivery(storage, other, webhook="a")
+        assert await storage.list_webhook_deliveries(webhook="a") == [a, c]
+        assert await storage.list_webhook_deliveries(outcome="failed") == [b]
+        assert await storage.list_webhook_deliveries(event_id=other.id) == [c]
+        assert await storage.list_webhook_deliveries(after_seq=a.seq, limit=1) == [b]
+
+    async def test_webhook_delivery_with_an_unknown_outcome_is_refused(
+            self, storage: Storage) -> None:
+        event = await storage.append_event(type="t", user_id=None, data={}, now=T0)
+        with pytest.raises(ValueError, match="outcome"):
+            await self._delivery(storage, event, outcome="maybe")
+
+    async def test_old_webhook_deliveries_are_purged(self, storage: Storage) -> None:
+        event = await storage.append_event(type="t", user_id=None, data={}, now=T0)
+        await self._delivery(storage, event, now=T0)
+        kept = await self._delivery(storage, event, now=T0 + 100)
+        assert await storage.purge_webhook_deliveries(before=T0 + 50) == 1
+        assert await storage.list_webhook_deliveries() == [kept]
