@@ -1,8 +1,9 @@
 """One client connection of the front door: read a head, answer or forward it, stream, repeat.
 
-This is the thin trio layer: the decisions are made by the pure modules (`head`, `routing`,
-`rewrite`, `chunked`, `answers`) and, for `/u/<owner>/...`, by the editor gate (`gate`); here
-bytes move between two sockets. A request goes to the API over its unix socket, or to a user's
+This is the thin trio layer: the decisions are made by the pure modules, above all the exchange
+core (`core`: framing, keep-alive, retry eligibility, deadlines; `head`, `routing`, `rewrite`,
+`chunked`, `answers`) and, for `/u/<owner>/...`, by the editor gate (`gate`); here bytes move
+between two sockets. A request goes to the API over its unix socket, or to a user's
 editor over TCP; the `_Via` of a request says which pool, how the head changes and whether the
 response is filtered.
 
@@ -26,7 +27,6 @@ traffic), and stays authorised only while the tunnel guard (`guard.py`) says so.
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -40,18 +40,24 @@ from markco_trio.proxy.accesslog import AccessLog
 from markco_trio.proxy.admission import is_navigation
 from markco_trio.proxy.answers import Answer, json_error, render
 from markco_trio.proxy.chunked import BadChunk, ChunkedDecoder, ChunkedEncoder
+from markco_trio.proxy.core import (
+    Attempts,
+    ConnectionClock,
+    Copy,
+    Phase,
+    Refusal,
+    RequestBody,
+    RequestReader,
+    ResponseReader,
+    answer_keeps_alive,
+    error_keeps_alive,
+    plan_response,
+    switching_protocols,
+)
 from markco_trio.proxy.faults import Faults
 from markco_trio.proxy.gate import Credential, EditorForward, EditorGate
 from markco_trio.proxy.guard import TunnelGuard
-from markco_trio.proxy.head import (
-    WEBSOCKET,
-    BadRequest,
-    BadResponse,
-    RequestHead,
-    ResponseHead,
-    parse_request_head,
-    parse_response_head,
-)
+from markco_trio.proxy.head import BadResponse, RequestHead, ResponseHead
 from markco_trio.proxy.hosts import EditorAuthRoute, OnEditorHost
 from markco_trio.proxy.paths import UserPath
 from markco_trio.proxy.rewrite import (
@@ -85,19 +91,13 @@ _RECV_SIZE: Final = 65536  # one read of a head
 _BUFFER_SIZE: Final = 262144
 _MAX_POOLED_BUFFERS: Final = 16
 _CHECKPOINT_EVERY: Final = 16
-# Bodies of known length at least this large are spliced (socket -> pipe -> socket).
-_SPLICE_AT_LEAST: Final = 256 * 1024
 _PIPE_SIZE: Final = 1024 * 1024
 _MAX_POOLED_PIPES: Final = 32
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 # A lingering close reads and discards at most this much, for at most this long.
 _LINGER_SECONDS: Final = 2.0
 _LINGER_BYTES: Final = 4 * 1024 * 1024
-_INF: Final = math.inf
-_END_OF_HEAD: Final = b"\r\n\r\n"
-_NO_BODY_STATUSES: Final = frozenset([204, 304])
-# Requests that may be sent again when a reused connection closed without answering them.
-_IDEMPOTENT: Final = frozenset([b"GET", b"HEAD", b"OPTIONS"])
+_INF: Final = float("inf")
 _PROGRESS_HEAD: Final = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n"
     b"x-accel-buffering: no\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
@@ -123,17 +123,6 @@ _ERROR_CODES: Final = {
     501: "not_implemented",
     505: "http_version_not_supported",
 }
-
-
-class Phase:
-    """What a connection waits for; the sweeper's timeouts depend on it."""
-
-    NEW: Final = 5  # accepted, no byte yet (header_timeout; closed silently: browsers preconnect)
-    IDLE: Final = 0  # between requests (idle_timeout; closed silently)
-    HEAD: Final = 1  # a head has begun (header_timeout; 408)
-    BUSY: Final = 2  # forwarding: waiting on the upstream (no deadline)
-    BODY: Final = 3  # pumping a request body (body inactivity timeout; 408 if nothing sent yet)
-    TUNNEL: Final = 4  # an upgraded connection (tunnel_idle_timeout, pushed by data frames)
 
 
 class _Via:
@@ -326,18 +315,21 @@ class _ClientGone(Exception):
 class _BodyPump:
     """Outcome of pumping a request body to the upstream (filled by the pump task)."""
 
-    __slots__ = ("done", "leftover", "upstream_failed", "error", "detail")
+    __slots__ = ("done", "upstream_failed", "error", "detail")
 
     def __init__(self) -> None:
-        self.done = False
-        self.leftover = b""  # bytes after a chunked body's end: the next request's
+        self.done = False  # every byte of the body went upstream
         self.upstream_failed = False  # the upstream stopped reading the body
         self.error: str | None = None
         self.detail: BaseException | None = None
 
 
-class ClientConnection:
-    """Serves the requests of one client connection, in order, until either side closes."""
+class ClientConnection(ConnectionClock):
+    """Serves the requests of one client connection, in order, until either side closes.
+
+    Its phase and deadlines (`phase`, `deadline`, `write_deadline`, `expired`) are the
+    `core.ConnectionClock` it is; the requests are cut by a `core.RequestReader`.
+    """
 
     __slots__ = (
         "_state",
@@ -345,10 +337,7 @@ class ClientConnection:
         "client_ip",
         "_client_ip_bytes",
         "_trusted",
-        "phase",
-        "deadline",
-        "write_deadline",
-        "expired",
+        "_reader",
         "_upstream",
         "_tunnel_handle",
         "_response_started",
@@ -362,10 +351,9 @@ class ClientConnection:
         self.client_ip = client_ip
         self._client_ip_bytes = client_ip.encode("ascii")
         self._trusted = state.trusted(client_ip)
-        self.phase = Phase.NEW
-        self.deadline = state.now + state.header_timeout
-        self.write_deadline = _INF
-        self.expired: str | None = None
+        ConnectionClock.__init__(self, state.now, state.header_timeout)
+        self._reader = RequestReader(max_head_bytes=state.max_head_bytes,
+                                     max_headers=state.max_headers)
         self._upstream: socket.socket | None = None  # the upstream socket in use, if any
         self._tunnel_handle: Tunnel | None = None
         self._response_started = False
@@ -458,125 +446,93 @@ class ClientConnection:
     async def _serve(self) -> None:
         state = self._state
         sock = self.sock
-        buf = b""
+        reader = self._reader
         streak = 0
         first = True
         while True:
-            end = buf.find(_END_OF_HEAD)
-            if end < 0:
-                if buf[:2] == b"\r\n":
-                    buf = _skip_empty_lines(buf)
-                    end = buf.find(_END_OF_HEAD)
-            if end >= 0:
-                # A pipelined head was already buffered: no wait, so yield now and then.
-                streak += 1
-                if streak >= _CHECKPOINT_EVERY:
-                    streak = 0
-                    await trio.lowlevel.checkpoint()
-            else:
-                if not buf:
-                    if state.draining:
-                        return
-                    if not first:
-                        self.phase = Phase.IDLE
-                        self.deadline = state.now + state.idle_timeout
-                    # A new connection usually has its request waiting; a kept-alive one not yet.
-                    if first:
-                        data = await sockio.recv(sock, _RECV_SIZE)
-                    else:
-                        data = await sockio.recv_waiting(sock, _RECV_SIZE)
-                    if not data:
-                        return
-                    buf = data
-                    if buf[:2] == b"\r\n":
-                        buf = _skip_empty_lines(buf)
-                self.phase = Phase.HEAD
-                self.deadline = state.now + state.header_timeout
-                end = buf.find(_END_OF_HEAD)
-                while end < 0:
-                    if len(buf) >= state.max_head_bytes:
-                        await self._refuse(431, "request head too large", "head_too_large")
-                        return
-                    if b"\n\n" in buf:  # bare-LF head: refuse now rather than wait for more
-                        end = len(buf)
-                        break
-                    data = await sockio.recv(sock, _RECV_SIZE)
-                    if not data:
-                        return
-                    start = len(buf) - 3
-                    buf += data
-                    end = buf.find(_END_OF_HEAD, max(start, 0))
-            first = False
-            self.phase = Phase.BUSY
-            self.deadline = _INF
-            if end > state.max_head_bytes:
-                await self._refuse(431, "request head too large", "head_too_large")
-                return
             try:
-                head = parse_request_head(
-                    buf[:end], max_headers=state.max_headers, max_bytes=state.max_head_bytes
-                )
-            except BadRequest as exc:
-                kind = "head_too_large" if exc.status == 431 else "bad_request"
-                await self._refuse(exc.status, exc.reason, kind)
+                head = reader.next_head()
+                if head is not None:
+                    # A pipelined head was already buffered: no wait, so yield now and then.
+                    streak += 1
+                    if streak >= _CHECKPOINT_EVERY:
+                        streak = 0
+                        await trio.lowlevel.checkpoint()
+                else:
+                    if not reader.buf:
+                        if state.draining:
+                            return
+                        if first:
+                            # A new connection usually has its request waiting already.
+                            data = await sockio.recv(sock, _RECV_SIZE)
+                        else:
+                            self.idle(state.now, state.idle_timeout)
+                            data = await sockio.recv_waiting(sock, _RECV_SIZE)
+                        if not data:
+                            return
+                        reader.feed(data)
+                    self.head_begun(state.now, state.header_timeout)
+                    head = reader.next_head()
+                    while head is None:
+                        data = await sockio.recv(sock, _RECV_SIZE)
+                        if not data:
+                            return
+                        reader.feed(data)
+                        head = reader.next_head()
+            except Refusal as exc:
+                await self._refuse(exc.status, exc.reason, exc.kind)
                 return
-            body_start = end + 4
+            first = False
+            self.busy()
             hosts = state.gate.hosts if state.gate is not None else None
             decision = route(head, state.readiness) if hosts is None else (
                 hosts.route(head) or route(head, state.readiness))
             if decision is FORWARD_TO_API:
-                rest = await self._forward(head, buf, body_start, state.api)
+                keep = await self._forward(head, state.api)
             elif isinstance(decision, UserPath):
-                rest = await self._to_editor(head, buf, body_start, decision)
+                keep = await self._to_editor(head, decision)
             elif isinstance(decision, OnEditorHost):
-                rest = await self._to_editor(head, buf, body_start, decision.path,
-                                             editor_host=True)
+                keep = await self._to_editor(head, decision.path, editor_host=True)
             elif isinstance(decision, EditorAuthRoute):
                 assert state.gate is not None
-                rest = await self._answer(state.gate.editor_auth(head, decision.owner),
-                                          head, buf, body_start)
+                keep = await self._answer(state.gate.editor_auth(head, decision.owner), head)
             elif isinstance(decision, ProgressRoute):
                 await self._progress(head, decision.owner, editor_host=hosts is not None)
                 return
             else:
                 assert isinstance(decision, Answer)
-                rest = await self._answer(decision, head, buf, body_start)
-            if rest is None:
+                keep = await self._answer(decision, head)
+            if not keep:
                 return
-            buf = rest
             self._response_started = False
 
-    async def _answer(
-        self, answer: Answer, head: RequestHead, buf: bytes, body_start: int
-    ) -> bytes | None:
-        """Send an answer decided here; the rest of `buf` (None: close the connection)."""
+    async def _answer(self, answer: Answer, head: RequestHead) -> bool:
+        """Send an answer decided here; whether the connection stays open (the reader then
+        holds what followed the head: the next request)."""
         state = self._state
-        # A body after a locally answered head is not read: close instead of skipping it.
-        keep = head.keep_alive and not head.has_body and not state.draining
+        keep = answer_keeps_alive(head, state.draining)
         await self._send(render(answer, head_only=head.method == b"HEAD", keep_alive=keep))
         state.requests += 1
         state.access.record(answer.status, head.method, head.target, b"-", self.client_ip)
-        if keep:
-            return buf[body_start:]
-        self._linger = head.has_body
-        return None
+        if not keep:
+            self._linger = head.has_body
+        return keep
 
     async def _to_editor(
-        self, head: RequestHead, buf: bytes, body_start: int, path: UserPath, *,
-        editor_host: bool = False,
-    ) -> bytes | None:
+        self, head: RequestHead, path: UserPath, *, editor_host: bool = False,
+    ) -> bool:
         """Admit a request for a user's editor, then forward it or answer the refusal."""
         state = self._state
         gate = state.gate
         if gate is None:
-            return await self._answer(_NO_GATE, head, buf, body_start)
+            return await self._answer(_NO_GATE, head)
         try:
             decision = await gate.admit(head, path, editor_host=editor_host)
         except Exception as exc:  # the authority's storage failed on a cache miss, say
             state.faults.record("gate_error", state.now, exc)
             decision = json_error(503, "auth_unavailable", "cannot check credentials now")
         if isinstance(decision, Answer):
-            return await self._answer(decision, head, buf, body_start)
+            return await self._answer(decision, head)
         assert isinstance(decision, EditorForward)
         via = _Via(
             state.editors.get(decision.address),
@@ -589,7 +545,7 @@ class ClientConnection:
             credential=decision.credential,
             timed=decision.timed,
         )
-        return await self._forward(head, buf, body_start, via)
+        return await self._forward(head, via)
 
     async def _progress(self, head: RequestHead, owner: str, *,
                         editor_host: bool = False) -> None:
@@ -604,15 +560,14 @@ class ClientConnection:
                 state.faults.record("gate_error", state.now, exc)
                 refusal = json_error(503, "auth_unavailable", "cannot check credentials now")
         if refusal is not None or gate is None or gate.compute is None:
-            await self._answer(refusal or _NO_GATE, head, b"", 0)
+            await self._answer(refusal or _NO_GATE, head)
             return
         compute = gate.compute
         await self._send(_PROGRESS_HEAD)
         self._response_started = True
         state.requests += 1
         state.access.record(200, head.method, head.target, b"-", self.client_ip)
-        self.phase = Phase.TUNNEL  # long-lived, and not a request in flight for draining
-        self.deadline = _INF
+        self.tunnel(state.now, _INF)  # long-lived, and not a request in flight for draining
 
         async def send_event(data: bytes) -> None:
             await self._send(b"%x\r\n%b\r\n" % (len(data), data))
@@ -663,6 +618,7 @@ class ClientConnection:
 
     async def _send(self, data: bytes | bytearray | memoryview) -> None:
         """Send to the client; if its buffer is full, arm the send-stall deadline meanwhile."""
+        self._state.access.bytes_sent += len(data)  # for /metrics, read at scrape time
         sock = self.sock
         try:
             sent = sock.send(data)
@@ -671,20 +627,18 @@ class ClientConnection:
         if sent == len(data):
             return
         state = self._state
-        self.write_deadline = state.now + state.send_timeout
+        self.stalled(state.now, state.send_timeout)
         await sockio.send_all(sock, memoryview(data)[sent:])
-        self.write_deadline = _INF
+        self.flowing()
 
     # ---------------------------------------------------------------- forwarding
 
-    async def _forward(
-        self, head: RequestHead, buf: bytes, body_start: int, via: _Via, *, counted: bool = False
-    ) -> bytes | None:
-        """Forward one request `via` its upstream and relay the response.
+    async def _forward(self, head: RequestHead, via: _Via, *, counted: bool = False) -> bool:
+        """Forward one request `via` its upstream and relay the response; whether the
+        connection stays open (the reader then holds the start of the next request).
 
-        Returns the bytes already received after this request (the start of the next one), or
-        None when the connection must close. (`counted`: a WebSocket handshake from a trusted
-        proxy already counted against its forwarded client's cap.)
+        (`counted`: a WebSocket handshake from a trusted proxy already counted against its
+        forwarded client's cap.)
         """
         state = self._state
         if head.upgrade is not None and self._trusted and state.max_per_client and not counted:
@@ -693,9 +647,9 @@ class ClientConnection:
                 if not state.hold_upgrade(client):
                     state.faults.record("too_many_connections", state.now,
                                         client.decode("latin-1"))
-                    return await self._answer(_TOO_MANY_UPGRADES, head, buf, body_start)
+                    return await self._answer(_TOO_MANY_UPGRADES, head)
                 try:
-                    return await self._forward(head, buf, body_start, via, counted=True)
+                    return await self._forward(head, via, counted=True)
                 finally:
                     state.release_upgrade(client)
         request_id = head.request_id
@@ -715,61 +669,44 @@ class ClientConnection:
         )
 
         # How much of the body came with the head?
-        size = len(buf)
-        decoder: ChunkedDecoder | None = None
-        remaining = 0
-        if head.chunked:
-            decoder = ChunkedDecoder()
-            try:
-                stop = decoder.feed(buf, body_start, size)
-            except BadChunk as exc:
-                await self._refuse(400, exc.reason, "bad_request")
-                return None
-            body_end = size if stop < 0 else stop
-        elif head.content_length:
-            body_end = min(size, body_start + head.content_length)
-            remaining = body_start + head.content_length - body_end
-        else:
-            body_end = body_start
-        body_done = decoder.done if decoder is not None else not remaining
-        self._body_pending = not body_done
-        if body_end > body_start:
-            out += buf[body_start:body_end]
-        leftover = buf[body_end:] if body_end < size else b""
+        try:
+            body = RequestBody(head, self._reader.take())
+        except BadChunk as exc:
+            await self._refuse(400, exc.reason, "bad_request")
+            return False
+        self._body_pending = not body.done
+        if body.first:
+            out += body.first
 
         pool = via.pool
-        # Sent whole and safe to repeat: may go again if a reused connection drops it unanswered.
-        retry = body_done and head.method in _IDEMPOTENT
-        fresh = False
+        attempts = Attempts(head, body.done)
         while True:
             try:
-                upstream = await pool.send_request(out, fresh=fresh, verify=not retry)
+                upstream = await pool.send_request(out, fresh=attempts.fresh,
+                                                   verify=attempts.verify)
             except (UpstreamUnavailable, UpstreamBroken) as exc:
                 unavailable = isinstance(exc, UpstreamUnavailable)
                 await self._bad_gateway(head, request_id, via, unavailable, str(exc),
                                         down=unavailable)
-                return leftover if body_done and head.keep_alive and not state.draining else None
+                return self._keep(error_keeps_alive(head, self._body_pending, state.draining),
+                                  body)
 
             clean = False
             self._upstream = upstream.sock  # for `expire`
             try:
                 if head.upgrade is not None:
-                    result = await self._relay_response(upstream, head, request_id, via, leftover)
-                elif body_done:
+                    result = await self._relay_response(upstream, head, request_id, via,
+                                                        body.leftover)
+                elif body.done:
                     result = await self._relay_response(upstream, head, request_id, via, b"")
                 else:
                     pump = _BodyPump()
                     result = (False, False)
                     relay_error: Exception | None = None
-                    self.phase = Phase.BODY
+                    self.body()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(
-                            self._pump_request_body,
-                            upstream,
-                            decoder,
-                            remaining,
-                            pump,
-                            nursery.cancel_scope,
+                            self._pump_request_body, upstream, body, pump, nursery.cancel_scope
                         )
                         try:
                             result = await self._relay_response(
@@ -786,35 +723,39 @@ class ClientConnection:
                         raise relay_error
                     if pump.error is not None:
                         await self._body_failed(pump)
-                        return None
+                        return False
                     if not pump.done:  # answered early, or the upstream stopped reading the body
                         self._linger = True
-                        return None
-                    leftover = pump.leftover
+                        return False
                 client_keep, upstream_clean = result
                 if via.owner is not None and state.editors.down:
                     state.editors.mark_up(pool.address)
                 if upstream_clean:
                     pool.release(upstream)
                     clean = True
-                return leftover if client_keep else None
+                return self._keep(client_keep, body)
             except UpstreamClosedEarly as exc:
-                if retry and upstream.reused and not fresh:
+                if attempts.closed_early(upstream.reused):
                     # The keep-alive race: the server closed this idle connection as the request
                     # left. Nothing was answered; send it once more on a new connection.
                     pool.count_retry()
-                    fresh = True
                     continue
                 await self._bad_gateway(head, request_id, via, False, str(exc), down=True)
-                return None
+                return False
             except (BadResponse, BadChunk, UpstreamBroken) as exc:
                 detail = exc.reason if isinstance(exc, BadResponse | BadChunk) else str(exc)
                 await self._bad_gateway(head, request_id, via, False, detail)
-                return None
+                return False
             finally:
                 self._upstream = None
                 if not clean:
                     pool.discard(upstream)
+
+    def _keep(self, keep: bool, body: RequestBody) -> bool:
+        """Keep the connection or not; kept, what followed the body is the next request's."""
+        if keep:
+            self._reader.push_back(body.leftover)
+        return keep
 
     async def _bad_gateway(
         self, head: RequestHead, request_id: bytes, via: _Via, unavailable: bool, detail: str,
@@ -845,7 +786,7 @@ class ClientConnection:
                 answer = json_error(502, kind, f"{via.name} is not answering; try again shortly")
         else:
             answer = json_error(502, kind, f"{via.name} is not answering; try again shortly")
-        keep = head.keep_alive and not self._body_pending and not state.draining
+        keep = error_keeps_alive(head, self._body_pending, state.draining)
         self._linger = self._body_pending
         await self._send(render(answer, head_only=head.method == b"HEAD", keep_alive=keep))
         self._response_started = True
@@ -865,8 +806,7 @@ class ClientConnection:
     async def _pump_request_body(
         self,
         upstream: UpstreamConnection,
-        decoder: ChunkedDecoder | None,
-        remaining: int,
+        body: RequestBody,
         pump: _BodyPump,
         cancel_scope: trio.CancelScope,
     ) -> None:
@@ -879,21 +819,14 @@ class ClientConnection:
         chunks = 0
         try:
             while True:
-                self.deadline = state.now + state.body_timeout
-                want = _BUFFER_SIZE if decoder is not None else min(_BUFFER_SIZE, remaining)
+                self.body_wait(state.now, state.body_timeout)
                 try:
-                    n = await sockio.recv_into(client, buffer, want)
+                    n = await sockio.recv_into(client, buffer, body.want(_BUFFER_SIZE))
                 except (OSError, trio.ClosedResourceError) as exc:
                     raise _ClientGone from exc
                 if not n:
                     raise _ClientGone
-                if decoder is not None:
-                    stop = decoder.feed(buffer, 0, n)
-                    if stop >= 0:
-                        pump.leftover = bytes(buffer[stop:n])
-                        n = stop
-                else:
-                    remaining -= n
+                n = body.took(buffer, n)
                 try:
                     await sockio.send_all(usock, view[:n])
                 except (OSError, trio.ClosedResourceError):
@@ -901,7 +834,7 @@ class ClientConnection:
                     # more of this body; the relay decides what the client gets.
                     pump.upstream_failed = True
                     return
-                if (decoder is not None and decoder.done) or (decoder is None and not remaining):
+                if body.done:
                     pump.done = True
                     self._body_pending = False
                     return
@@ -915,8 +848,7 @@ class ClientConnection:
             pump.error, pump.detail = "client_disconnected", exc
             cancel_scope.cancel()
         finally:
-            self.deadline = _INF
-            self.phase = Phase.BUSY
+            self.busy()
             view.release()
             state.give_buffer(buffer)
 
@@ -935,119 +867,66 @@ class ClientConnection:
         state = self._state
         usock = upstream.sock
         scope = via.scope
-        rbuf = b""
-        received = False
+        reader = ResponseReader(max_head_bytes=state.max_head_bytes,
+                                max_headers=state.max_headers)
         while True:
-            end = rbuf.find(_END_OF_HEAD)
-            while end < 0:
-                if len(rbuf) > state.max_head_bytes:
-                    raise BadResponse("response head too large")
+            found = reader.next_head()
+            while found is None:
                 try:
                     data = await sockio.recv_waiting(usock, _RECV_SIZE)
                 except ConnectionError as exc:
-                    if not received:
+                    if reader.closed_early():
                         raise UpstreamClosedEarly(
                             f"{via.name} reset the connection before answering: {exc}"
                         ) from exc
                     raise UpstreamBroken(f"{via.name} reset the connection: {exc}") from exc
                 if not data:
-                    if not received:
+                    if reader.closed_early():
                         raise UpstreamClosedEarly(
                             f"{via.name} closed the connection before answering"
                         )
                     raise UpstreamBroken(f"{via.name} closed the connection mid-answer")
-                received = True
-                start = len(rbuf) - 3
-                rbuf = rbuf + data if rbuf else data
-                end = rbuf.find(_END_OF_HEAD, max(start, 0))
-            resp = parse_response_head(rbuf[:end], max_headers=state.max_headers)
-            pos = end + 4
+                reader.feed(data)
+                found = reader.next_head()
+            resp, raw = found
             if resp.status >= 200:
                 break
             if resp.status == 101:
-                if head.upgrade is None:
-                    raise BadResponse("101 Switching Protocols without an upgrade request")
-                if resp.upgrade is None or resp.upgrade.strip(b" \t").lower() != WEBSOCKET:
-                    raise BadResponse("101 Switching Protocols to another protocol than websocket")
-                await self._tunnel(upstream.sock, resp, rbuf, pos, tunnel_bytes, via)
+                switching_protocols(head, resp)
+                await self._tunnel(usock, resp, raw, reader.buf, tunnel_bytes, via)
                 state.requests += 1
                 state.access.record(101, head.method, head.target, request_id, self.client_ip)
                 return False, False
             if head.http11:  # 1xx never go to HTTP/1.0 clients
-                await self._send(forward_response_head(resp, rbuf[:pos], scope=scope))
-            rbuf = rbuf[pos:]
+                await self._send(forward_response_head(resp, raw, scope=scope))
 
-        status = resp.status
-        no_body = head.method == b"HEAD" or status in _NO_BODY_STATUSES
-        client_keep = head.keep_alive and not state.draining and not self._body_pending
-        upstream_clean = resp.keep_alive
-        rechunk = dechunk = False
-        if no_body:
-            out_chunked = resp.chunked
-        elif resp.chunked:
-            dechunk = not head.http11
-            out_chunked = not dechunk
-            client_keep = client_keep and not dechunk
-        elif resp.content_length is not None:
-            out_chunked = False
-        else:
-            # Delimited by the upstream closing: re-frame for HTTP/1.1 clients to keep them.
-            upstream_clean = False
-            rechunk = head.http11
-            out_chunked = rechunk
-            client_keep = client_keep and rechunk
-        if client_keep:
-            connection = None if head.http11 else b"keep-alive"
-        else:
-            connection = b"close"
-        out = forward_response_head(
-            resp, rbuf[:pos], connection=connection, chunked=out_chunked, scope=scope
-        )
         self._response_started = True
-        available = len(rbuf) - pos
-
-        if no_body:
-            upstream_clean = upstream_clean and not available
-            await self._send(out)
-        elif resp.content_length is not None:
-            length = resp.content_length
-            if available >= length:
-                upstream_clean = upstream_clean and available == length
-                await self._send(out + rbuf[pos : pos + length] if available else out)
-            else:
-                await self._send(out + rbuf[pos:] if available else out)
-                await self._copy_length(usock, length - available)
-        elif resp.chunked:
-            decoder = ChunkedDecoder()
-            if dechunk:
-                payload: list[bytes | bytearray] = []
-                stop = decoder.feed(rbuf, pos, len(rbuf), payload)
-                await self._send(out + b"".join(payload))
-                if stop < 0:
-                    await self._copy_dechunked(usock, decoder)
-                else:
-                    upstream_clean = upstream_clean and stop == len(rbuf)
-            else:
-                stop = decoder.feed(rbuf, pos, len(rbuf))
-                if stop >= 0:
-                    upstream_clean = upstream_clean and stop == len(rbuf)
-                    await self._send(out + rbuf[pos:stop])
-                else:
-                    await self._send(out + rbuf[pos:])
-                    clean_end = await self._copy_chunked(usock, decoder)
-                    upstream_clean = upstream_clean and clean_end
-        else:
-            await self._copy_until_close(usock, out, rbuf[pos:], rechunk)
+        plan = plan_response(head, resp, raw, reader.buf, draining=state.draining,
+                             body_pending=self._body_pending, scope=scope)
+        await self._send(plan.send)
+        copy = plan.copy
+        upstream_clean = plan.upstream_clean
+        if copy == Copy.LENGTH:
+            await self._copy_length(usock, plan.length, plan.splice)
+        elif copy == Copy.CHUNKED:
+            assert plan.decoder is not None
+            clean_end = await self._copy_chunked(usock, plan.decoder)
+            upstream_clean = upstream_clean and clean_end
+        elif copy == Copy.DECHUNKED:
+            assert plan.decoder is not None
+            await self._copy_dechunked(usock, plan.decoder)
+        elif copy == Copy.UNTIL_CLOSE:
+            await self._copy_until_close(usock, plan.encoder)
 
         state.requests += 1
-        state.access.record(status, head.method, head.target, request_id, self.client_ip)
-        return client_keep, upstream_clean
+        state.access.record(resp.status, head.method, head.target, request_id, self.client_ip)
+        return plan.client_keep, upstream_clean
 
-    async def _copy_length(self, usock: socket.socket, remaining: int) -> None:
+    async def _copy_length(self, usock: socket.socket, remaining: int, splice: bool) -> None:
         """Relay the rest of a body of known length: spliced through a pipe when large and
         splicing works here, else through a pooled buffer."""
         state = self._state
-        if remaining >= _SPLICE_AT_LEAST:
+        if splice:
             pipe = state.take_pipe()
             if pipe is not None:
                 await self._splice_length(usock, remaining, pipe)
@@ -1104,9 +983,9 @@ class ClientConnection:
                 try:
                     n = os.splice(read_end, client.fileno(), in_pipe, flags=flags)
                 except BlockingIOError:
-                    self.write_deadline = state.now + state.send_timeout
+                    self.stalled(state.now, state.send_timeout)
                     await wait_writable(client)
-                    self.write_deadline = _INF
+                    self.flowing()
                     continue
                 in_pipe -= n
                 chunks += 1
@@ -1145,12 +1024,10 @@ class ClientConnection:
             if payload:
                 await self._send(b"".join(payload))
 
-    async def _copy_until_close(
-        self, usock: socket.socket, out: bytes, first: bytes, rechunk: bool
-    ) -> None:
-        """Relay a body the upstream ends by closing; chunk it for an HTTP/1.1 client."""
-        encoder = ChunkedEncoder() if rechunk else None
-        await self._send(out + (encoder.encode(first) if encoder is not None else first))
+    async def _copy_until_close(self, usock: socket.socket,
+                                encoder: ChunkedEncoder | None) -> None:
+        """Relay the rest of a body the upstream ends by closing; chunk it with `encoder` for
+        an HTTP/1.1 client."""
         while True:
             try:
                 data = await sockio.recv(usock, _BUFFER_SIZE)
@@ -1186,8 +1063,8 @@ class ClientConnection:
         self,
         usock: socket.socket,
         resp: ResponseHead,
-        rbuf: bytes,
-        pos: int,
+        raw: bytes,
+        rest: bytes,
         client_bytes: bytes,
         via: _Via,
     ) -> None:
@@ -1197,13 +1074,12 @@ class ClientConnection:
         guard re-decides it whenever a revocation may have changed the answer."""
         state = self._state
         out = forward_response_head(
-            resp, rbuf[:pos], connection=b"upgrade", chunked=False, scope=via.scope
+            resp, raw, connection=b"upgrade", chunked=False, scope=via.scope
         )
-        await self._send(out + rbuf[pos:])
+        await self._send(out + rest)
         self._response_started = True
-        self.phase = Phase.TUNNEL
         idle = state.tunnel_idle_timeout
-        self.deadline = state.now + idle
+        self.tunnel(state.now, idle)
         if client_bytes:
             await sockio.send_all(usock, client_bytes)
         owner = via.owner
@@ -1233,9 +1109,3 @@ class ClientConnection:
                 assert guard is not None
                 guard.forget(self)
 
-
-def _skip_empty_lines(buf: bytes) -> bytes:
-    """Drop the empty lines a client may send before a request line (RFC 9112 §2.2)."""
-    while buf[:2] == b"\r\n":
-        buf = buf[2:]
-    return buf
