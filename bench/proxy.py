@@ -15,15 +15,18 @@ One command, not a test. Everything runs on this machine, 127.0.0.1 only, bounde
 
 Loads: `wrk` (one thread) for small GETs kept alive and with `Connection: close` (requests/s,
 p50/p99) and 1 MiB GETs (MB/s); `bench/wsclient.c` (built with `cc -O2` into `bench/.cache`)
-for WebSocket echoes of 64 bytes (echoes/s, p99) and of 1 MiB (MB/s). The proxy's RSS is
-sampled throughout (for markco: the whole daemon process — API app, storage and all). Each
-load runs in rounds that interleave the targets (default 3 rounds of 5 s); the median round
-of each target is reported. `--soak` adds 60 s of small keep-alive requests through markco in
-5 s windows: requests/s and RSS per window should stay flat. `--quick`: one round of 2 s.
+for WebSocket echoes of 64 bytes (echoes/s, p99) and of 1 MiB (MB/s). The proxy's CPU time
+(user + system, /proc/PID/stat) over each load, divided by the requests or echoes it served,
+is reported next to the rate: µs of CPU each. The proxy's RSS is sampled throughout (for
+markco: the whole daemon process — API app, storage and all). Each load runs in rounds that
+interleave the targets (default 3 rounds of 5 s); the median round of each target is
+reported. `--soak` adds 60 s of small keep-alive requests through markco in 5 s windows:
+requests/s and RSS per window should stay flat. `--quick`: one round of 2 s.
 
 The targets (issue 5): small requests/s (both kinds) and 1 MiB throughput at least Caddy's;
 WebSocket echoes/s at least CHP's with a p99 no worse; RSS no more than Caddy's; flat under the
-soak. The summary says which were met.
+soak (issue 5); CPU per small keep-alive request and per 64 B echo at most 0.6× Caddy's
+(issue 14). The summary says which were met.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """The CPU time (user + system) a process has used so far, from /proc/PID/stat; its
+    threads included (hypercorn's, storage's), its exited children not."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -311,6 +328,8 @@ def wrk(target: Target, path: str, seconds: float, connections: int,
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
     result: dict[str, float] = {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"),
                                 "mb_s": 0.0, "errors": 0.0, "non2xx": 0.0}
+    if m := re.search(r"(\d+) requests in", out):
+        result["count"] = float(m.group(1))
     if m := re.search(r"Requests/sec:\s+([0-9.]+)", out):
         result["rps"] = float(m.group(1))
     if m := re.search(r"Transfer/sec:\s+(\S+)", out):
@@ -410,7 +429,9 @@ def run(args: argparse.Namespace) -> Results:
                     # machine lands on all of them; each target's median round is kept.
                     for _ in range(repeat):
                         for target in targets:
+                            cpu = cpu_seconds(target.pid)
                             values = load(target)
+                            with_cpu(values, cpu_seconds(target.pid) - cpu, target)
                             runs[target.name].append(values)
                             print(f"  {test:<24} {target.name:<7} {summary(test, values)}",
                                   flush=True)
@@ -430,6 +451,15 @@ def run(args: argparse.Namespace) -> Results:
         finally:
             procs.stop()
     return results
+
+
+def with_cpu(values: dict[str, float], cpu: float, target: Target) -> None:
+    """Add the proxy's CPU time per request (or per echo) to a load's `values`, in µs: the
+    process CPU time the load cost it over the requests (echoes) it served. It counts what
+    the proxy spent, whatever the load generator could push through it in the time."""
+    count = values.get("count") or values.get("echoes") or 0.0
+    if target.pid is not None and count:
+        values["cpu_us"] = cpu * 1e6 / count
 
 
 def soak(target: Target, total: float, window: float) -> list[dict[str, float]]:
@@ -453,7 +483,8 @@ def failures(v: dict[str, float]) -> str:
 
 
 def summary(test: str, v: dict[str, float]) -> str:
-    return _summary(test, v) + failures(v)
+    cpu = f"  CPU {v['cpu_us']:.1f} µs each" if "cpu_us" in v else ""
+    return _summary(test, v) + cpu + failures(v)
 
 
 def _summary(test: str, v: dict[str, float]) -> str:
@@ -492,6 +523,8 @@ def cell(test: str, v: dict[str, float] | None, direct: dict[str, float] | None)
         text = f"{value:,.0f}/s{ratio}, p99 {v['p99_us'] / 1000:.2f} ms"
     else:
         text = f"{value:,.0f} MB/s{ratio}"
+    if "cpu_us" in v and (test.startswith("small") or "64 B" in test):
+        text += f", CPU {v['cpu_us']:.0f} µs each"
     return text + failures(v)
 
 
@@ -509,6 +542,15 @@ def targets_met(results: Results) -> list[tuple[str, bool | None, str]]:
             continue
         m, c = headline(test, markco), headline(test, caddy)
         checks.append((f"{test} ≥ Caddy", m >= c, f"{m:,.0f} vs {c:,.0f} ({m / c:.0%})"))
+    for test in ("small keep-alive", "WebSocket 64 B echo"):
+        # Issue 14: the front door's CPU per small request and per echo ≤ 0.6× Caddy's.
+        markco, caddy = get(test, "markco"), get(test, "caddy")
+        if markco is None or caddy is None or "cpu_us" not in markco or "cpu_us" not in caddy:
+            checks.append((f"{test}: CPU each ≤ 0.6× Caddy's", None, "Caddy not run"))
+            continue
+        m, c = markco["cpu_us"], caddy["cpu_us"]
+        checks.append((f"{test}: CPU each ≤ 0.6× Caddy's", m <= 0.6 * c,
+                       f"{m:.1f} µs vs {c:.1f} µs ({m / c:.2f}×)"))
     markco, chp = get("WebSocket 64 B echo", "markco"), get("WebSocket 64 B echo", "chp")
     if markco is None or chp is None:
         checks.append(("WebSocket echoes ≥ CHP, p99 no worse", None, "CHP not run"))
