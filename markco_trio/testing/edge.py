@@ -30,6 +30,8 @@ Use:
   starts Caddy, waits (at most `start_timeout` seconds) until the site answers a TLS handshake
   with a certificate from the CA, and on exit stops Caddy (SIGINT, then SIGKILL after 10 s).
   Nothing is sent to the daemon while starting, so the daemon may start before or after.
+- `edge.websocket(url, headers)` opens a WebSocket through the edge (trio-websocket, the `test`
+  extra), also to editor origins.
 - `edge.log_text()` is Caddy's log so far (JSON lines), for assertions and failure messages.
 
 Without Caddy (`apt-get install caddy`) the test skips, or fails under MARKCO_REQUIRE_SYSTEM.
@@ -45,17 +47,22 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+import trio
 
 from markco_trio.testing.network import free_port
 from markco_trio.testing.system import missing_system
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDYFILE = ROOT / "Caddyfile"
@@ -141,6 +148,36 @@ class Edge:
         pool._network_backend = LoopbackBackend(pool._network_backend)
         kwargs.setdefault("timeout", 30)
         return httpx.AsyncClient(transport=transport, trust_env=False, **kwargs)
+
+    @asynccontextmanager
+    async def websocket(self, url: str, headers: Sequence[tuple[str, str]] = ()
+                        ) -> AsyncIterator[WebSocketConnection]:
+        """A WebSocket (trio-websocket) to `url` (`wss://name:port/path`) through this edge,
+        connected to 127.0.0.1 whatever the name (SNI and Host carry it); HTTP/1.1."""
+        from trio_websocket import HandshakeError, wrap_client_stream
+
+        parts = urlsplit(url)
+        tcp = await trio.open_tcp_stream("127.0.0.1", parts.port or 443)
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+        if parts.scheme == "wss":
+            stream = trio.SSLStream(tcp, self.ssl_context(), server_hostname=parts.hostname)
+            await stream.do_handshake()
+        resource = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                conn = await wrap_client_stream(
+                    nursery, stream, parts.netloc, resource,
+                    extra_headers=[(k.encode(), v.encode()) for k, v in headers])
+                try:
+                    yield conn
+                finally:
+                    await conn.aclose()
+        except BaseExceptionGroup as group:
+            # A refused handshake (ConnectionRejected: its status, headers and body) is raised
+            # as itself, so that a test can `pytest.raises` it.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], HandshakeError):
+                raise group.exceptions[0] from None
+            raise
 
     def log_text(self) -> str:
         """Caddy's log so far."""
