@@ -224,6 +224,21 @@ async def test_the_socket_is_private_to_the_editors_account(serve_front: Any,
     assert stat.S_IMODE(directory.st_mode) == 0o711 and directory.st_uid == os.geteuid()
 
 
+async def test_binding_leaves_the_process_umask_alone(serve_front: Any,
+                                                     runtime_address: tuple[str, int],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker threads create files while the front binds: a umask flip would leak to them."""
+    def no_umask(mask: int) -> int:
+        raise AssertionError("the process umask was changed")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    front = await serve_front(Switch(runtime_address))
+    assert stat.S_IMODE(front.socket_path.lstat().st_mode) == 0o600
+    assert sorted(p.name for p in front.socket_path.parent.iterdir()) == ["runtime.sock"]
+    async with client(front) as http:
+        assert (await http.get("/mrp/v1/capabilities")).status_code == 200
+
+
 async def test_a_stale_socket_of_a_previous_daemon_is_replaced(
         serve_front: Any, tmp_path: Path, runtime_address: tuple[str, int]) -> None:
     stale = tmp_path / "fronts" / "u1" / "runtime.sock"

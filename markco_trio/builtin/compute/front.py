@@ -34,12 +34,14 @@ h11 parses both sides: this is the editor-to-runtime path, not the daemon's hot 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import socket
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,8 +198,13 @@ class RuntimeFront:
     # ---------------------------------------------------------------------------- listening
 
     def _bind_unix(self) -> socket.socket:
-        """Bind the socket file: 0600 from birth (umask), owned by the editor's account, in a
-        root-owned 0711 directory. A stale socket of a previous daemon is replaced."""
+        """Bind the socket file: 0600, owned by the editor's account, in a root-owned 0711
+        directory. A stale socket of a previous daemon is replaced.
+
+        The process umask is not touched (worker threads create files meanwhile): the socket
+        is bound in a private 0700 directory beside its place, where nobody else can reach it,
+        given its mode and owner there, then renamed into place (a unix socket is its inode:
+        it stays bound under the new name) before it listens."""
         directory = self.socket_path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
         st = directory.lstat()
@@ -209,16 +216,21 @@ class RuntimeFront:
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
+        private = tempfile.mkdtemp(prefix=".b", dir=directory)  # 0700; as long a path as ours
+        staged = os.path.join(private, "s")
         try:
-            sock.bind(os.fsencode(self.socket_path))
+            sock.bind(os.fsencode(staged))
+            os.chmod(staged, 0o600)
+            if self._owner is not None:
+                os.lchown(staged, *self._owner)
+            os.rename(staged, self.socket_path)
         except BaseException:
             sock.close()
             raise
         finally:
-            os.umask(old_umask)
-        if self._owner is not None:
-            os.lchown(self.socket_path, *self._owner)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            os.rmdir(private)
         sock.listen(128)
         return sock
 
