@@ -17,6 +17,7 @@ principal in, facts and answers out, so unit tests feed them directly.
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import quote_from_bytes
 
 from markco_trio.authz import Principal
 from markco_trio.proxy.answers import Answer, json_error
@@ -27,6 +28,7 @@ __all__ = [
     "API_TOKEN_PREFIX",
     "is_navigation",
     "login_redirect",
+    "login_url_returning",
     "markco_bearer_token",
     "not_found",
     "refused_cross_site",
@@ -107,9 +109,21 @@ def login_redirect(login_url: bytes) -> Answer:
     return Answer(302, b"", b"text/plain", ((b"location", login_url),))
 
 
-def unauthenticated(navigation: bool, login_url: bytes) -> Answer:
-    """No (valid) credentials: a navigation logs in, anything else gets 401."""
-    return login_redirect(login_url) if navigation else _UNAUTHENTICATED
+def unauthenticated(navigation: bool, login_url: bytes, target: bytes | None = None) -> Answer:
+    """No (valid) credentials: a navigation logs in (and, given the request's `target`, comes
+    back to it afterwards: `?next=`), anything else gets 401."""
+    if not navigation:
+        return _UNAUTHENTICATED
+    return login_redirect(login_url if target is None else login_url_returning(login_url,
+                                                                                  target))
+
+
+def login_url_returning(login_url: bytes, target: bytes) -> bytes:
+    """`login_url?next=<target>`, the target (a request target of this origin, `/u/...`)
+    percent-encoded whole; the login page checks it again before using it."""
+    if not target.startswith(b"/") or target.startswith(b"//"):
+        return login_url
+    return login_url + b"?next=" + quote_from_bytes(target, safe="").encode("ascii")
 
 
 def not_found(navigation: bool) -> Answer:

@@ -221,7 +221,7 @@ class EditorGate:
             if editor_host and self.hosts is not None and (
                     navigation or _page_load_without_metadata(head)):
                 return admission.login_redirect(self.hosts.auth_url(owner, head.target))
-            return admission.unauthenticated(navigation, self._login_url)
+            return admission.unauthenticated(navigation, self._login_url, head.target)
         if not self._origin_ok(head, by_token=token is not None,
                                editor_origin=owner if editor_host else None):
             return admission.BAD_ORIGIN

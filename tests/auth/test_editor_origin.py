@@ -4,7 +4,7 @@ a live session that may enter the editor (owner, editor grant, an admin's audite
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
@@ -56,7 +56,9 @@ async def test_without_a_session_the_handshake_goes_to_the_login_page(
     alice = await markco.user("alice")
     answer = await ask(markco.client(), alice)
     assert answer.status_code == 303
-    assert answer.headers["location"] == f"{markco.url}/login"
+    # ...and back through the handshake once logged in.
+    assert answer.headers["location"] == f"{markco.url}/login?next=" + quote(
+        f"/editor-auth?user={alice.id}&next=/u/{alice.id}/", safe="")
 
 
 async def test_another_user_gets_no_code(start_markco: StartMarkco) -> None:

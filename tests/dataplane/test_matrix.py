@@ -156,9 +156,11 @@ async def test_websocket_every_allowed_cell_works_and_every_other_is_refused(
 
 async def test_an_anonymous_navigation_is_sent_to_the_login_page(cast: Cast) -> None:
     client = cast.plane.client()
-    response = await client.get(f"/u/{cast.owners['alice'].id}/", headers=NAVIGATE)
+    alice = cast.owners['alice'].id
+    response = await client.get(f"/u/{alice}/", headers=NAVIGATE)
     assert response.status_code == 302
-    assert response.headers["location"] == f"{cast.plane.url}/login"
+    # ...and comes back to the editor once logged in (tests/ops/test_login_next.py).
+    assert response.headers["location"] == f"{cast.plane.url}/login?next=%2Fu%2F{alice}%2F"
 
 
 async def test_a_refused_navigation_looks_the_same_as_a_missing_user(cast: Cast) -> None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from quart import Response
 
 from ...authz import Principal
-from ...records import Grant, Identity, Session, User
+from ...records import Event, Grant, Identity, Session, User
 from .admin_entries import AdminEntry
 
 _CSS = (
@@ -37,6 +39,7 @@ _CSS = (
     "button.secondary{background:#fff;color:#0071e3}form{display:inline}"
     "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .5rem;"
     "border-bottom:1px solid #e5e5ea;font-size:.9rem}code{font-size:.9rem}"
+    "body.wide{max-width:72rem}button[disabled]{opacity:.5;cursor:not-allowed}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
 
@@ -66,13 +69,17 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def render(title: str, body: str, *, status: int = 200) -> Response:
-    """A complete page around `body` (already-escaped HTML) with the security headers."""
+_WIDE = ' class="wide"'
+
+
+def render(title: str, body: str, *, status: int = 200, wide: bool = False) -> Response:
+    """A complete page around `body` (already-escaped HTML) with the security headers;
+    `wide`: room for tables (the admin page)."""
     document = (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
         f"<title>{esc(title)} · markco</title><style>{_CSS}</style></head>"
-        f"<body><main>{body}</main></body></html>")
+        f"<body{_WIDE if wide else ''}><main>{body}</main></body></html>")
     return Response(document, status=status, headers=SECURITY_HEADERS,
                     content_type="text/html; charset=utf-8")
 
@@ -99,14 +106,16 @@ def message_page(title: str, message: str, *, status: int, link: tuple[str, str]
 
 
 def login_page(providers: Sequence[tuple[str, str]], *, notice: str | None = None,
-               prefix: str = "/login") -> Response:
-    """The provider buttons, or how to get a console login link when there is none."""
+               prefix: str = "/login", next_path: str | None = None) -> Response:
+    """The provider buttons, or how to get a console login link when there is none;
+    `next_path` (already checked safe): where each button returns the browser after login."""
+    then = "" if next_path is None else "?next=" + quote(next_path, safe="")
     body = "<h1>Log in to markco</h1>"
     if notice:
         body += f"<div class=\"box\"><p>{esc(notice)}</p></div>"
     if providers:
         body += "<p>" + "".join(
-            f"<a class=\"button\" href=\"{esc(prefix)}/{esc(name)}\">Log in with "
+            f"<a class=\"button\" href=\"{esc(prefix)}/{esc(name)}{esc(then)}\">Log in with "
             f"{esc(display)}</a>" for name, display in providers) + "</p>"
     else:
         body += ("<div class=\"box\"><p>This markco has no login provider configured. "
@@ -274,8 +283,45 @@ def accepted_page(*, project: str, role: str, owner: User) -> Response:
     return render("Invitation accepted", body)
 
 
-def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
-               form_token: str | None = None) -> Response:
+@dataclass(frozen=True)
+class AdminRuntime:
+    """One user's workloads as the admin page lists them (both records, one row)."""
+
+    user_id: str
+    username: str
+    state: str                 # the workspace summary: running, sleeping, failed...
+    host: str
+    backend: str
+    memory_bytes: int | None   # the runtime's working set, when it could be sampled
+    memory_limit: int | None
+    last_activity: float | None
+    roles: str                 # "editor, runtime"
+
+
+@dataclass(frozen=True)
+class AdminHost:
+    """A host workloads run on, with what it holds now."""
+
+    name: str
+    backend: str
+    workloads: int
+    running: int
+    sleeping: int
+    memory_bytes: int | None
+    checkpoints: bool | None   # None: unknown (no compute here)
+    notes: str = ""
+
+
+MOVE_UNAVAILABLE = ("Moving a runtime to another host is not built yet: this markco runs "
+                    "workloads on one host.")
+
+
+def _mib(value: int | None) -> str:
+    return "—" if value is None else f"{value / (1 << 20):.0f} MiB"
+
+
+def admin_users_section(users: Sequence[User], *, next_cursor: str | None, me: str,
+                        form_token: str | None) -> str:
     """The users, each with an audited way into their editor."""
     rows = "".join(
         f"<tr><td>@{esc(u.username)}{' (admin)' if u.is_admin else ''}"
@@ -284,9 +330,91 @@ def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
         + ("" if u.id == me else _button_form(f"/admin/enter/{u.id}", "Enter editor",
                                                secondary=True, form_token=form_token))
         + "</td></tr>" for u in users)
-    body = ("<h1>Users</h1><p class=\"muted\">Entering a user's editor lets you run code as "
-            "them; each entry is recorded in the event log and lasts a limited time.</p>"
-            f"<table><tr><th>User</th><th>Email</th><th>Plan</th><th></th></tr>{rows}</table>")
+    html = ("<section id=\"users\"><h2>Users</h2><p class=\"muted\">Entering a user's editor "
+            "lets you run code as them; each entry is recorded in the event log and lasts a "
+            "limited time.</p><table><tr><th>User</th><th>Email</th><th>Plan</th><th></th></tr>"
+            f"{rows}</table>")
     if next_cursor:
-        body += f"<p><a href=\"/admin?cursor={esc(next_cursor)}\">Next page</a></p>"
-    return render("Users", body)
+        html += f"<p><a href=\"/admin?cursor={esc(quote(next_cursor, safe=''))}\">Next page</a></p>"
+    return html + "</section>"
+
+
+def admin_runtimes_section(runtimes: Sequence[AdminRuntime], *,
+                           form_token: str | None) -> str:
+    """Live workloads: state, host, memory, last activity, and stop / sleep / wake."""
+    if not runtimes:
+        return ("<section id=\"runtimes\"><h2>Runtimes</h2><p class=\"muted\">No workload is "
+                "live.</p></section>")
+    rows = []
+    for r in runtimes:
+        actions = ""
+        if r.state == "sleeping":
+            actions += _button_form(f"/admin/runtimes/{r.user_id}/wake", "Wake",
+                                    secondary=True, form_token=form_token)
+        elif r.state not in ("stopped", "not started"):
+            actions += _button_form(f"/admin/runtimes/{r.user_id}/sleep", "Sleep",
+                                    secondary=True, form_token=form_token)
+        actions += (_button_form(f"/admin/runtimes/{r.user_id}/stop", "Stop",
+                                 secondary=True, form_token=form_token)
+                    + f"<button type=\"button\" class=\"secondary\" disabled "
+                    f"title=\"{esc(MOVE_UNAVAILABLE)}\">Move</button>")
+        limit = f" of {_mib(r.memory_limit)}" if r.memory_limit else ""
+        rows.append(
+            f"<tr data-user=\"{esc(r.user_id)}\"><td>@{esc(r.username)}</td>"
+            f"<td>{esc(r.state)}</td><td>{esc(r.host)} <span class=\"muted\">"
+            f"({esc(r.backend)})</span></td><td>{_mib(r.memory_bytes)}{esc(limit)}</td>"
+            f"<td>{when(r.last_activity)}</td><td>{actions}</td></tr>")
+    return ("<section id=\"runtimes\"><h2>Runtimes</h2><p class=\"muted\">Sleeping keeps the "
+            f"variables (a checkpoint); stopping loses them. {esc(MOVE_UNAVAILABLE)}</p>"
+            "<table><tr><th>User</th><th>State</th><th>Host</th><th>Memory</th>"
+            f"<th>Last activity</th><th></th></tr>{''.join(rows)}</table></section>")
+
+
+def admin_hosts_section(hosts: Sequence[AdminHost]) -> str:
+    """The hosts workloads run on."""
+    if not hosts:
+        return ("<section id=\"hosts\"><h2>Hosts</h2><p class=\"muted\">No compute is "
+                "configured: this markco runs no workloads.</p></section>")
+    rows = "".join(
+        f"<tr><td>{esc(h.name)}</td><td>{esc(h.backend)}</td><td>{h.workloads}</td>"
+        f"<td>{h.running}</td><td>{h.sleeping}</td><td>{_mib(h.memory_bytes)}</td>"
+        f"<td>{'unknown' if h.checkpoints is None else ('yes' if h.checkpoints else 'no')}"
+        f"</td><td class=\"muted\">{esc(h.notes)}</td></tr>" for h in hosts)
+    return ("<section id=\"hosts\"><h2>Hosts</h2><table><tr><th>Host</th><th>Backend</th>"
+            "<th>Workloads</th><th>Running</th><th>Sleeping</th><th>Memory</th>"
+            f"<th>Checkpoints</th><th></th></tr>{rows}</table></section>")
+
+
+def admin_events_section(events: Sequence[Event], usernames: dict[str, str]) -> str:
+    """The newest events, newest first."""
+    if not events:
+        return ("<section id=\"events\"><h2>Recent events</h2><p class=\"muted\">None yet."
+                "</p></section>")
+    rows = "".join(
+        f"<tr><td>{when(e.created_at)}</td><td><code>{esc(e.type)}</code></td>"
+        f"<td>{'@' + esc(usernames.get(e.user_id, e.user_id)) if e.user_id else ''}</td>"
+        f"<td class=\"muted\">{esc(_event_summary(e.data))}</td></tr>" for e in events)
+    return ("<section id=\"events\"><h2>Recent events</h2><table><tr><th>When</th>"
+            f"<th>Type</th><th>User</th><th>Details</th></tr>{rows}</table></section>")
+
+
+def _event_summary(data: dict[str, Any], limit: int = 160) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, (dict, list)))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
+               form_token: str | None = None, runtimes: Sequence[AdminRuntime] = (),
+               hosts: Sequence[AdminHost] = (), events: Sequence[Event] = (),
+               usernames: dict[str, str] | None = None,
+               extra_sections: Sequence[str] = ()) -> Response:
+    """Runtimes, hosts, users and recent events, each a `<section>` of its own;
+    `extra_sections` (already-escaped HTML) are appended, so another feature adds its own
+    block (its forms must carry `form_token`) without touching these."""
+    body = ("<h1>Administration</h1><p><a href=\"/dashboard\">Your dashboard</a></p>"
+            + admin_runtimes_section(runtimes, form_token=form_token)
+            + admin_hosts_section(hosts)
+            + admin_users_section(users, next_cursor=next_cursor, me=me, form_token=form_token)
+            + admin_events_section(events, usernames or {})
+            + "".join(extra_sections))
+    return render("Administration", body, wide=True)

@@ -22,12 +22,14 @@ MAX_PENDING = 10_000  # a flood of abandoned logins evicts the oldest instead of
 @dataclass(frozen=True)
 class PendingLogin:
     """One login in flight: the provider, what it asked us to keep, and where to go after
-    (`invite_token`: the invite page the login started from)."""
+    (`invite_token`: the invite page the login started from; `next_path`: the path on this
+    site the browser was going to, already checked by `web/next_path.py`)."""
 
     provider: str
     request: AuthorizationRequest
     expires_at: float
     invite_token: str | None = None
+    next_path: str | None = None
 
 
 class PendingLogins:
@@ -39,13 +41,14 @@ class PendingLogins:
         self._entries: OrderedDict[str, PendingLogin] = OrderedDict()
 
     def add(self, provider: str, request: AuthorizationRequest, *,
-            invite_token: str | None = None) -> str:
+            invite_token: str | None = None, next_path: str | None = None) -> str:
         """Keep a login; return the random key for the browser's cookie."""
         if len(self._entries) >= MAX_PENDING:
             self._entries.popitem(last=False)
         key = secrets.token_urlsafe(32)
         self._entries[key] = PendingLogin(provider, request,
-                                          self._clock.now() + self.ttl_seconds, invite_token)
+                                          self._clock.now() + self.ttl_seconds, invite_token,
+                                          next_path)
         return key
 
     def take(self, key: str | None) -> PendingLogin | None:

@@ -11,6 +11,7 @@ from .commands import auth_commands
 from .options import AuthOptions
 from .services import auth_services
 from .state import state_for
+from .web.admin import admin_blueprint
 from .web.api import api_blueprint
 from .web.editor_auth import editor_auth_blueprint
 from .web.invite_pages import invite_blueprint
@@ -29,7 +30,7 @@ def markco_web_routes(ctx: PluginContext) -> list[Any]:
     """Login, logout, dashboard, invites and the auth API; authenticates every request."""
     state = state_for(ctx)
     return [login_blueprint(state), invite_blueprint(state), api_blueprint(state),
-            editor_auth_blueprint(state)]
+            editor_auth_blueprint(state), admin_blueprint(state)]
 
 
 @hookimpl

@@ -19,6 +19,7 @@ from .. import pages
 from ..editor_origin import exchange_url, safe_next
 from ..state import AuthState
 from .login import redirect
+from .next_path import login_url
 from .request_auth import session_token
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -51,8 +52,8 @@ def editor_auth_blueprint(state: AuthState) -> Blueprint:
         token = session_token()
         principal = (await authority.principal_for_session(token, entering=owner)
                      if token is not None else None)
-        if token is None or principal is None:
-            return redirect(state.url("/login"))
+        if token is None or principal is None:  # log in, then come back through here
+            return redirect(state.url(login_url(request.full_path)))
         if not state.ctx.authorize(principal, Action.EDITOR_ENTER,
                                    Resource("editor", owner_id=owner)):
             return pages.message_page("No editor here", "There is no editor at this address "

@@ -1,9 +1,10 @@
 """The browser's way in and out: login pages, the OAuth callback, the console login link,
-logout, the dashboard, and an admin's explicit entry into another user's editor.
+logout and the dashboard.
 
-Routes: `GET /`, `GET /login`, `GET /login/<provider>`, `GET /auth/callback/<provider>`,
-`GET /auth/link/<token>`, `POST /logout`, `POST /logout-all`, `GET /dashboard`, `GET /admin`,
-`POST /admin/enter/<user_id>`.
+Routes: `GET /`, `GET /login` (`?next=`: where to return, see `next_path.py`),
+`GET /login/<provider>`, `GET /auth/callback/<provider>`, `GET /auth/link/<token>`,
+`POST /logout`, `POST /logout-all`, `GET /dashboard`, `POST /dashboard/...` (the admin page:
+`admin.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..pending import PendingLogin
 from ..ratelimit import retry_after_header
 from ..state import AuthState
 from ..tokens import hash_token, well_formed
+from .next_path import DEFAULT_NEXT, login_next
 from .request_auth import (
     current_form_token,
     forget_stale_cookie,
@@ -35,7 +37,6 @@ from .request_auth import (
 
 log = logging.getLogger("markco.auth")
 
-ADMIN_PAGE_SIZE = 200
 
 
 def redirect(url: str, status: int = 303, *, carries_secret: bool = False) -> Response:
@@ -54,16 +55,19 @@ def _error_status(exc: MarkcoError, default: int) -> int:
 
 
 async def start_login(state: AuthState, provider_name: str, *,
-                      invite_token: str | None = None) -> Response:
+                      invite_token: str | None = None,
+                      next_path: str | None = None) -> Response:
     """Send the browser to `provider_name` with a fresh state and PKCE verifier, keeping them
-    server side under a key held in a short-lived cookie of this browser."""
+    server side under a key held in a short-lived cookie of this browser (with `next_path`,
+    where the browser returns once logged in: see `next_path.py`)."""
     provider = state.providers.get(provider_name)
     if provider is None:
         return pages.message_page("Unknown login provider",
                                   f"This markco has no login provider named {provider_name!r}.",
                                   status=404)
     auth_request = provider.authorization_request(state.redirect_uri(provider_name))
-    key = state.pending.add(provider_name, auth_request, invite_token=invite_token)
+    key = state.pending.add(provider_name, auth_request, invite_token=invite_token,
+                            next_path=login_next(next_path))
     response = redirect(auth_request.url, 302)
     response.headers.add("Set-Cookie", (
         f"{state.pending_cookie}={key}; Max-Age={int(state.pending.ttl_seconds)}; Path=/; "
@@ -105,15 +109,20 @@ def login_blueprint(state: AuthState) -> Blueprint:
     async def home() -> Response:
         return redirect(state.url("/dashboard" if current_principal() else "/login"))
 
+    def asked_next() -> str | None:
+        """The request's `next` when it is a safe path on this site (else None)."""
+        return login_next(request.args.get("next"))
+
     @bp.get("/login")
     async def login() -> Response:
+        next_path = asked_next()
         if session_principal() is not None:
-            return redirect(state.url("/dashboard"))
-        return pages.login_page(state.provider_buttons())
+            return redirect(state.url(next_path or DEFAULT_NEXT))
+        return pages.login_page(state.provider_buttons(), next_path=next_path)
 
     @bp.get("/login/<provider_name>")
     async def login_with(provider_name: str) -> Response:
-        return await start_login(state, provider_name)
+        return await start_login(state, provider_name, next_path=asked_next())
 
     def too_many_attempts() -> Response | None:
         """429 when this client has used up its login attempts (see `ratelimit.py`)."""
@@ -181,7 +190,8 @@ def login_blueprint(state: AuthState) -> Blueprint:
         if created:
             await state.publish("user.created", user_id=user.id,
                                 data={"username": user.username, "via": provider_name})
-        then = f"/invites/{pending.invite_token}" if pending.invite_token else "/dashboard"
+        then = (f"/invites/{pending.invite_token}" if pending.invite_token
+                else pending.next_path or DEFAULT_NEXT)
         return await finish_login(state, user, via=provider_name, then=then)
 
     @bp.get(LINK_PATH + "<token>")
@@ -197,7 +207,8 @@ def login_blueprint(state: AuthState) -> Blueprint:
                 "This login link does not work",
                 "It has been used already, has expired, or was not copied whole. Print a new "
                 "one on the server: markco login-link USER --config FILE", status=410)
-        return await finish_login(state, user, via="login-link", then="/dashboard")
+        return await finish_login(state, user, via="login-link",
+                                  then=asked_next() or DEFAULT_NEXT)
 
     @bp.post("/logout")
     async def logout() -> Response:
@@ -294,46 +305,5 @@ def login_blueprint(state: AuthState) -> Blueprint:
             return pages.message_page("That did not work", str(exc), status=409,
                                       link=("/dashboard", "Back to your dashboard"))
         return redirect(state.url("/dashboard"))
-
-    @bp.get("/admin")
-    async def admin() -> Response:
-        principal = session_principal()
-        if principal is None:
-            return redirect(state.url("/login"))
-        if not principal.is_admin:
-            return pages.message_page("Administrators only",
-                                      "This page is for administrators.", status=403,
-                                      link=("/dashboard", "Back to your dashboard"))
-        try:
-            page = await storage.list_users(cursor=request.args.get("cursor") or None,
-                                            limit=ADMIN_PAGE_SIZE)
-        except ValueError:
-            return pages.message_page(
-                "Bad page link", "This page link is damaged (its cursor was not made by "
-                "markco). Start again from the first page.", status=400,
-                link=("/admin", "The first page of users"))
-        return pages.admin_page(page.items, next_cursor=page.next_cursor,
-                                me=principal.user_id, form_token=current_form_token())
-
-    @bp.post("/admin/enter/<user_id>")
-    async def admin_enter(user_id: str) -> Response:
-        principal = session_principal()
-        token = session_token()
-        if principal is None or token is None or not principal.is_admin:
-            return pages.message_page(
-                "Administrators only", "Only an administrator, logged in with a browser "
-                "session, can enter another user's editor.", status=403,
-                link=("/dashboard", "Back to your dashboard"))
-        target = await storage.get_user(user_id)
-        if target is None:
-            return pages.message_page("No such user", "There is no user with this id.",
-                                      status=404, link=("/admin", "Back to the users"))
-        if target.id != principal.user_id:
-            expires = authority.grant_admin_entry(token, target.id)
-            await state.publish("admin.entry", user_id=target.id,
-                                data={"admin_id": principal.user_id,
-                                      "admin": principal.username, "owner_id": target.id,
-                                      "owner": target.username, "expires_at": expires})
-        return redirect(state.url(f"/u/{target.id}/"))
 
     return bp
