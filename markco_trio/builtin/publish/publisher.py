@@ -93,6 +93,18 @@ class _ProjectState:
     title_reads: int = 0  # how many page files this refresh read for titles
 
 
+@dataclass(frozen=True)
+class ProjectListing:
+    """One of a user's projects as its owner's dashboard lists it: `path` is its published
+    URL's path (`/@<username>/<project>`), `public` whether anyone may read it (otherwise its
+    owner, its viewers and administrators)."""
+
+    name: str
+    title: str
+    path: str
+    public: bool
+
+
 @dataclass
 class PublisherStatistics:
     """Counters for metrics and tests: pages rendered, project trees scanned, page files read
@@ -269,6 +281,34 @@ class Publisher:
         if asset is not None:
             return await self._locate_asset(user, project, probe, asset)
         return None
+
+    async def projects_of(self, user: User) -> list[ProjectListing]:
+        """Every project of `user` (a folder with a `mrmd.md`), public or not, for its
+        owner: the caller shows this to `user` only."""
+        probes = await self._run(_probe_all, self._data_dir, user.id, self._limits)
+        return [ProjectListing(name=name, title=p.settings.title or name,
+                               path=join_url(f"/@{user.username}", [name]),
+                               public=p.settings.public) for name, p in probes]
+
+    async def canonical_project(self, target: PublishPath,
+                                principal: Principal | None) -> str | None:
+        """For a project name that matches no folder `principal` may read exactly, the one
+        readable folder whose name is equal ignoring case (None when there is none, or more
+        than one: which was meant cannot be told). Only readable folders count, so the answer
+        says nothing about the others."""
+        if target.project is None:
+            return None
+        user = await self._user(target.username)
+        if user is None:
+            return None
+        wanted = target.project.casefold()
+        names = await self._run(disk.list_projects, self._data_dir, user.id, self._limits)
+        readable = []
+        for name in (n for n in names if n.casefold() == wanted and n != target.project):
+            probe = await self._run(_probe, self._data_dir, user.id, name)
+            if probe is not None and self._may_read(principal, user, name, probe.settings):
+                readable.append(name)
+        return readable[0] if len(readable) == 1 else None
 
     async def _state(self, user: User, project: str, base: str,
                      probe: _Probe) -> _ProjectState | None:

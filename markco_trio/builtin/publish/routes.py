@@ -18,6 +18,7 @@ from ...errors import ConfigError
 from ...records import User
 from . import headers as h
 from .conditional import not_modified
+from .fsml import join_url
 from .options import PublishOptions
 from .page import NOT_FOUND_PAGE
 from .publisher import Located, Publisher
@@ -25,6 +26,8 @@ from .request_path import parse_publish_path
 
 # Methods routed to the view so that it, not the app's JSON error handler, answers the 405.
 _ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Where the dashboard finds the publisher (`Publisher.projects_of`).
+EXTRAS_KEY = "publish"
 
 
 def _not_found() -> Response:
@@ -68,6 +71,20 @@ def _not_modified(located: Located) -> Response:
     return response
 
 
+def _to_canonical(raw: str, username: str, project: str) -> Response:
+    """Redirect a project named in another case (`/@Alice/NOTES/x`) to its folder's own
+    name (`/@alice/Notes/x`), keeping the rest of the raw path and the query. Temporary and
+    not stored: the folder may be renamed, or another one created in the asked-for case."""
+    rest = raw[1:].split("/")[2:]
+    location = "/".join([join_url(f"/@{username}", [project]), *rest])
+    query = request.scope.get("query_string", b"")
+    if query:
+        location += "?" + query.decode("ascii", "replace")
+    return Response(b"", status=302, headers={
+        "Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff"})
+
+
 def make_publisher(ctx: PluginContext, options: PublishOptions) -> Publisher:
     """A publisher reading users from `ctx.storage` (at request time: storage is entered
     before blueprints are built, but looked up lazily all the same) and asking `ctx.authorize`."""
@@ -84,6 +101,7 @@ def make_blueprint(ctx: PluginContext, options: PublishOptions,
     """The publish blueprint, serving projects under `ctx.data_dir` with `options`; pass
     `publisher` to share one (tests read its statistics)."""
     publisher = publisher or make_publisher(ctx, options)
+    ctx.extras[EXTRAS_KEY] = publisher
     bp = Blueprint("publish", __name__)
 
     if options.host:
@@ -100,6 +118,9 @@ def make_blueprint(ctx: PluginContext, options: PublishOptions,
             return _not_found()
         located = await publisher.locate(target, current_principal())
         if located is None:
+            canonical = await publisher.canonical_project(target, current_principal())
+            if canonical is not None and raw is not None:
+                return _to_canonical(raw, target.username, canonical)
             return _not_found()
         if not_modified(etag=located.etag, last_modified=located.last_modified,
                         if_none_match=request.headers.get("If-None-Match"),
