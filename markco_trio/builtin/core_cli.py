@@ -119,6 +119,25 @@ def _users(args: argparse.Namespace) -> int:
     return trio.run(main)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from ..doctor import main  # the checks import their plugins only when configured
+
+    return main(args.config, as_json=args.json, skip=args.skip, firewall_netns=args.netns)
+
+
+def _configure_doctor(p: argparse.ArgumentParser) -> None:
+    from ..doctor import CHECKS
+
+    add_config_argument(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   help=f"do not run this check (one of: {', '.join(c.name for c in CHECKS)}); "
+                        "repeatable")
+    p.add_argument("--firewall-netns", dest="netns", metavar="NETNS",
+                   help="look for the firewall in this network namespace (where the engine's "
+                        "networks are, when it is not the host's)")
+
+
 def _configure_run(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
 
@@ -160,6 +179,8 @@ def markco_cli_commands() -> list[CliCommand]:
         CliCommand("check-config", "validate a configuration file", _configure_check,
                    _check_config),
         CliCommand("db", "database maintenance (db upgrade)", _configure_db, _needs_action),
+        CliCommand("doctor", "check this machine: config, storage, engines, CRIU, firewall, "
+                   "disk, the public URL", _configure_doctor, _doctor),
         CliCommand("plugins", "list loaded plugins and the hooks each implements",
                    _configure_plugins, _plugins),
         CliCommand("users", "user administration (users list)", _configure_users,
