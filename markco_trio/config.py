@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError, PluginError
 from .hookspecs import ConfigSection, ProviderSpec
-from .options import SecretResolver, parse_options
+from .options import Secret, SecretResolver, parse_options
 from .plugins import ROLE_HOOKS, MarkcoPluginManager, collect_providers, make_plugin_manager
 
 
@@ -96,6 +96,54 @@ class LoggingOptions:
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+    # The proxy's access log (logger `markco.access`, written in one batch a second): "off",
+    # "sampled" (one response in access_sample_every, and every 5xx) or "full" (every response).
+    access: Literal["off", "sampled", "full"] = "sampled"
+    access_sample_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.access_sample_every < 1:
+            raise ValueError("access_sample_every: must be 1 or more (1 keeps every response; "
+                             "or set access = \"full\")")
+
+
+_LOOPBACK = ("127.", "::1", "[::1]", "localhost")
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """`[metrics]`: Prometheus `/metrics` on its own address, never the public front door.
+
+    Off unless `listen` is set. Only a loopback address is accepted unless `allow_remote` is
+    true (then keep the address private: a firewall or a private network); `token_env` /
+    `token_file` then makes scrapes present `Authorization: Bearer <token>`."""
+
+    listen: str = ""
+    allow_remote: bool = False
+    token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            return
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen: expected HOST:PORT such as 127.0.0.1:9464, "
+                             f"got {self.listen!r}")
+        if not host.startswith(_LOOPBACK) and not self.allow_remote:
+            raise ValueError(f"listen: {self.listen!r} is not a loopback address, so anyone "
+                             f"who reaches this machine could read the metrics; use "
+                             f"127.0.0.1:<port>, or set allow_remote = true (and keep that "
+                             f"address private, with a token)")
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
 
 
 @dataclass(frozen=True)
@@ -142,6 +190,7 @@ _CORE_SECTIONS: dict[str, type[Any]] = {
     "plugins": PluginsOptions,
     "logging": LoggingOptions,
     "supervision": SupervisionOptions,
+    "metrics": MetricsOptions,
 }
 
 
@@ -156,6 +205,7 @@ class Config:
     supervision: SupervisionOptions
     roles: Mapping[str, RoleChoice]
     sections: Mapping[str, Any]
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
     @property
     def base_dir(self) -> Path:
@@ -226,7 +276,7 @@ def validate_config(path: Path, raw: Mapping[str, Any], pm: MarkcoPluginManager,
                 for name, s in declared.items()}
     return Config(path=path, server=core["server"], plugins=core["plugins"],
                   logging=core["logging"], supervision=core["supervision"], roles=roles,
-                  sections=sections)
+                  sections=sections, metrics=core["metrics"])
 
 
 def _table(raw: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from .context import PluginContext
 from .datadir import prepare_data_dir
 from .errors import MarkcoError
 from .events import EventBus
+from .metrics_listener import MetricsListener
+from .observability import DaemonMetrics
 from .plugins import MarkcoPluginManager
 from .proxy.activity import ActivityRecord
 from .proxy.gate import EditorGate
@@ -56,16 +58,18 @@ def _leaves(group: BaseException) -> list[BaseException]:
     return [group]
 
 
-def hold_address(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+def hold_address(host: str, port: int, *, backlog: int = 128,
+                 setting: str = "[server] listen") -> socket.socket:
     """Bind and listen on `host:port` as the front door will (SO_REUSEADDR), so that a busy or
     forbidden address ends the start before anything else runs; `MarkcoError` naming the
-    address and the fix otherwise. The caller closes it when the front door takes over."""
+    address and the fix (in `setting`) otherwise. The caller closes it when the front door
+    takes over."""
     where = f"{host}:{port}"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise MarkcoError(f"cannot listen on {where}: {host!r} is not an address of this "
-                          f"machine ({exc.strerror}); fix [server] listen") from None
+                          f"machine ({exc.strerror}); fix {setting}") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -76,15 +80,15 @@ def hold_address(host: str, port: int, *, backlog: int = 128) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             why = ("the address is already in use (another markco, or another program, "
-                   "listens there); stop it, or set [server] listen to a free port")
+                   f"listens there); stop it, or set {setting} to a free port")
         elif exc.errno in (errno.EACCES, errno.EPERM):
             why = ("permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); "
-                   "set [server] listen to a port above 1023")
+                   f"set {setting} to a port above 1023")
         elif exc.errno == errno.EADDRNOTAVAIL:
-            why = (f"this machine has no address {host}; set [server] listen to one of its "
+            why = (f"this machine has no address {host}; set {setting} to one of its "
                    "addresses (127.0.0.1, 0.0.0.0)")
         else:
-            why = f"{exc.strerror or exc}; check [server] listen"
+            why = f"{exc.strerror or exc}; check {setting}"
         raise MarkcoError(f"cannot listen on {where}: {why}") from None
     return sock
 
@@ -106,6 +110,8 @@ class Daemon:
         self.supervisor = Supervisor(self.readiness, config.supervision)
         self.front_door: FrontDoor | None = None
         self._held: socket.socket | None = None  # the public address, until the front door
+        self._metrics_held: socket.socket | None = None  # [metrics] listen, while running
+        self.metrics_listener: MetricsListener | None = None
         self._stopping = False
 
     @property
@@ -125,11 +131,16 @@ class Daemon:
             prepare_data_dir(config.data_dir)
             self._held = hold_address(config.server.host, config.server.port)
             try:
+                if config.metrics.listen:
+                    self._metrics_held = hold_address(config.metrics.host, config.metrics.port,
+                                                      setting="[metrics] listen")
                 async with AsyncExitStack() as stack:
                     await self._open_providers(stack)
                     code = await self._serve(task_status, handle_signals)
             finally:
                 self._release_address()
+                if self._metrics_held is not None:
+                    self._metrics_held.close()
         except* (TooManyCrashes, MarkcoError) as group:
             # `return` is not allowed inside `except*`: record the exit code instead.
             for exc in _leaves(group):
@@ -183,6 +194,9 @@ class Daemon:
         port = self._held.getsockname()[1] if self._held is not None else server.port
         self.front_door = FrontDoor(server.host, port, self.api_socket, self.readiness,
                                     trusted_proxies=tuple(server.trusted_proxies),
+                                    access_log=self.config.logging.access,
+                                    access_log_sample_every=(
+                                        self.config.logging.access_sample_every),
                                     max_connections_per_client=(
                                         server.max_connections_per_client),
                                     gate=self._editor_gate())
@@ -191,6 +205,7 @@ class Daemon:
             ServiceSpec("api", partial(serve_api, app, self.api_socket)),
             ServiceSpec("proxy", self.front_door.serve),
         ]
+        specs.extend(self._metrics_services())
         for contributed in ctx.plugins.hook.markco_services(ctx=ctx):
             specs.extend(contributed or ())
         assert ctx.events is not None
@@ -203,6 +218,24 @@ class Daemon:
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise MarkcoError(f"two services share the name(s) {sorted(duplicates)}")
+        return specs
+
+    def _metrics_services(self) -> list[ServiceSpec]:
+        """The daemon's metrics (`markco_trio.observability`) and, with `[metrics] listen`,
+        the listener serving them."""
+        ctx = self.ctx
+        observed = DaemonMetrics(ctx, lambda: self.front_door)
+        specs = []
+        if ctx.events is not None:
+            specs.append(ServiceSpec("observer:metrics",
+                                     partial(ctx.events.run_observer, observed.observer()),
+                                     critical=False))
+        if self._metrics_held is not None:
+            token = self.config.metrics.token
+            self.metrics_listener = MetricsListener(
+                ctx.metrics, self._metrics_held, token=token.reveal() if token else None,
+                before_scrape=observed.refresh)
+            specs.append(ServiceSpec("metrics", self.metrics_listener.serve, critical=False))
         return specs
 
     def _editor_gate(self) -> EditorGate | None:

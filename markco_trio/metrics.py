@@ -50,6 +50,8 @@ __all__ = [
     "Metric",
     "Registry",
     "Sample",
+    "histogram_samples",
+    "render",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -286,7 +288,7 @@ class Registry:
             for values, child in family.children.items():
                 labels = tuple(zip(family.labelnames, values, strict=True))
                 if isinstance(child, Histogram):
-                    metric.samples.extend(_histogram_samples(child, labels))
+                    metric.samples.extend(histogram_samples(child, labels))
                 else:
                     metric.samples.append(Sample("", labels, child.value))
             out.append(metric)
@@ -310,8 +312,10 @@ class Registry:
         return render(self.collect())
 
 
-def _histogram_samples(hist: Histogram,
-                       labels: tuple[tuple[str, str], ...]) -> Iterator[Sample]:
+def histogram_samples(hist: Histogram,
+                      labels: tuple[tuple[str, str], ...] = ()) -> Iterator[Sample]:
+    """The `_bucket` (cumulative), `_sum` and `_count` samples of `hist`, for a collector
+    that reports a histogram it keeps itself."""
     running = 0
     for bound, count in zip(hist.bounds, hist.counts, strict=True):
         running += count

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import trio
 
-from markco_trio.proxy.accesslog import AccessLog
+from markco_trio.proxy.accesslog import AccessLog, AccessMode
 from markco_trio.proxy.activity import UserActivity
 from markco_trio.proxy.answers import Answer, json_error, render
 from markco_trio.proxy.exchange import ClientConnection, Phase, ProxyState
@@ -78,6 +78,7 @@ class FrontDoorStatistics:
     editors: UpstreamStatistics  # all editor pools together
     serves: int = 0  # how many times `serve()` started (1, or more after restarts)
     tunnels: int = 0  # upgraded connections (WebSockets) open now
+    tunnel_bytes: tuple[int, int] = (0, 0)  # through tunnels: (to upstream, to client)
 
 
 class FrontDoor:
@@ -98,6 +99,7 @@ class FrontDoor:
     keep-alive of hypercorn and Node, the usual editors' servers). `tunnel_idle_timeout`
     closes an upgraded connection (a WebSocket) that moved no data frame that long in either
     direction (pings and pongs do not count), with a 1001 close frame.
+    `access_log` is the access log's mode (`off`, `sampled`, `full`, see `AccessLog`);
     `access_log_sample_every` keeps one access-log line per that many responses (5xx always).
     `max_connections_per_client` caps the connections open at once from one client address
     (0: no cap): one more is answered 503 at once and closed. A configured trusted proxy's
@@ -128,6 +130,7 @@ class FrontDoor:
         tunnel_idle_timeout: float = 300.0,
         backlog: int = 1024,
         access_log_sample_every: int = 100,
+        access_log: AccessMode = "sampled",
         gate: EditorGate | None = None,
         max_connections_per_client: int = 0,
     ) -> None:
@@ -164,7 +167,7 @@ class FrontDoor:
         self._serves = 0
         self._backlog = backlog
         self._faults = Faults(logger)
-        self._access = AccessLog(logger, sample_every=access_log_sample_every)
+        self._access = AccessLog(mode=access_log, sample_every=access_log_sample_every)
         # The sweeper's period: a quarter of the shortest timeout, within [20 ms, 500 ms].
         self._tick = min(max(min(*self._timeouts, tunnel_idle_timeout) / 4, 0.02), 0.5)
         self._listener: socket.socket | None = None
@@ -284,7 +287,15 @@ class FrontDoor:
             editors=self._editors.statistics(),
             serves=self._serves,
             tunnels=len(self._state.tunnels) if self._state is not None else 0,
+            tunnel_bytes=((self._state.tunnels.bytes_moved[0],
+                           self._state.tunnels.bytes_moved[1])
+                          if self._state is not None else (0, 0)),
         )
+
+    @property
+    def access_log(self) -> AccessLog:
+        """The access log: its counts by status class feed `/metrics`."""
+        return self._access
 
     def activity_nowait(self, user_id: str) -> UserActivity | None:
         """The last navigation, non-GET request and WebSocket traffic seen for `user_id`'s

@@ -92,6 +92,8 @@ class TunnelHub:
         self._epoll = select.epoll()
         self._by_fd: dict[int, Tunnel] = {}
         self._tunnels = 0
+        # Bytes read from either side, for /metrics: [client to upstream, upstream to client].
+        self.bytes_moved = [0, 0]
 
     def __len__(self) -> int:
         return self._tunnels
@@ -197,6 +199,7 @@ class TunnelHub:
             direction.eof = True
             self._ended(tunnel, direction)
             return
+        self.bytes_moved[direction.to_client] += len(data)
         moved_data = direction.frames.feed(data)
         if moved_data:
             tunnel.traffic()

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import trio
 
 from ..errors import Conflict, NotFound, StorageError
+from ..metrics import FAST_BUCKETS, Histogram
 from ..records import (
     SNAPSHOT_KINDS,
     ApiToken,
@@ -219,6 +220,9 @@ class SqlStorage(abc.ABC):
         # work waits in trio (cancellable) rather than in a blocked worker thread.
         self._read_limiter = read_limiter
         self._write_limiter = write_limiter
+        # Read and write latency as callers see it (waiting for a connection included), read
+        # by the daemon's /metrics at scrape time.
+        self.latency = (Histogram(FAST_BUCKETS), Histogram(FAST_BUCKETS))
 
     # ------------------------------------------------------------------ driver interface
 
@@ -297,6 +301,7 @@ class SqlStorage(abc.ABC):
     async def _run(self, fn: Callable[[Tx], T], *, write: bool) -> T:
         job = _Job()
         limiter = self._write_limiter if write else self._read_limiter
+        started = time.perf_counter()
         try:
             result: T = await trio.to_thread.run_sync(self._transact, fn, write, job,
                                                       limiter=limiter, abandon_on_cancel=True)
@@ -304,6 +309,8 @@ class SqlStorage(abc.ABC):
             with trio.CancelScope(shield=True):
                 await self._stop(job)
             raise
+        finally:
+            self.latency[write].observe(time.perf_counter() - started)
         return result
 
     async def _stop(self, job: _Job) -> None:

@@ -1,4 +1,4 @@
-"""The access log and the fault log: counted always, written sparingly."""
+"""The fault log: counted always, written sparingly (the access log: tests/ops)."""
 
 from __future__ import annotations
 
@@ -6,40 +6,9 @@ import logging
 
 import pytest
 
-from markco_trio.proxy.accesslog import AccessLog
 from markco_trio.proxy.faults import Faults
 
 logger = logging.getLogger("test.proxy")
-
-
-def test_the_access_log_writes_a_summary_and_a_sample_not_a_line_per_request(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    log = AccessLog(logger, sample_every=100)
-    caplog.set_level(logging.INFO, logger="test.proxy")
-    for _ in range(250):
-        log.record(200, b"GET", b"/x", b"rid", "127.0.0.1")
-    assert not caplog.records  # nothing is written per request
-    log.flush()
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages[0].startswith("proxy: 250 responses (2xx 250")
-    assert len(messages) == 1 + 2  # the summary and the two sampled lines
-
-
-def test_the_access_log_keeps_every_server_error(caplog: pytest.LogCaptureFixture) -> None:
-    log = AccessLog(logger, sample_every=1000)
-    caplog.set_level(logging.INFO, logger="test.proxy")
-    log.record(502, b"GET", b"/api", b"rid-7", "10.0.0.1")
-    log.flush()
-    assert any("/api 502 request_id=rid-7" in r.getMessage() for r in caplog.records)
-
-
-def test_the_access_log_says_nothing_when_nothing_happened(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="test.proxy")
-    AccessLog(logger).flush()
-    assert not caplog.records
 
 
 def test_faults_are_all_counted_but_logged_once_per_interval(
