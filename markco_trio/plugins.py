@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("auth", "markco_trio.builtin.auth"),
     ("process", "markco_trio.builtin.process_backend"),
     ("compute", "markco_trio.builtin.compute"),
+    ("monitor", "markco_trio.builtin.monitor"),
 )
 
 # The hooks that fill a role, and the config section that picks the provider.

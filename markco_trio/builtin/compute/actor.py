@@ -42,7 +42,7 @@ from ...roles import (
     ContainerSpec,
     workload_name,
 )
-from . import checkpoints, probes, release, specs
+from . import checkpoints, elasticity, probes, release, specs
 from .front import FrontStatistics, NotReady, RuntimeFront
 from .status import (
     PHASE_CRASHED,
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("markco.compute")
 
 BOTH = frozenset({WorkloadRole.RUNTIME, WorkloadRole.EDITOR})
+EXECUTED_KEPT = 8  # executed cells kept for the monitor's hints between two of its polls
 START_ORDER = (WorkloadRole.RUNTIME, WorkloadRole.EDITOR)  # the editor is the runtime's client
 STOP_ORDER = (WorkloadRole.EDITOR, WorkloadRole.RUNTIME)
 
@@ -129,6 +130,12 @@ class UserActor:
         self.phase = "idle"
         self.message = ""
         self.last_activity: float | None = None
+        # The last time of each kind of activity (navigation, request, input, execution):
+        # the monitor decides idleness from them (DESIGN §3.3).
+        self.activity: dict[str, float] = {}
+        # Code executed through the runtime front, not yet read by the monitor's hint analysis
+        # (bounded: the latest cells only).
+        self.executed: deque[str] = deque(maxlen=EXECUTED_KEPT)
         self.front: RuntimeFront | None = None
         self.notice: str | None = None
         self.notice_id: str | None = None  # which notice (the operation that raised it)
@@ -735,7 +742,15 @@ class UserActor:
 
     def on_execution(self) -> None:
         """An execution went through the runtime front: that is activity."""
-        self.last_activity = self.svc.now()
+        self.last_activity = self.activity["execution"] = self.svc.now()
+
+    def on_code(self, code: str) -> None:
+        """The code of an execution that went through the front, kept for the hints."""
+        self.executed.append(code)
+
+    def on_input(self) -> None:
+        """The editor reported user input (`POST /markco/v1/activity` at the front)."""
+        self.last_activity = self.activity["input"] = self.svc.now()
 
     # ------------------------------------------------------------------ watching
 
@@ -871,6 +886,8 @@ class UserActor:
             return False
         plan, limits = svc.options.limits_for(user.plan)
         wanted = {"plan": plan, "memory_bytes": limits.memory_bytes, "cpus": limits.cpus}
+        # Memory elasticity raised under pressure stays while the plan is the same.
+        wanted = elasticity.kept_limits(record.limits, wanted, limits.max_memory_bytes)
         if record.limits == wanted:
             return False
         async with self.lock:
@@ -884,6 +901,24 @@ class UserActor:
         await svc.publish("runtime.limits_changed", self.user_id,
                           {"before": before, "after": wanted})
         return True
+
+    async def raise_memory(self, memory_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Raise the running runtime's memory limit in place (elasticity, under the lock like
+        every operation); (limits before, after). `OperationFailed` when it is not running
+        or the backend refuses."""
+        async with self.lock:
+            record = self.records[WorkloadRole.RUNTIME]
+            if record is None or record.handle is None or not self.ready[WorkloadRole.RUNTIME]:
+                raise OperationFailed("the runtime is not running")
+            before = dict(record.limits)
+            after = elasticity.raised_limits(before, memory_bytes)
+            try:
+                await self.svc.backend.update_limits(record.handle, memory_bytes=memory_bytes,
+                                                     cpus=float(after["cpus"]))
+            except MarkcoError as exc:
+                raise OperationFailed(f"the backend did not change the limit: {exc}") from exc
+            await self._update(WorkloadRole.RUNTIME, limits=after)
+        return before, after
 
     # ------------------------------------------------------------------ adoption
 

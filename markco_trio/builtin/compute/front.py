@@ -10,7 +10,11 @@ editor being re-pointed, and the path survives daemon restarts.
   time (`hold_seconds`) and in number (`hold_max`); past either, 503 with Retry-After.
 - An execute request (`POST /mrp/v1/execute...`) to a stopped runtime starts it (`wake=True`);
   other requests to a stopped runtime get 503 at once.
-- Executions in flight are counted (`statistics()`) and reported as activity.
+- Executions in flight are counted (`statistics()`) and reported as activity; the code an
+  execute request carries (its JSON `code`, up to 256 KiB) goes to `on_code` for the
+  monitor's hints.
+- `POST /markco/v1/activity` is answered by the front itself (204): the editor reports user
+  input, which `on_input` records as activity. The runtime is not touched.
 - Bodies stream both ways, chunk by chunk: server-sent events arrive event by event.
 - `GET /markco/v1/notice` is answered by the front itself, never forwarded (a sleeping runtime
   stays asleep): `{"notice": <text or null>, "id": <opaque id or null>}`, the notice compute
@@ -64,6 +68,10 @@ EXECUTE_PREFIX = b"/mrp/v1/execute"
 # Answered by the front itself, never forwarded (so it never wakes nor waits for the runtime):
 # the user-facing notice of the user's compute, e.g. that a wake fell back to a cold start.
 NOTICE_PATH = b"/markco/v1/notice"
+# Also answered here: the editor reports real user input (keys, clicks) so that a user who is
+# reading and typing is not idle (DESIGN §3.3); raw WebSocket traffic is not activity.
+ACTIVITY_PATH = b"/markco/v1/activity"
+CODE_CAPTURE = 256 * 1024  # an execute body is kept (for the hints) up to this size
 # Host names a legitimate client sends: `runtime` over the unix socket (the built-in editor),
 # loopback literals over the TCP forwarder. Never a DNS name (DNS rebinding).
 ALLOWED_HOSTS = frozenset({b"runtime", b"localhost", b"127.0.0.1", b"[::1]"})
@@ -165,7 +173,9 @@ class RuntimeFront:
                  hold_max: int = 64, tcp_port: int | None = None,
                  on_execution: Callable[[], None] | None = None,
                  notice: Callable[[], tuple[str | None, str | None]] | None = None,
-                 now: Callable[[], float] | None = None) -> None:
+                 now: Callable[[], float] | None = None,
+                 on_code: Callable[[str], None] | None = None,
+                 on_input: Callable[[], None] | None = None) -> None:
         if len(os.fsencode(socket_path)) > MAX_UNIX_PATH:
             raise ValueError(f"runtime front socket path is too long for a unix socket "
                              f"({len(os.fsencode(socket_path))} > {MAX_UNIX_PATH} bytes): "
@@ -179,6 +189,8 @@ class RuntimeFront:
         self._hold_max = hold_max
         self._on_execution = on_execution
         self._notice = notice
+        self._on_code = on_code
+        self._on_input = on_input
         self._now = now or trio.current_time
         self._requests = 0
         self._in_flight = 0
@@ -293,6 +305,8 @@ class RuntimeFront:
             return False
         if request.target.split(b"?", 1)[0] == NOTICE_PATH:
             return await self._answer_notice(conn, stream, request)
+        if request.target.split(b"?", 1)[0] == ACTIVITY_PATH:
+            return await self._answer_activity(conn, stream, request)
         execute = is_execute(request.method, request.target)
         try:
             upstream = await self._connect(wake=execute)
@@ -312,7 +326,9 @@ class RuntimeFront:
         try:
             with scope:
                 async with upstream:
-                    return await self._relay(conn, stream, request, upstream)
+                    return await self._relay(conn, stream, request, upstream,
+                                             capture=bytearray() if execute and
+                                             self._on_code is not None else None)
             await _answer(conn, stream, 503, "the runtime is being checkpointed; try again",
                           [(b"Retry-After", b"2")])
             return False
@@ -383,8 +399,46 @@ class RuntimeFront:
         finally:
             self._held -= 1
 
+    async def _answer_activity(self, conn: h11.Connection, stream: trio.abc.Stream,
+                               request: h11.Request) -> bool:
+        """`POST /markco/v1/activity`: the editor reports user input (body ignored, at most
+        4 KiB read). Answered here, 204; the runtime is not touched nor woken."""
+        if request.method != b"POST":
+            await _answer(conn, stream, 405, "only POST is allowed here",
+                          [(b"Allow", b"POST")])
+            return False
+        size = 0
+        while True:
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if not isinstance(event, h11.Data):
+                raise _ClientGone()
+            size += len(event.data)
+            if size > 4096:
+                await _answer(conn, stream, 413, "an activity report has no body to speak of")
+                return False
+        if self._on_input is not None:
+            self._on_input()
+        await _send(conn, stream, h11.Response(status_code=204, headers=[
+            (b"Cache-Control", b"no-store")]))
+        await _send(conn, stream, h11.EndOfMessage())
+        return True
+
+    def _captured(self, body: bytes) -> None:
+        """Hand an execute request's code to `on_code` (never fails the request)."""
+        if self._on_code is None or len(body) > CODE_CAPTURE:
+            return
+        try:
+            code = json.loads(body).get("code")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(code, str):
+            self._on_code(code)
+
     async def _relay(self, conn: h11.Connection, stream: trio.abc.Stream,
-                     request: h11.Request, upstream: trio.SocketStream) -> bool:
+                     request: h11.Request, upstream: trio.SocketStream, *,
+                     capture: bytearray | None = None) -> bool:
         up = h11.Connection(h11.CLIENT)
         host, port = upstream.socket.getpeername()[:2]
         head = h11.Request(method=request.method, target=request.target,
@@ -396,9 +450,13 @@ class RuntimeFront:
             while True:  # the request body, as it comes
                 event = await _next_event(conn, stream)
                 if isinstance(event, h11.Data):
+                    if capture is not None and len(capture) <= CODE_CAPTURE:
+                        capture += event.data
                     await upstream.send_all(up.send(h11.Data(data=event.data)))
                 elif isinstance(event, h11.EndOfMessage):
                     await upstream.send_all(up.send(h11.EndOfMessage()))
+                    if capture is not None:
+                        self._captured(bytes(capture))
                     break
                 else:
                     raise _ClientGone()
@@ -456,8 +514,8 @@ async def _answer(conn: h11.Connection, stream: trio.abc.Stream, status: int, me
     """A small JSON error in the API's shape, then the connection closes."""
     if conn.our_state is not h11.SEND_RESPONSE:
         return
-    code = {403: "forbidden", 405: "method_not_allowed", 502: "runtime_unreachable",
-            503: "runtime_not_ready"}.get(status, "error")
+    code = {403: "forbidden", 405: "method_not_allowed", 413: "too_large",
+            502: "runtime_unreachable", 503: "runtime_not_ready"}.get(status, "error")
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await _send(conn, stream, h11.Response(status_code=status, headers=[
         (b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),

@@ -22,16 +22,29 @@ SHUTDOWN_POLICIES = ("keep", "sleep", "stop")
 
 @dataclass(frozen=True)
 class PlanLimits:
-    """The limits of a plan: memory in MiB and CPUs (fractions allowed)."""
+    """The limits of a plan: memory in MiB and CPUs (fractions allowed). `max_memory_mib` is
+    the ceiling up to which elasticity may raise a running runtime's memory under pressure
+    (default: twice `memory_mib`; equal to `memory_mib`: never raised)."""
 
     memory_mib: int
     cpus: float
+    max_memory_mib: int | None = None
 
     def __post_init__(self) -> None:
         if self.memory_mib < 32:
             raise ValueError("memory_mib: at least 32")
         if self.cpus <= 0:
             raise ValueError("cpus: more than 0")
+        if self.max_memory_mib is not None and self.max_memory_mib < self.memory_mib:
+            raise ValueError(f"max_memory_mib ({self.max_memory_mib}) must be at least "
+                             f"memory_mib ({self.memory_mib}): it is the ceiling elasticity "
+                             f"may raise the plan's memory to")
+
+    @property
+    def max_memory_bytes(self) -> int:
+        """The elasticity ceiling in bytes."""
+        return (self.max_memory_mib if self.max_memory_mib is not None
+                else 2 * self.memory_mib) * MiB
 
     @property
     def memory_bytes(self) -> int:
@@ -59,8 +72,10 @@ class WorkloadsOptions:
       environment), then on PATH. The run_as account of the process backend must be able to
       execute them. `runtime_image` / `editor_image`: for container backends.
     - `plans`: plan name → limits (merged over the defaults free 256 MiB/0.5 CPU, pro 512/1,
-      team 1024/2); `default_plan` for users whose plan is unknown. `editor_memory_mib` and
-      `editor_cpus` limit the editor (it is not what users pay for).
+      team 1024/2), with `max_memory_mib`, the ceiling elasticity may raise a running
+      runtime's memory to (default twice `memory_mib`); `default_plan` for users whose plan
+      is unknown. `editor_memory_mib` and `editor_cpus` limit the editor (it is not what
+      users pay for).
     - `ready_timeout`: how long a start may take before it fails (seconds).
     - `watch_interval`: how often running workloads are checked for crashes (seconds);
       `plan_check_interval`: how often a running user's plan is compared with their limits.

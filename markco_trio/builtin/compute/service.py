@@ -41,6 +41,7 @@ from ...roles import BackendCapabilities, ContainerBackend, ContainerInfo, Stora
 from ..process_backend.ports import choose_port, is_free
 from . import release
 from .actor import BOTH, OperationFailed, UserActor, first_leaf
+from .elasticity import MonitoredRuntime
 from .front import FrontStatistics, RuntimeFront, front_socket_path
 from .options import WorkloadsOptions
 from .progress import ProgressHub
@@ -159,7 +160,8 @@ class ComputeService:
             owner=self.backend.workload_owner(actor.user_id),
             hold_seconds=self.options.hold_seconds, hold_max=self.options.hold_max,
             tcp_port=tcp_port, on_execution=actor.on_execution,
-            notice=lambda: (actor.notice, actor.notice_id), now=self.now)
+            notice=lambda: (actor.notice, actor.notice_id), now=self.now,
+            on_code=actor.on_code, on_input=actor.on_input)
 
     def _front_port(self, user_id: str) -> int:
         """The user's RUNTIME_PORT: chosen once and kept (a running editor has it in its
@@ -331,12 +333,63 @@ class ComputeService:
         WebSocket traffic is not activity. Cheap: an in-memory timestamp."""
         actor = self._actors.get(user_id)
         if actor is not None:
-            actor.last_activity = self.now()
+            actor.last_activity = actor.activity[kind] = self.now()
 
     def last_activity_nowait(self, user_id: str) -> float | None:
         """Wall-clock time of the user's last activity (None: none seen)."""
         actor = self._actors.get(user_id)
         return actor.last_activity if actor else None
+
+    def monitored_nowait(self) -> list[MonitoredRuntime]:
+        """The runtimes running now, with what the monitor judges them by (no I/O)."""
+        found = []
+        for actor in self._actors.values():
+            record = actor.records[WorkloadRole.RUNTIME]
+            if record is None or record.handle is None or \
+                    not actor.ready[WorkloadRole.RUNTIME]:
+                continue
+            stats = actor.front.statistics() if actor.front else None
+            found.append(MonitoredRuntime(
+                user_id=actor.user_id, handle=record.handle,
+                plan=record.limits.get("plan"), limits=dict(record.limits),
+                activity=dict(actor.activity),
+                executions_in_flight=stats.executions_in_flight if stats else 0,
+                busy=actor.operation is not None))
+        return found
+
+    def take_executed_nowait(self, user_id: str) -> list[str]:
+        """Code executed through the user's front since the last call (for the hints)."""
+        actor = self._actors.get(user_id)
+        if actor is None or not actor.executed:
+            return []
+        code = list(actor.executed)
+        actor.executed.clear()
+        return code
+
+    def set_notice(self, user_id: str, text: str | None, notice_id: str | None) -> None:
+        """Show `text` to the user (the editor's banner, the dashboard); None clears it."""
+        actor = self._actors.get(user_id)
+        if actor is not None:
+            actor.notice, actor.notice_id = text, notice_id if text else None
+            actor.changed()
+
+    def notice_nowait(self, user_id: str) -> tuple[str | None, str | None]:
+        """The user's notice now: (text, id)."""
+        actor = self._actors.get(user_id)
+        return (actor.notice, actor.notice_id) if actor is not None else (None, None)
+
+    async def raise_memory(self, user_id: str, memory_bytes: int
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Raise the user's running runtime's memory limit in place; (before, after)."""
+        actor = self._actors.get(user_id)
+        if actor is None:
+            raise OperationFailed("the runtime is not running")
+        return await actor.raise_memory(memory_bytes)
+
+    def busy_nowait(self, user_id: str) -> bool:
+        """An operation is running or queued for the user."""
+        actor = self._actors.get(user_id)
+        return actor is not None and actor.busy()
 
     def front_statistics_nowait(self, user_id: str) -> FrontStatistics | None:
         """The user's runtime front counters (executions in flight...), None if no front."""

@@ -1,0 +1,284 @@
+"""Elasticity: what compute does about the monitor's events (DESIGN §4).
+
+The monitor (`markco_trio.builtin.monitor`) samples runtimes and raises events; this policy
+decides, one decision at a time per user, rate-limited, and publishes each decision and its
+outcome (`elasticity.decision`, then `elasticity.outcome`):
+
+- memory pressure (`migrate`, `urgent-migrate`) → raise the runtime's memory limit in place,
+  when the backend changes limits live, the plan's ceiling (`max_memory_mib`) is not reached
+  and the host keeps `host_reserve_mib` free; else tell the user (the editor's banner and the
+  dashboard: "memory almost full") — moving to another host is the seam for the several-hosts
+  issue (`_host_with_room`, None for now);
+- `critical` → the same at once, past the rate limit;
+- `idle-sleep` → sleep (checkpoint, then stop) through the user's actor;
+- `gpu-hint` → move to a host labelled `gpu` when one exists (none yet: recorded).
+
+A raised limit stays while the plan is the same (`kept_limits`, used by the actor's plan
+check); a plan change applies the new plan's limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...errors import MarkcoError
+
+if TYPE_CHECKING:
+    from .service import ComputeService
+
+log = logging.getLogger("markco.compute.elasticity")
+
+MiB = 1 << 20
+MEMORY_NOTICE = "memory-"  # prefix of the ids of the notices this policy shows
+PRESSURE = frozenset({"migrate", "urgent-migrate", "critical"})
+
+
+@dataclass(frozen=True)
+class MonitoredRuntime:
+    """A running runtime as the monitor sees it (see `ComputeService.monitored_nowait`)."""
+
+    user_id: str
+    handle: str
+    plan: str | None
+    limits: Mapping[str, Any]
+    activity: Mapping[str, float] = field(default_factory=dict)
+    executions_in_flight: int = 0
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """How the policy acts (from `[monitor]`): `raise_factor` multiplies the limit on each
+    raise (at least `raise_min_mib` more); `host_reserve_mib` stays free on the host;
+    `decision_interval` seconds between two decisions for one user (critical ones excepted)."""
+
+    raise_factor: float = 1.5
+    raise_min_mib: int = 64
+    host_reserve_mib: int = 512
+    decision_interval: float = 30.0
+
+
+def kept_limits(current: Mapping[str, Any], wanted: dict[str, Any],
+                ceiling: int) -> dict[str, Any]:
+    """The limits a plan check should leave: `wanted` (the plan's), except that memory
+    elasticity raised under the same plan, within its ceiling, stays."""
+    raised_from = current.get("raised_from")
+    memory = current.get("memory_bytes")
+    if raised_from is None or not isinstance(memory, int) or \
+            current.get("plan") != wanted.get("plan") or \
+            current.get("cpus") != wanted.get("cpus") or \
+            raised_from != wanted.get("memory_bytes") or \
+            not wanted["memory_bytes"] < memory <= ceiling:
+        return wanted
+    return {**wanted, "memory_bytes": memory, "raised_from": raised_from}
+
+
+def raised_limits(current: Mapping[str, Any], memory_bytes: int) -> dict[str, Any]:
+    """`current` with memory raised to `memory_bytes`, remembering the plan's own."""
+    after = dict(current)
+    after.setdefault("raised_from", current.get("memory_bytes"))
+    after.setdefault("cpus", 1.0)
+    after["memory_bytes"] = memory_bytes
+    return after
+
+
+def host_available_bytes() -> int | None:
+    """`MemAvailable` of this host (None: unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def next_limit(*, current: int, ceiling: int, available: int | None, reserve: int,
+               factor: float, minimum_step: int) -> tuple[int, str]:
+    """The raised limit (a whole MiB) and why; equal to `current` when there is no room (the
+    reason says whether the plan's ceiling or the host stopped it)."""
+    target = max(int(current * factor), current + minimum_step)
+    target = min(math.ceil(target / MiB) * MiB, ceiling)
+    if target <= current:
+        return current, f"the plan's ceiling of {ceiling >> 20} MiB is reached"
+    if available is not None:
+        room = available - reserve
+        if room < target - current:
+            target = current + max(0, room) // MiB * MiB
+            if target <= current:
+                return current, (f"the host has {max(available, 0) >> 20} MiB free and keeps "
+                                 f"{reserve >> 20} MiB in reserve")
+    return target, "room on this host within the plan's ceiling"
+
+
+@dataclass
+class PolicyStatistics:
+    """Counts of decisions by outcome."""
+
+    decisions: int = 0
+    raised: int = 0
+    notified: int = 0
+    slept: int = 0
+    failed: int = 0
+    skipped_busy: int = 0
+    rate_limited: int = 0
+
+
+class ElasticityPolicy:
+    """See the module doc. One per compute service (`ComputeService.elasticity`)."""
+
+    def __init__(self, service: ComputeService, settings: PolicySettings | None = None) -> None:
+        self.svc = service
+        self.settings = settings or PolicySettings()
+        self.stats = PolicyStatistics()
+        self._deciding: set[str] = set()
+        self._last: dict[str, float] = {}
+        self.available = host_available_bytes  # replaceable: tests, and remote hosts later
+
+    def statistics(self) -> PolicyStatistics:
+        """The counters."""
+        return self.stats
+
+    def _begin(self, user_id: str, *, urgent: bool) -> bool:
+        """Whether a decision for `user_id` may be taken now (one at a time, rate-limited)."""
+        if user_id in self._deciding or self.svc.busy_nowait(user_id):
+            self.stats.skipped_busy += 1
+            return False
+        now = trio.current_time()
+        if not urgent and now - self._last.get(user_id, -math.inf) < \
+                self.settings.decision_interval:
+            self.stats.rate_limited += 1
+            return False
+        self._deciding.add(user_id)
+        self._last[user_id] = now
+        self.stats.decisions += 1
+        return True
+
+    async def _decided(self, user_id: str, trigger: str, action: str, reason: str,
+                       **data: Any) -> None:
+        await self.svc.publish("elasticity.decision", user_id, {
+            "trigger": trigger, "action": action, "reason": reason, **data})
+
+    async def _outcome(self, user_id: str, trigger: str, action: str, outcome: str,
+                       **data: Any) -> None:
+        await self.svc.publish("elasticity.outcome", user_id, {
+            "trigger": trigger, "action": action, "outcome": outcome, **data})
+
+    # ------------------------------------------------------------------ memory pressure
+
+    async def on_pressure(self, user_id: str, trigger: str, *, working_set: int,
+                          limit: int) -> None:
+        """A pressure event (`migrate`, `urgent-migrate`, `critical`) of the user's runtime."""
+        if trigger not in PRESSURE or not self._begin(user_id, urgent=trigger == "critical"):
+            return
+        try:
+            await self._relieve(user_id, trigger, working_set=working_set, limit=limit)
+        finally:
+            self._deciding.discard(user_id)
+
+    async def _relieve(self, user_id: str, trigger: str, *, working_set: int,
+                       limit: int) -> None:
+        svc = self.svc
+        user = await svc.storage.get_user(user_id)
+        plan, limits = svc.options.limits_for(user.plan if user else None)
+        ceiling = limits.max_memory_bytes
+        percent = round(100.0 * working_set / limit, 1) if limit else 0.0
+        if not svc.capabilities.update_limits_live:
+            target, why = limit, f"the {svc.backend.name} backend cannot change limits live"
+        else:
+            target, why = next_limit(current=limit, ceiling=ceiling, available=self.available(),
+                                     reserve=self.settings.host_reserve_mib * MiB,
+                                     factor=self.settings.raise_factor,
+                                     minimum_step=self.settings.raise_min_mib * MiB)
+        if target > limit:
+            await self._decided(user_id, trigger, "raise_limit", why, plan=plan,
+                                memory_percent=percent, from_bytes=limit, to_bytes=target)
+            try:
+                before, after = await svc.raise_memory(user_id, target)
+            except MarkcoError as exc:
+                self.stats.failed += 1
+                await self._outcome(user_id, trigger, "raise_limit", "failed", error=str(exc))
+                why = f"raising the limit failed: {exc}"
+            else:
+                self.stats.raised += 1
+                self._clear_notice(user_id)
+                await self._outcome(user_id, trigger, "raise_limit", "done",
+                                    before=before, after=after)
+                await svc.publish("runtime.limits_changed", user_id,
+                                  {"before": before, "after": after, "reason": trigger})
+                return
+        host = self._host_with_room(user_id, working_set)
+        if host is not None:  # pragma: no cover - the several-hosts issue fills this in
+            return
+        await self._decided(user_id, trigger, "notify", why, plan=plan,
+                            memory_percent=percent, limit_bytes=limit)
+        notice_id = f"{MEMORY_NOTICE}{trio.current_time():.0f}"
+        svc.set_notice(user_id, (
+            f"Memory almost full: your runtime uses {percent:g} % of its {limit >> 20} MiB "
+            f"and cannot get more ({why}). Free some memory (del big objects) or save your "
+            f"work: going over the limit restarts the runtime and loses its variables."),
+            notice_id)
+        self.stats.notified += 1
+        await self._outcome(user_id, trigger, "notify", "done", notice_id=notice_id)
+
+    def _host_with_room(self, user_id: str, working_set: int) -> str | None:
+        """Another host with room for the runtime (a move): none until several hosts exist."""
+        return None
+
+    def relieved(self, user_id: str) -> None:
+        """Memory fell back well below the thresholds: the "almost full" notice goes."""
+        self._clear_notice(user_id)
+
+    def _clear_notice(self, user_id: str) -> None:
+        _, notice_id = self.svc.notice_nowait(user_id)
+        if notice_id is not None and notice_id.startswith(MEMORY_NOTICE):
+            self.svc.set_notice(user_id, None, None)
+
+    # ------------------------------------------------------------------ idleness and hints
+
+    async def on_idle(self, user_id: str, *, idle_for: float, last: str) -> bool:
+        """`idle-sleep`: checkpoint and stop the user's runtime (and editor); True when it
+        sleeps now."""
+        if not self._begin(user_id, urgent=True):
+            return False
+        try:
+            checkpointer = self.svc.ctx.checkpointer
+            if checkpointer is None or \
+                    not checkpointer.capabilities(self.svc.backend).checkpoint:
+                await self._decided(user_id, "idle-sleep", "none",
+                                    "no checkpointer can checkpoint this backend's runtimes: "
+                                    "it keeps running", idle_seconds=round(idle_for))
+                return False
+            await self._decided(user_id, "idle-sleep", "sleep",
+                                f"idle for {idle_for:.0f} s (last: {last})",
+                                idle_seconds=round(idle_for))
+            try:
+                await self.svc.sleep(user_id, reason=f"idle for {idle_for:.0f} s")
+            except MarkcoError as exc:
+                self.stats.failed += 1
+                await self._outcome(user_id, "idle-sleep", "sleep", "failed", error=str(exc))
+                return False
+            self.stats.slept += 1
+            await self._outcome(user_id, "idle-sleep", "sleep", "done")
+            return True
+        finally:
+            self._deciding.discard(user_id)
+
+    async def on_hint(self, user_id: str, hint: str, reasons: tuple[str, ...]) -> None:
+        """`gpu-hint`: a host labelled `gpu` would be the place; none exists yet."""
+        if hint != "gpu-hint" or not self._begin(user_id, urgent=True):
+            return
+        try:
+            await self._decided(user_id, hint, "record",
+                                "no host labelled gpu (several hosts are a later issue)",
+                                reasons=list(reasons))
+            await self._outcome(user_id, hint, "record", "done")
+        finally:
+            self._deciding.discard(user_id)
