@@ -16,6 +16,19 @@ Routes (all relative to the `BASE_PATH` markco strips):
                                  tell the user (from the runtime front; never wakes the runtime)
     WS   /ws                     notifications (files, executions) and commands
 
+The mrmd editor (the default; see `mrmd_ui`, `bridge`, `sync` and static/mrmd-shim.js):
+
+    GET  /                       the mrmd UI's page (the basic page with MARKCO_EDITOR=basic
+                                 or when the UI cache is missing); GET /basic: the basic page
+    GET  /ui/<path>              the UI's files (bundle, fonts, icons, xterm)
+    POST /api/bridge             {"call", "args"} -> {"value"}: window.electronAPI, server side
+    POST /api/activity           204: the page saw the user type or click (the proxy reports a
+                                 non-GET request as activity: typing travels over the sync
+                                 WebSocket, which it does not report)
+    GET  /files/<path>           a file's bytes (images the notebooks show), sandboxed
+    *    /mrp/v1/<path>          forwarded to this editor's own runtime front, nowhere else
+    WS   /sync/<folder>/<name>   the Yjs document of <folder>/<name>.md (y-websocket)
+
 An entry is {"path", "size", "mtime", "version"}. Errors are
 `{"error": {"code", "message"}}` with a 4xx/5xx status.
 
@@ -26,12 +39,14 @@ state-changing request or WebSocket from another origin (Origin, Sec-Fetch-Site)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import MutableMapping
 from functools import partial
 from typing import Any
 
+import httpx
 import trio
 
 from markco_editor.asgi import (
@@ -46,12 +61,16 @@ from markco_editor.asgi import (
     send_error,
     send_json,
 )
+from markco_editor.bridge import Bridge, BridgeError
 from markco_editor.executor import MAX_CODE_BYTES, ExecutionRefused, Executor, new_exec_id
 from markco_editor.guard import HostAndOrigin
 from markco_editor.hub import Hub, Message, Subscription
+from markco_editor.mrmd_ui import CONTENT_SECURITY_POLICY as MRMD_CSP
+from markco_editor.mrmd_ui import MrmdUI, UIUnavailable
 from markco_editor.page import CONTENT_SECURITY_POLICY, PageRenderer, StaticAsset
 from markco_editor.runtime import RuntimeUnavailable
 from markco_editor.settings import EditorSettings
+from markco_editor.sync import DocumentSync
 from markco_editor.watcher import FileWatcher
 from markco_editor.workspace import MAX_FILE_BYTES, Workspace, WorkspaceError
 
@@ -65,6 +84,12 @@ _MAX_EXECUTE_BODY = 2 * MAX_CODE_BYTES + 4096
 _SSE_KEEPALIVE_SECONDS = 15.0
 _HELLO_WAIT_SECONDS = 2.0
 _FILES_PREFIX = "/api/files/"
+_MAX_BRIDGE_BODY = 4 * MAX_FILE_BYTES + 4096  # asset bytes travel as a JSON list
+_MAX_MRP_BODY = 2 * MAX_CODE_BYTES + 4096
+_RAW_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+              "gif": "image/gif", "webp": "image/webp", "svg": "image/svg+xml",
+              "pdf": "application/pdf", "md": "text/plain; charset=utf-8",
+              "txt": "text/plain; charset=utf-8", "csv": "text/plain; charset=utf-8"}
 
 
 class EditorApp:
@@ -79,6 +104,7 @@ class EditorApp:
         watcher: FileWatcher,
         renderer: PageRenderer,
         assets: dict[str, StaticAsset],
+        sync: DocumentSync | None = None,
     ) -> None:
         self._settings = settings
         self._workspace = workspace
@@ -91,6 +117,18 @@ class EditorApp:
         # version check.
         self._write_lock = trio.Lock()
         self._guard = HostAndOrigin(settings.public_url)
+        self._sync = sync if sync is not None else DocumentSync(workspace)
+        self._bridge = Bridge(workspace, runtime_configured=settings.runtime_configured,
+                              on_saved=self._note_saved_path)
+        self._ui = (MrmdUI(settings.ui_dir, settings.base_path)
+                    if settings.ui == "mrmd" and settings.ui_dir is not None else None)
+
+    def _note_saved_path(self, path: str) -> None:
+        # Called in the bridge's worker thread: the hub lives in trio's.
+        with contextlib.suppress(WorkspaceError, OSError):
+            entry, _ = self._workspace.read(path)
+            trio.from_thread.run_sync(
+                partial(self._watcher.note_saved, entry, created=False, by=None))
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         """The ASGI entry point. Every request and WebSocket first passes the Host and Origin
@@ -143,9 +181,28 @@ class EditorApp:
         if path == "/health":
             _allow(method, "GET", "HEAD")
             await send_json(send, 200, self._health(), head_only=head_only)
-        elif path == "/":
+        elif path == "/" and self._ui is not None:
+            _allow(method, "GET", "HEAD")
+            await self._mrmd_page(send, head_only=head_only)
+        elif path in ("/", "/basic"):
             _allow(method, "GET", "HEAD")
             await self._page(request, send, head_only=head_only)
+        elif path.startswith("/ui/") and self._ui is not None:
+            _allow(method, "GET", "HEAD")
+            await self._ui_file(request, send, path.removeprefix("/ui/"), head_only)
+        elif path == "/api/bridge":
+            _allow(method, "POST")
+            await self._bridge_call(request, send)
+        elif path == "/api/activity":
+            _allow(method, "POST")
+            await request.body(1024)
+            await send_bytes(send, 204, b"", "text/plain")
+        elif path.startswith("/files/"):
+            _allow(method, "GET", "HEAD")
+            await self._raw_file(send, path.removeprefix("/files/"), head_only)
+        elif path.startswith("/mrp/v1/"):
+            _allow(method, "GET", "POST")
+            await self._mrp(request, send)
         elif path.startswith("/static/"):
             _allow(method, "GET", "HEAD")
             await self._static(request, send, path.removeprefix("/static/"), head_only)
@@ -283,9 +340,103 @@ class EditorApp:
             raise HTTPError(503, "runtime_unavailable", str(exc)) from None
         await send_json(send, 200, notice)
 
+    # -- the mrmd editor ----------------------------------------------------------------------
+
+    async def _mrmd_page(self, send: ASGISend, *, head_only: bool) -> None:
+        assert self._ui is not None
+        try:
+            body = await trio.to_thread.run_sync(self._ui.page)
+        except (UIUnavailable, OSError) as exc:
+            raise HTTPError(500, "editor_ui_unavailable", str(exc)) from None
+        headers = (("content-security-policy", MRMD_CSP), ("cache-control", "no-store"))
+        await send_bytes(send, 200, body, "text/html; charset=utf-8", headers,
+                         head_only=head_only)
+
+    async def _ui_file(self, request: Request, send: ASGISend, rel: str,
+                       head_only: bool) -> None:
+        assert self._ui is not None
+        found = await trio.to_thread.run_sync(self._ui.file, rel)
+        if found is None:
+            raise HTTPError(404, "not_found", f"no editor file {rel!r}")
+        headers = (("etag", found.etag), ("cache-control", "no-cache"))
+        if request.header("if-none-match") == found.etag:
+            await send_bytes(send, 304, b"", found.content_type, headers, head_only=True)
+            return
+        body = await trio.to_thread.run_sync(found.path.read_bytes)
+        await send_bytes(send, 200, body, found.content_type, headers, head_only=head_only)
+
+    async def _bridge_call(self, request: Request, send: ASGISend) -> None:
+        body = await request.json(_MAX_BRIDGE_BODY)
+        call, args = body.get("call"), body.get("args", [])
+        if not isinstance(call, str) or not isinstance(args, list):
+            raise HTTPError(400, "bad_request", "expected {\"call\": name, \"args\": [...]}")
+        try:
+            value = await trio.to_thread.run_sync(self._bridge.call, call, args)
+        except BridgeError as exc:
+            raise HTTPError(400, "bad_call", str(exc)) from None
+        await send_json(send, 200, {"value": value})
+
+    async def _raw_file(self, send: ASGISend, rel: str, head_only: bool) -> None:
+        data = await trio.to_thread.run_sync(self._workspace.read_bytes, rel)
+        suffix = rel.rpartition(".")[2].lower()
+        content_type = _RAW_TYPES.get(suffix, "application/octet-stream")
+        # A user's SVG or HTML must not run as this origin's page.
+        headers = (("content-security-policy", "sandbox; default-src 'none'; "
+                    "img-src 'self' data:; style-src 'unsafe-inline'"),
+                   ("cache-control", "no-cache"))
+        await send_bytes(send, 200, data, content_type, headers, head_only=head_only)
+
+    async def _mrp(self, request: Request, send: ASGISend) -> None:
+        """Forward an MRP call of the page to this editor's runtime front (never any other
+        address: the path is all the page chooses)."""
+        runtime = self._executor.runtime
+        if runtime is None:
+            raise HTTPError(503, "runtime_unavailable", "this editor has no runtime")
+        path = request.path
+        if ".." in path.split("/") or "//" in path:
+            raise HTTPError(400, "bad_path", f"{path!r} is not an MRP path")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        body = await request.body(_MAX_MRP_BODY) if request.method == "POST" else b""
+        target = path + (f"?{query}" if query else "")
+        try:
+            async with runtime.forward(request.method, target, body,
+                                       request.header("content-type")) as response:
+                headers = [(b"content-type", response.headers.get(
+                    "content-type", "application/octet-stream").encode()),
+                    (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"),
+                    (b"x-content-type-options", b"nosniff")]
+                await send({"type": "http.response.start", "status": response.status_code,
+                            "headers": headers})
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        except RuntimeUnavailable as exc:
+            raise HTTPError(503, "runtime_unavailable", str(exc)) from None
+        except httpx.HTTPError as exc:
+            log.warning("the runtime's answer broke off: %s", exc)
+
+    async def _sync_socket(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        """`/sync/<folder>/<name>`: the Yjs room of `<folder>/<name>.md`. The file must
+        exist inside the workspace; anything else is closed before the handshake."""
+        rel = scope["path"].removeprefix("/sync/") + ".md"
+        try:
+            await trio.to_thread.run_sync(self._workspace.read, rel)
+        except WorkspaceError as exc:
+            log.info("sync refused for %r: %s", rel, exc.message)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        ws = WebSocket(scope, receive, send)
+        if not await ws.accept():
+            return
+        await self._sync.serve(ws, rel)
+
     # -- WebSocket ---------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["path"].startswith("/sync/"):
+            await self._sync_socket(scope, receive, send)
+            return
         if scope["path"] != "/ws":
             await send({"type": "websocket.close", "code": 1008})  # before accept: a 403
             return

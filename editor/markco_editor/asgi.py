@@ -221,6 +221,25 @@ class WebSocket:
                     text = (message.get("bytes") or b"").decode("utf-8", "replace")
                 return str(text)
 
+    async def receive_bytes(self) -> bytes | None:
+        """The next message as bytes (a text one encoded as UTF-8); None once closed."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self.closed = True
+                return None
+            if message["type"] == "websocket.receive":
+                data = message.get("bytes")
+                if data is None:
+                    data = str(message.get("text") or "").encode("utf-8")
+                return bytes(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send one binary message."""
+        async with self._send_lock:
+            if not self.closed:
+                await self._send({"type": "websocket.send", "bytes": data})
+
     async def send_json(self, value: Any) -> None:
         """Send one JSON text message."""
         text = json.dumps(value, ensure_ascii=False)

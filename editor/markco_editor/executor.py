@@ -76,6 +76,11 @@ class Executor:
         self._running: str | None = None
 
     @property
+    def runtime(self) -> RuntimeClient | None:
+        """The runtime front's client (None when this editor has no runtime)."""
+        return self._runtime
+
+    @property
     def running(self) -> str | None:
         """The execId of the execution in progress, if any."""
         return self._running

@@ -11,8 +11,8 @@ runtime, so it can be polled.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, cast
@@ -104,6 +104,25 @@ class RuntimeClient:
                     await on_event(MRPEvent(event.name, _json_object(event.data)))
         except httpx.HTTPError as exc:
             raise RuntimeUnavailable(_describe(exc, self.address)) from exc
+
+    @asynccontextmanager
+    async def forward(self, method: str, path: str, body: bytes,
+                      content_type: str | None) -> AsyncIterator[httpx.Response]:
+        """Send one MRP request of the page's (`path` under `/mrp/v1/`, already checked) to
+        the runtime front and yield the streaming response. Only the method, path, body and
+        content type travel: none of the browser's headers (the front refuses what looks
+        like a browser) and no other address. Raises `RuntimeUnavailable`."""
+        headers = {"content-type": content_type} if content_type else {}
+        try:
+            request = self._http.build_request(method, path, content=body or None,
+                                               headers=headers)
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise RuntimeUnavailable(_describe(exc, self.address)) from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def interrupt(self) -> bool:
         """Interrupt the running cell (`POST /mrp/v1/interrupt`); whether the runtime did."""

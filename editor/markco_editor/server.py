@@ -17,6 +17,7 @@ from markco_editor.hub import Hub
 from markco_editor.page import PageRenderer, load_static_assets
 from markco_editor.runtime import RuntimeClient
 from markco_editor.settings import EditorSettings
+from markco_editor.sync import DocumentSync
 from markco_editor.watcher import FileWatcher
 from markco_editor.workspace import Workspace
 
@@ -60,12 +61,16 @@ async def serve_editor(
         executor = Executor(runtime, hub)
         watcher = FileWatcher(workspace, hub)
         assets = load_static_assets()
+        sync = DocumentSync(
+            workspace, lambda entry: watcher.note_saved(entry, created=False, by=None))
         app = EditorApp(
-            settings, workspace, hub, executor, watcher, PageRenderer(settings, assets), assets
+            settings, workspace, hub, executor, watcher, PageRenderer(settings, assets), assets,
+            sync,
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(executor.run)
             nursery.start_soon(watcher.run)
+            nursery.start_soon(sync.run)
             binds: list[str] = await nursery.start(
                 partial(hypercorn.trio.serve, app, _hypercorn_config(settings))  # type: ignore[arg-type]
             )

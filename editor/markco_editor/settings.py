@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from markco_editor.mrmd_ui import find_ui_dir
+
 __all__ = ["EditorSettings", "Owner", "SettingsError"]
 
 # A BASE_PATH goes into `<base href>` and into URLs: plain path characters only.
@@ -48,6 +50,10 @@ class EditorSettings:
     cloud_mode: bool
     owner: Owner
     public_url: str = ""
+    # "mrmd" (the default): the mrmd editor UI from `ui_dir` at `/`; "basic": the textarea
+    # editor. The basic editor is also what `/` serves when the UI cache is missing.
+    ui: str = "mrmd"
+    ui_dir: Path | None = None
 
     @property
     def runtime_configured(self) -> bool:
@@ -76,6 +82,8 @@ class EditorSettings:
             runtime_port=runtime_port,
             cloud_mode=env.get("CLOUD_MODE", "").strip() in ("1", "true", "yes"),
             public_url=env.get("MARKCO_PUBLIC_URL", "").strip(),
+            ui=_ui(env.get("MARKCO_EDITOR", "")),
+            ui_dir=find_ui_dir(dict(env)),
             owner=Owner(
                 id=env.get("CLOUD_USER_ID", ""),
                 name=env.get("CLOUD_USER_NAME", ""),
@@ -99,6 +107,13 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}={raw!r} is out of range (expected 1-65535)")
     return port
+
+
+def _ui(raw: str) -> str:
+    ui = raw.strip().lower() or "mrmd"
+    if ui not in ("mrmd", "basic"):
+        raise SettingsError(f"MARKCO_EDITOR={raw!r} is not an editor; use 'mrmd' or 'basic'")
+    return ui
 
 
 def _base_path(raw: str) -> str:

@@ -100,13 +100,14 @@ class Workspace:
 
     # -- confinement -------------------------------------------------------------------------
 
-    def resolve(self, path: str) -> tuple[str, Path]:
+    def resolve(self, path: str, *, markdown: bool = True) -> tuple[str, Path]:
         """Check a client-given relative path; return it normalised and its real location.
+        `markdown=False` allows any file name (assets, folders) under the same rules.
 
         Raises `WorkspaceError` (400 `bad_path`/`not_markdown`, 403 `outside_workspace`)
         naming what was wrong.
         """
-        rel = _check_relative(path)
+        rel = _check_relative(path, markdown=markdown)
         candidate = self.root.joinpath(*rel.parts)
         try:
             real = Path(os.path.realpath(candidate))
@@ -120,8 +121,69 @@ class Workspace:
                 "only files inside your directory can be opened",
             )
         # A link inside may point at a hidden or non-markdown file: the rules hold for both ends.
-        _check_relative(real.relative_to(self.root).as_posix(), shown=path)
+        _check_relative(real.relative_to(self.root).as_posix(), shown=path, markdown=markdown)
         return rel.as_posix(), real
+
+    def read_bytes(self, path: str) -> bytes:
+        """Any regular file's bytes (an asset), confined like `read`; 404 if absent, 413 if
+        larger than `MAX_FILE_BYTES`."""
+        rel, real = self.resolve(path, markdown=False)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise WorkspaceError(404, "not_found", f"{rel!r} does not exist") from None
+        except OSError as exc:
+            raise WorkspaceError(400, "not_a_file", f"{rel!r} cannot be read: {exc}") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise WorkspaceError(413, "too_large", f"{rel!r} is larger than "
+                                     f"{MAX_FILE_BYTES} bytes")
+            return f.read(MAX_FILE_BYTES + 1)
+
+    def write_bytes(self, path: str, data: bytes, *, exclusive: bool) -> str:
+        """Write any file (an asset) atomically, confined like `write`; `exclusive` refuses
+        to replace one (409 `exists`). Returns the normalised path."""
+        rel, real = self.resolve(path, markdown=False)
+        if len(data) > MAX_FILE_BYTES:
+            raise WorkspaceError(413, "too_large", f"{rel!r} would be larger than "
+                                 f"{MAX_FILE_BYTES} bytes")
+        self._make_parents(rel, real, existed=False)
+        try:
+            _write_atomic(real, data, mode=_NEW_FILE_MODE, exclusive=exclusive)
+        except FileExistsError:
+            raise WorkspaceError(409, "exists", f"{rel!r} already exists") from None
+        except OSError as exc:
+            raise write_failed(rel, exc, existed=not exclusive) from None
+        return rel
+
+    def delete(self, path: str) -> None:
+        """Remove one markdown file (never a folder); 404 if absent."""
+        rel, real = self.resolve(path)
+        try:
+            if not stat.S_ISREG(os.lstat(real).st_mode):
+                raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
+            os.unlink(real)
+        except FileNotFoundError:
+            raise WorkspaceError(404, "not_found", f"{rel!r} does not exist") from None
+
+    def move(self, source: str, target: str) -> str:
+        """Rename a markdown file inside the workspace; 409 if the target exists."""
+        src_rel, src = self.resolve(source)
+        dst_rel, dst = self.resolve(target)
+        if not src.is_file():
+            raise WorkspaceError(404, "not_found", f"{src_rel!r} does not exist")
+        self._make_parents(dst_rel, dst, existed=False)
+        try:
+            os.link(src, dst)  # refuses to replace an existing file
+        except FileExistsError:
+            raise WorkspaceError(409, "exists", f"{dst_rel!r} already exists") from None
+        except OSError as exc:
+            raise write_failed(dst_rel, exc, existed=False) from None
+        os.unlink(src)
+        return dst_rel
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -285,7 +347,8 @@ def write_failed(rel: str, exc: OSError, *, existed: bool) -> WorkspaceError:
         "Try again; if it keeps failing, tell your administrator")
 
 
-def _check_relative(path: str, *, shown: str | None = None) -> PurePosixPath:
+def _check_relative(path: str, *, shown: str | None = None,
+                    markdown: bool = True) -> PurePosixPath:
     shown = path if shown is None else shown
     if not isinstance(path, str) or not path:
         raise WorkspaceError(400, "bad_path", "a file path is required")
@@ -310,7 +373,7 @@ def _check_relative(path: str, *, shown: str | None = None) -> PurePosixPath:
             "does not open"
         )
     rel = PurePosixPath(path)
-    if rel.suffix.lower() not in MARKDOWN_SUFFIXES:
+    if markdown and rel.suffix.lower() not in MARKDOWN_SUFFIXES:
         raise WorkspaceError(
             400, "not_markdown", f"{shown!r} is not a markdown file; the editor opens .md files"
         )

@@ -40,7 +40,7 @@ async def test_the_editor_shows_the_fronts_notice_without_touching_the_runtime(
         quiet = await client.get("/api/notice")
         current.update(notice=NOTICE, id="op-7")
         told = await client.get("/api/notice")
-        page = await client.get("/")
+        page = await client.get("/basic")
         posted = await client.post("/api/notice", json={})
     assert quiet.status_code == 200 and quiet.json() == {"notice": None, "id": None}
     assert told.status_code == 200 and told.json() == {"notice": NOTICE, "id": "op-7"}

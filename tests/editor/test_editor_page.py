@@ -10,7 +10,7 @@ import httpx
 async def test_page_sets_base_href_to_base_path_and_uses_only_relative_urls(
     editor: httpx.AsyncClient,
 ) -> None:
-    resp = await editor.get("/")
+    resp = await editor.get("/basic")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/html")
     html = resp.text
@@ -20,20 +20,20 @@ async def test_page_sets_base_href_to_base_path_and_uses_only_relative_urls(
 
 
 async def test_page_shows_the_owner_in_the_header_bar(editor: httpx.AsyncClient) -> None:
-    html = (await editor.get("/", headers={"X-Markco-User": "alice"})).text
+    html = (await editor.get("/basic", headers={"X-Markco-User": "alice"})).text
     assert re.search(r'<span class="who" id="who">Alice Liddell</span>', html)
 
 
 async def test_page_shows_a_visitor_who_is_not_the_owner(editor: httpx.AsyncClient) -> None:
     headers = {"X-Markco-User": "<b>bob</b>", "X-Markco-Role": "collaborator"}
-    html = (await editor.get("/", headers=headers)).text
+    html = (await editor.get("/basic", headers=headers)).text
     assert "signed in as &lt;b&gt;bob&lt;/b&gt; (collaborator)" in html
 
 
 async def test_page_has_no_inline_script_or_style_and_a_strict_csp(
     editor: httpx.AsyncClient,
 ) -> None:
-    resp = await editor.get("/")
+    resp = await editor.get("/basic")
     csp = resp.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert re.findall(r"<script[^>]*>", resp.text) == [
@@ -50,7 +50,7 @@ async def test_page_lists_the_markdown_files(editor: httpx.AsyncClient, user_dir
 
     assert isinstance(user_dir, Path)
     (user_dir / "Welcome.md").write_text("# hi\n")
-    assert '<a href="#Welcome.md">Welcome.md</a>' in (await editor.get("/")).text
+    assert '<a href="#Welcome.md">Welcome.md</a>' in (await editor.get("/basic")).text
 
 
 async def test_static_files_are_served_and_revalidated_by_etag(

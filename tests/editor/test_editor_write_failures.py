@@ -158,7 +158,7 @@ async def test_the_page_shows_the_full_disk_message_when_a_save_fails(
 
     base_url = await serve_in_process(BASE_PATH="/")  # no proxy in front to strip /u/alice/
     async with chromium(tmp_path / "chromium") as browser:
-        await browser.call("Page.navigate", {"url": f"{base_url}/#notes.md"})
+        await browser.call("Page.navigate", {"url": f"{base_url}/basic#notes.md"})
         await browser.wait_for("document.getElementById('source').value.includes("
                                "'the previous version')")
         fill(user_dir)
