@@ -16,10 +16,12 @@ id, so a recycled PID is never adopted (nor its network namespace dialled).
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,10 @@ class ProcessBackend(ProcessCheckpointing):
         self._notes: list[str] = []
         self._locks: dict[str, trio.Lock] = {}
         self._setsid = "setsid"
+        # Ports handed out by `_pick_port` (which runs in worker threads), by workload, so two
+        # starts at once never get the same one before either is saved.
+        self._picked: dict[str, int] = {}
+        self._port_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ProcessBackend({str(self.state_dir)!r}, deployment={self.deployment_id!r})"
@@ -275,6 +281,14 @@ class ProcessBackend(ProcessCheckpointing):
                            f"({self.deployment_id!r})")
         return state
 
+    async def _load_async(self, handle: str) -> WorkloadState:
+        """`_load` in a worker thread: the state is a JSON file (no disk I/O on trio's)."""
+        return await trio.to_thread.run_sync(self._load, handle)
+
+    async def _info_async(self, state: WorkloadState) -> ContainerInfo:
+        """`_info` in a worker thread: it reads /proc, the cgroups and the status file."""
+        return await trio.to_thread.run_sync(self._info, state)
+
     def _lock(self, handle: str) -> trio.Lock:
         return self._locks.setdefault(handle, trio.Lock())
 
@@ -348,7 +362,7 @@ class ProcessBackend(ProcessCheckpointing):
         await trio.to_thread.run_sync(save, self._dir(state.name), state)
 
     def _reserved_ports(self, except_name: str) -> set[int]:
-        reserved = set()
+        reserved = {port for name, port in self._picked.items() if name != except_name}
         for directory in self.state_dir.iterdir():
             if directory.name == except_name:
                 continue
@@ -365,9 +379,10 @@ class ProcessBackend(ProcessCheckpointing):
             raise BackendError(f"process backend: {spec.name!r} is not a valid workload name")
         async with self._lock(spec.name):
             directory = self._dir(spec.name)
-            if load(directory) is not None:
+            if await trio.to_thread.run_sync(load, directory) is not None:
                 raise Conflict(f"process backend: a workload named {spec.name!r} exists")
-            executable = launch.find_executable(spec.command[0], self.options.path) \
+            executable = await trio.to_thread.run_sync(
+                launch.find_executable, spec.command[0], self.options.path) \
                 if spec.command else None
             if executable is None:
                 raise BackendError(f"process backend: cannot find {spec.command[:1]!r} on the "
@@ -376,7 +391,9 @@ class ProcessBackend(ProcessCheckpointing):
             owner = self.workload_owner(spec.user_id)
             await trio.to_thread.run_sync(self._prepare_user_dir, spec.user_dir, owner)
             if owner is not None:
-                launch.check_runnable(executable, *owner, who=self._who(owner))
+                who = self._who(owner)
+                await trio.to_thread.run_sync(
+                    lambda: launch.check_runnable(executable, *owner, who=who))
             labels = {**spec.labels, LABEL_DEPLOYMENT: self.deployment_id,
                       LABEL_USER: spec.user_id, LABEL_ROLE: WorkloadRole(spec.role).value}
             groups = cgroups.WorkloadCgroups.for_workload(self._cgroup_parents, spec.name)
@@ -388,9 +405,9 @@ class ProcessBackend(ProcessCheckpointing):
                 uid=owner[0] if owner else None, gid=owner[1] if owner else None,
                 namespaces=self._namespaces, network=self._ip is not None,
                 cgroups={k: str(v) for k, v in groups.dirs.items()})
-            directory.mkdir(mode=0o700, exist_ok=True)
+            await trio.to_thread.run_sync(lambda: directory.mkdir(mode=0o700, exist_ok=True))
             await self._save(state)
-            return self._info(state)
+            return await self._info_async(state)
 
     def _who(self, owner: tuple[int, int]) -> str:
         return f"the workloads' account (uid {owner[0]})"
@@ -438,20 +455,21 @@ class ProcessBackend(ProcessCheckpointing):
     async def start(self, handle: str) -> ContainerInfo:
         """Launch the workload (see `launch`); a running one is returned as it is."""
         async with self._lock(handle):
-            state = self._load(handle)
-            if self._alive(state):
-                return self._info(state)
+            state = await self._load_async(handle)
+            if await trio.to_thread.run_sync(self._alive, state):
+                return await self._info_async(state)
             await self._kill_tree(state)  # leftovers of a previous run, if any
             directory = self._dir(handle)
             groups = self._cgroups(state)
             await trio.to_thread.run_sync(self._prepare_cgroups, state, groups)
-            state.port = self._pick_port(state)
+            state.port = await trio.to_thread.run_sync(self._pick_port, state)
             host, port = BIND_HOST, state.port
             command = [launch.resolve(a, host=host, port=port, user_dir=state.user_dir)
                        for a in state.command]
             env = launch.build_env(
                 {k: launch.resolve(v, host=host, port=port, user_dir=state.user_dir)
                  for k, v in state.env.items()}, path=self.options.path, home=state.user_dir)
+            private_tmp = await trio.to_thread.run_sync(self._private_tmp, state, command, env)
             argv = launch.build_argv(
                 command=command, cgroup_procs=groups.procs_files(),
                 status_file=str(directory / STATUS_FILE), pid_file=str(directory / PID_FILE),
@@ -459,13 +477,15 @@ class ProcessBackend(ProcessCheckpointing):
                 user=(state.uid, state.gid) if state.uid is not None and state.gid is not None
                 else None, unshare=self._unshare, setpriv=self._setpriv, setsid=self._setsid,
                 ip=self._ip if state.network else None, mount=self._mount or "mount",
-                private_tmp=self._private_tmp(state, command, env))
-            (directory / STATUS_FILE).unlink(missing_ok=True)
-            pid = await trio.to_thread.run_sync(
-                lambda: launch.spawn(argv, env=env, cwd=state.user_dir,
-                                     log_path=directory / LOG_FILE,
-                                     pid_file=directory / PID_FILE))
-            identity = procs.identify(pid)
+                private_tmp=private_tmp)
+
+            def spawn() -> tuple[int, procs.ProcessIdentity | None, int]:
+                (directory / STATUS_FILE).unlink(missing_ok=True)
+                pid = launch.spawn(argv, env=env, cwd=state.user_dir,
+                                   log_path=directory / LOG_FILE, pid_file=directory / PID_FILE)
+                return pid, procs.identify(pid), groups.oom_kills()
+
+            pid, identity, oom_kills = await trio.to_thread.run_sync(spawn)
             state.pid = pid
             state.start_ticks = identity.start_ticks if identity else None
             state.boot_id = identity.boot_id if identity else procs.boot_id()
@@ -473,9 +493,9 @@ class ProcessBackend(ProcessCheckpointing):
             state.finished_at = None
             state.exit_code = None
             state.stop_requested = False
-            state.oom_baseline = groups.oom_kills()
+            state.oom_baseline = oom_kills
             await self._save(state)
-            return self._info(state)
+            return await self._info_async(state)
 
     def _prepare_cgroups(self, state: WorkloadState, groups: cgroups.WorkloadCgroups) -> None:
         groups.create()
@@ -484,34 +504,41 @@ class ProcessBackend(ProcessCheckpointing):
                           pids_max=self.options.pids_max)
 
     def _pick_port(self, state: WorkloadState) -> int:
+        """The port `state` is to listen on (blocking: reads every workload's state, binds to
+        test ports; run it in a worker thread). Picks are serialised and remembered, so two
+        starts at once never get one port."""
         if state.spec_port is not None:
             return state.spec_port
-        reserved = self._reserved_ports(state.name)
-        if state.port is not None and state.port not in reserved and \
-                ports.is_free(state.port, BIND_HOST):
-            return state.port  # keep the address stable across restarts when possible
-        return ports.choose_port(self.port_range, reserved, host=BIND_HOST)
+        with self._port_lock:
+            reserved = self._reserved_ports(state.name)
+            if state.port is not None and state.port not in reserved and \
+                    ports.is_free(state.port, BIND_HOST):
+                port = state.port  # keep the address stable across restarts when possible
+            else:
+                port = ports.choose_port(self.port_range, reserved, host=BIND_HOST)
+            self._picked[state.name] = port
+            return port
 
     async def stop(self, handle: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         # `timeout` is the grace period between the stop signal and SIGKILL (as in Docker's
         # API), not a deadline for the call: a caller wanting one uses a cancel scope.
         """Stop signal to the command, up to `timeout` to exit, then SIGKILL the whole tree."""
         async with self._lock(handle):
-            state = self._load(handle)
+            state = await self._load_async(handle)
             if state.pid is None:
                 return
             if not state.stop_requested:
                 state.stop_requested = True
                 await self._save(state)
-            if self._alive(state):
+            if await trio.to_thread.run_sync(self._alive, state):
                 signum = signal.Signals[state.stop_signal] \
                     if state.stop_signal in signal.Signals.__members__ else signal.SIGTERM
                 if signum != signal.SIGKILL and timeout > 0:
-                    self._signal_payload(state, signum)
+                    await trio.to_thread.run_sync(self._signal_payload, state, signum)
                     with trio.move_on_after(timeout):
                         await self._wait_exit(state)
             await self._kill_tree(state)
-            ended = read_exit_status(self._dir(handle))
+            ended = await trio.to_thread.run_sync(read_exit_status, self._dir(handle))
             state.exit_code = ended[0] if ended else state.exit_code
             state.finished_at = ended[1] if ended else time.time()
             await self._save(state)
@@ -550,48 +577,86 @@ class ProcessBackend(ProcessCheckpointing):
 
     async def _kill_tree(self, state: WorkloadState) -> None:
         """SIGKILL everything of the workload until nothing is left. The freezer (when there
-        is one) stops the tree first, so nothing forks while it is being killed."""
+        is one) stops the tree first, so nothing forks while it is being killed.
+
+        Each round (scanning /proc and the cgroups, signalling) runs in a worker thread; the
+        killed processes are then waited for through their pidfds, which turn readable when
+        they exit, instead of polling. A round that finds only the same processes again (an
+        exit nobody has reaped yet) waits 10 ms before the next."""
         groups = self._cgroups(state)
+        previous: list[int] = []
         with trio.move_on_after(KILL_DEADLINE):
             while True:
-                members = self._members(state)
+                members, pidfds = await trio.to_thread.run_sync(self._kill_round, state, groups)
+                try:
+                    for pidfd in pidfds:
+                        await trio.lowlevel.wait_readable(pidfd)
+                finally:
+                    for pidfd in pidfds:
+                        os.close(pidfd)
                 if not members:
                     break
-                frozen = groups.freeze(True)
-                for pid in members:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                if frozen:
-                    groups.freeze(False)
-                await trio.sleep(0.01)
-        if self._members(state):
+                if members == previous:
+                    await trio.sleep(0.01)
+                previous = members
+        survivors = await trio.to_thread.run_sync(self._members, state)
+        if survivors:
             raise BackendError(f"process backend: {state.name}: processes survived SIGKILL "
-                               f"for {KILL_DEADLINE:g} s: {self._members(state)}")
+                               f"for {KILL_DEADLINE:g} s: {survivors}")
+
+    def _kill_round(self, state: WorkloadState,
+                    groups: cgroups.WorkloadCgroups) -> tuple[list[int], list[int]]:
+        """One round of `_kill_tree` (blocking: run in a worker thread): the members found,
+        and a pidfd for each member signalled. The signal goes through the pidfd, so it
+        reaches the very process the pidfd waits for even if a pid is reused meanwhile."""
+        members = self._members(state)
+        if not members:
+            return members, []
+        frozen = groups.freeze(True)
+        pidfds: list[int] = []
+        try:
+            for pid in members:
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    continue
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    os.close(pidfd)
+                    continue
+                pidfds.append(pidfd)
+        finally:
+            if frozen:
+                groups.freeze(False)
+        return members, pidfds
 
     async def remove(self, handle: str) -> None:
         """Kill what runs, remove the cgroups, delete the record and logs."""
         async with self._lock(handle):
-            state = self._load(handle)
+            state = await self._load_async(handle)
             state.stop_requested = True
             await self._kill_tree(state)
             groups = self._cgroups(state)
             with trio.move_on_after(2):
                 # The kernel frees a cgroup a moment after its last process is reaped; there
                 # is no event to wait on (release notifications need a helper binary).
-                while groups.remove():  # noqa: ASYNC110
+                while await trio.to_thread.run_sync(groups.remove):  # noqa: ASYNC110
                     await trio.sleep(0.02)
             await trio.to_thread.run_sync(
                 lambda: shutil.rmtree(self._dir(handle), ignore_errors=True))
         self._locks.pop(handle, None)
+        self._picked.pop(handle, None)
 
     async def inspect(self, handle: str) -> ContainerInfo:
         """The workload's current status (read from /proc, its cgroups and its status file)."""
-        return self._info(self._load(handle))
+        return await trio.to_thread.run_sync(lambda: self._info(self._load(handle)))
 
     async def list(self, *, user_id: str | None = None) -> list[ContainerInfo]:
         """Workloads of this deployment in the state dir, optionally of one user."""
+        return await trio.to_thread.run_sync(self._list, user_id)
+
+    def _list(self, user_id: str | None) -> builtins.list[ContainerInfo]:
         infos = []
         for directory in sorted(self.state_dir.iterdir()):
             state = load(directory)
@@ -604,6 +669,9 @@ class ProcessBackend(ProcessCheckpointing):
 
     async def stats(self, handle: str) -> ContainerStats:
         """Working set and limit from the memory cgroup, CPU from cpuacct; /proc otherwise."""
+        return await trio.to_thread.run_sync(self._stats, handle)
+
+    def _stats(self, handle: str) -> ContainerStats:
         state = self._load(handle)
         if not self._alive(state):
             raise BackendError(f"process backend: {handle} is not running, so it has no stats")
@@ -619,17 +687,21 @@ class ProcessBackend(ProcessCheckpointing):
 
     async def logs(self, handle: str, *, tail: int = 200) -> str:
         """The last `tail` lines of the workload's output."""
-        self._load(handle)
+        await self._load_async(handle)
         return await trio.to_thread.run_sync(tail_lines, self._dir(handle) / LOG_FILE, tail)
 
     async def update_limits(self, handle: str, *, memory_bytes: int, cpus: float) -> None:
         """New limits, applied at once to a running workload and kept for its next start."""
         async with self._lock(handle):
-            state = self._load(handle)
+            state = await self._load_async(handle)
             groups = self._cgroups(state)
-            if groups.exist():
-                groups.set_limits(memory_bytes=memory_bytes, cpus=cpus,
-                                  pids_max=self.options.pids_max)
+
+            def apply() -> None:
+                if groups.exist():
+                    groups.set_limits(memory_bytes=memory_bytes, cpus=cpus,
+                                      pids_max=self.options.pids_max)
+
+            await trio.to_thread.run_sync(apply)
             state.memory_bytes = memory_bytes
             state.cpus = cpus
             await self._save(state)

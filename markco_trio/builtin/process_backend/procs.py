@@ -11,6 +11,7 @@ kernel and answers in microseconds, far less than a hop to a worker thread would
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,14 @@ class ProcStat:
 
 
 def boot_id() -> str:
-    """This boot's id (`/proc/sys/kernel/random/boot_id`)."""
-    return BOOT_ID_PATH.read_text().strip()
+    """This boot's id (`/proc/sys/kernel/random/boot_id`), read once: `is_alive` asks for it
+    on every check, and it cannot change while this process lives."""
+    return _read_boot_id(BOOT_ID_PATH)
+
+
+@functools.cache
+def _read_boot_id(path: Path) -> str:
+    return path.read_text().strip()
 
 
 def read_stat(pid: int) -> ProcStat | None:
