@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import trio
 
 from ..api.conventions import iso_time
 from ..cli import add_config_argument, context_for, open_storage
-from ..config import load_config
-from ..hookspecs import CliCommand, hookimpl
+from ..config import Config, load_config
+from ..hookspecs import CliCommand, ConfigSection, hookimpl
 from ..logs import configure_logging
 from ..options import describe_options
-from ..plugins import describe_plugins, make_plugin_manager
+from ..plugins import MarkcoPluginManager, describe_plugins, make_plugin_manager
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -32,22 +35,84 @@ def _run(args: argparse.Namespace) -> int:
     return trio.run(main)
 
 
+class _SecretsNotSet(Mapping[str, str]):
+    """The environment for `check-config --explain`: a secret variable that is not set reads
+    as a placeholder (and is remembered), so a file can be explained where its secrets are not
+    (an operator's laptop, CI)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.missing: list[str] = []
+
+    def __getitem__(self, key: str) -> str:
+        value = self._environ.get(key)
+        if value:
+            return value
+        if key not in self.missing:
+            self.missing.append(key)
+        return "(not set)"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _print_options(title: str, description: str, options: type[Any] | None,
+                   note: str = "") -> None:
+    print(f"\n[{title}]{note}  {description}".rstrip())
+    if options is None:
+        print("  (no options)")
+        return
+    for key, kind, default in describe_options(options):
+        print(f"  {key:<28} {kind:<24} {default}")
+
+
+def _explain(config: Config, pm: MarkcoPluginManager) -> None:
+    """Every section this markco knows, with every option: the core's, each role's (and each
+    installed provider's, the chosen ones marked), and every plugin-declared one."""
+    from ..config import _CORE_SECTIONS, _ROLE_KEYS
+    from ..plugins import collect_providers
+
+    for name, cls in _CORE_SECTIONS.items():
+        _print_options(name, _first_line(cls.__doc__).split(": ", 1)[-1], cls)
+    for role, choice in config.roles.items():
+        key, _, default = _ROLE_KEYS[role]
+        chosen = ", ".join(choice.names) or "none"
+        print(f"\n[{role}]  {key} = ... (installed: "
+              f"{', '.join(sorted(collect_providers(pm, role))) or 'none'}; chosen: {chosen}; "
+              f"default: {default!r})")
+        for name, spec in sorted(collect_providers(pm, role).items()):
+            note = "  (in use)" if name in choice.names else ""
+            _print_options(f"{role}.{name}", spec.description or
+                           _first_line(spec.options.__doc__ if spec.options else ""),
+                           spec.options, note)
+    for impl in pm.hook.markco_config_sections.get_hookimpls():
+        contributed: list[ConfigSection] = impl.function() or []  # type: ignore[assignment]
+        for section in contributed:
+            _print_options(section.name, section.description or
+                           _first_line(section.options.__doc__), section.options,
+                           f"  (plugin {impl.plugin_name})")
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    config, pm = load_config(args.file)
+    environ = _SecretsNotSet(os.environ) if args.explain else None
+    config, pm = load_config(args.file, environ=environ)
     print(f"{args.file}: OK")
     for role, choice in config.roles.items():
         if choice.names:
             print(f"  {role}: {', '.join(choice.names)}")
     print(f"  data dir: {config.data_dir}")
     print(f"  listening on {config.server.listen}, public URL {config.server.public_url}")
+    if environ is not None and environ.missing:
+        print(f"  secrets not set here (the daemon needs them): {', '.join(environ.missing)}")
     if args.explain:
-        for role, choice in config.roles.items():
-            for name, spec in choice.specs.items():
-                if spec.options is None:
-                    continue
-                print(f"\n[{role}.{name}]  {spec.description}")
-                for key, kind, default in describe_options(spec.options):
-                    print(f"  {key:<28} {kind:<24} {default}")
+        _explain(config, pm)
     return 0
 
 
@@ -144,7 +209,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 
 def _configure_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=__import__("pathlib").Path, help="the TOML file to check")
-    p.add_argument("--explain", action="store_true", help="list the chosen providers' options")
+    p.add_argument("--explain", action="store_true",
+                   help="list every section and option (works without the secrets set)")
 
 
 def _configure_db(p: argparse.ArgumentParser) -> None:

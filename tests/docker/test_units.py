@@ -87,7 +87,7 @@ def test_the_plugin_registers_the_docker_backend_through_its_entry_point(
     made = choice.make("docker", PluginContext(config=config, plugins=plugins))
     assert isinstance(made, DockerBackend)  # built without touching the engine
     assert made.deployment_id == "blue"
-    assert made.workload_owner("anyone") == (1000, 1000)
+    assert made.workload_owner("anyone") == (65532, 65532)
 
 
 # ------------------------------------------------------------------------------- naming
@@ -127,7 +127,7 @@ def test_nothing_is_privileged() -> None:
     assert host["ReadonlyRootfs"] is True
     assert host["PidsLimit"] == 512
     assert host["RestartPolicy"] == {"Name": "no"}
-    assert body()["User"] == "1000:1000"
+    assert body()["User"] == "65532:65532"  # not 1000, the first host account
 
 
 def test_the_editor_has_an_init_and_the_checkpointed_runtime_none() -> None:

@@ -12,7 +12,7 @@ The tar is byte-for-byte reproducible (fixed owners, modes and times, sorted), a
 with the image configuration, is stamped on the image as a label: a build is skipped when an
 image with the same content already exists.
 
-    python -m markco_docker.localimage [--venv .venv] [--user 1000:1000] [--print-config]
+    python -m markco_docker.localimage [--venv .venv] [--user 65532:65532] [--print-config]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .options import DEFAULT_USER, WORKLOAD_UID
 
 LABEL_CONTENT = "markco.image.content"
 LABEL_ROLE = "markco.image.role"
@@ -71,7 +73,7 @@ class ImageRecipe:
         return digest.hexdigest()[:32]
 
 
-def recipes(venv: str, uid: int = 1000, gid: int = 1000) -> list[ImageRecipe]:
+def recipes(venv: str, uid: int = WORKLOAD_UID, gid: int = WORKLOAD_UID) -> list[ImageRecipe]:
     """The runtime image (mrmd-python) and the editor image (markco-editor)."""
     return [
         ImageRecipe(tag=RUNTIME_TAG, role="runtime",
@@ -83,7 +85,7 @@ def recipes(venv: str, uid: int = 1000, gid: int = 1000) -> list[ImageRecipe]:
     ]
 
 
-def rootfs_tar(uid: int = 1000, gid: int = 1000) -> bytes:
+def rootfs_tar(uid: int = WORKLOAD_UID, gid: int = WORKLOAD_UID) -> bytes:
     """The root filesystem: usrmerge symlinks into the (mounted) /usr, a passwd with an
     unprivileged `markco` user, world-writable sticky /tmp, empty mount points."""
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
@@ -211,7 +213,7 @@ def image_content(tag: str) -> tuple[str, str | None] | None:
     return str(data.get("Id", "")), (str(value) if value is not None else None)
 
 
-def ensure_images(venv: Path, *, uid: int = 1000, gid: int = 1000,
+def ensure_images(venv: Path, *, uid: int = WORKLOAD_UID, gid: int = WORKLOAD_UID,
                   force: bool = False) -> list[str]:
     """Build each local image unless one with the same content exists; return what was built."""
     venv_path = str(venv.absolute())
@@ -237,7 +239,7 @@ def ensure_images(venv: Path, *, uid: int = 1000, gid: int = 1000,
     return built
 
 
-def config_section(venv: Path, *, user: str = "1000:1000") -> str:
+def config_section(venv: Path, *, user: str = DEFAULT_USER) -> str:
     """The `[compute.docker]` section for the local images."""
     mounts = ",\n".join(f'  "{mount}"' for mount in dev_mounts(venv))
     return (f'[compute]\nbackend = "docker"\n\n[compute.docker]\n'
@@ -254,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--venv", default=os.environ.get("VIRTUAL_ENV") or
                         str(Path(sys.prefix)), help="the virtual environment to run")
-    parser.add_argument("--user", default="1000:1000", help="UID:GID of the image's user")
+    parser.add_argument("--user", default=DEFAULT_USER, help="UID:GID of the image's user")
     parser.add_argument("--force", action="store_true", help="rebuild even when unchanged")
     parser.add_argument("--print-config", action="store_true",
                         help="print the [compute.docker] section for these images")

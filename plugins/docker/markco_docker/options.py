@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+# The workloads' default uid and gid: not 0, and not one a host account commonly has (1000 is
+# the first user of most Linux machines: without user namespaces, a workload running as 1000
+# would own that person's files on the host). Debian reserves 65000-65533 and never allocates
+# them to accounts; 65532 is also distroless' "nonroot".
+WORKLOAD_UID = 65532
+DEFAULT_USER = f"{WORKLOAD_UID}:{WORKLOAD_UID}"
+
 # Linux capability names as the engines take them ("NET_BIND_SERVICE" or "CAP_NET_BIND_SERVICE").
 _CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]+$")
 _UID_GID = re.compile(r"^(\d+):(\d+)$")
@@ -80,7 +87,7 @@ class DockerOptions:
     workspace_path: str = "/workspace"
     runtime_port: int = 8888
     editor_port: int = 8080
-    user: str = "1000:1000"
+    user: str = DEFAULT_USER
     network: Literal["internal", "egress"] = "internal"
     publish_host: str = "127.0.0.1"
     read_only_rootfs: bool = True
@@ -126,7 +133,7 @@ class DockerOptions:
                 raise ValueError(f"{port_key}: expected a port number 1-65535")
         match = _UID_GID.match(self.user)
         if match is None:
-            raise ValueError(f"user: expected numeric UID:GID such as 1000:1000, got "
+            raise ValueError(f"user: expected numeric UID:GID such as 65532:65532, got "
                              f"{self.user!r}")
         if int(match.group(1)) == 0:
             raise ValueError("user: workloads never run as root (uid 0)")
