@@ -23,7 +23,7 @@ from urllib.parse import quote
 from quart import Response
 
 from ...authz import Principal
-from ...records import Event, Grant, Identity, Session, User
+from ...records import Event, Grant, Identity, Invite, Session, User
 from .admin_entries import AdminEntry
 
 _CSS = (
@@ -186,14 +186,47 @@ def _workspace_section(user: User, workspace: Any, form_token: str | None,
     return html
 
 
+def _projects_section(user: User, projects: Sequence[Any]) -> str:
+    """The user's projects and where each is published (`ProjectListing`s)."""
+    if not projects:
+        return ("<h2>Your published pages</h2><p class=\"muted\">No project yet. A folder "
+                "under <code>Projects/</code> with a <code>mrmd.md</code> is a project; set "
+                "<code>visibility: public</code> in it to publish it for everyone.</p>")
+    items = "".join(
+        f"<li><a href=\"{esc(p.path)}\">{esc(p.title)}</a> <span class=\"muted\">"
+        f"<code>{esc(p.path)}</code> — "
+        + ("public" if p.public else "private: you, the people you invited, administrators")
+        + "</span></li>" for p in projects)
+    return ("<h2>Your published pages</h2><ul>" + items + "</ul>"
+            f"<p class=\"muted\">All of them: <a href=\"/@{esc(user.username)}\">"
+            f"/@{esc(user.username)}</a></p>")
+
+
+def _invites_section(invites: Sequence[tuple[Invite, str]], form_token: str | None) -> str:
+    """The invites the user sent: (invite, state) pairs, newest first; live ones revocable."""
+    if not invites:
+        return ""
+    rows = "".join(
+        f"<tr><td>{esc(i.project)}</td><td>{esc(i.role.value)}</td><td>{esc(state)}</td>"
+        f"<td>{i.uses} of {i.max_uses}</td><td>{when(i.expires_at)}</td><td>"
+        + (_button_form(f"/dashboard/invites/{esc(i.id)}/revoke", "Revoke", secondary=True,
+                        form_token=form_token) if state == "live" else "")
+        + "</td></tr>" for i, state in invites)
+    return ("<h2>Your invites</h2><table><tr><th>Project</th><th>Role</th><th>State</th>"
+            f"<th>Used</th><th>Expires</th><th></th></tr>{rows}</table>")
+
+
 def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Session],
                    current_session_id: str | None, identities: Iterable[Identity],
                    held: Sequence[Grant], owners: dict[str, User],
                    workspace: Any = None,
                    admin_entries: Sequence[AdminEntry] = (),
                    form_token: str | None = None,
-                   snapshots: Sequence[Any] = ()) -> Response:
-    """Who you are, your workspace (when compute runs), your sessions, what is shared with
+                   snapshots: Sequence[Any] = (),
+                   projects: Sequence[Any] | None = None,
+                   invites: Sequence[tuple[Invite, str]] = ()) -> Response:
+    """Who you are, your workspace (when compute runs), your published pages (`projects`:
+    None when publishing is off), the invites you sent, your sessions, what is shared with
     you, and which administrators entered your editor."""
     body = (f"<h1>Hello, {esc(user.name or user.username)}</h1>"
             f"<p class=\"muted\">Logged in as <strong>@{esc(user.username)}</strong>"
@@ -202,8 +235,13 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
     linked = ", ".join(f"{esc(i.provider)}" for i in identities)
     if linked:
         body += f"<p class=\"muted\">Linked logins: {linked}</p>"
-    body += (_workspace_section(user, workspace, form_token, snapshots)
-             + _button_form("/logout", "Log out", form_token=form_token))
+    if user.is_admin:
+        body += "<p><a href=\"/admin\">Administration</a></p>"
+    body += _workspace_section(user, workspace, form_token, snapshots)
+    if projects is not None:
+        body += _projects_section(user, projects)
+    body += (_invites_section(invites, form_token)
+             + "<p>" + _button_form("/logout", "Log out", form_token=form_token) + "</p>")
     rows = "".join(
         f"<tr><td>{esc(s.user_agent or 'unknown browser')}"
         f"{' <strong>(this one)</strong>' if s.id == current_session_id else ''}</td>"

@@ -9,8 +9,9 @@ come from a markco page (Origin) or lacks the session's form token, before these
 run. Each action is recorded in the event log (`admin.action`, `admin.entry`).
 
 The page is built from awaited reads that are each bounded: one page of users, the live
-workload records, one memory sample per running runtime (all at once, given
-`STATS_SECONDS` in total), and the newest `RECENT_EVENTS` events.
+workload records, memory from the monitor's last readings (or, for a runtime it has not read,
+one sample from the backend, all at once, given `STATS_SECONDS` in total), and the newest
+`RECENT_EVENTS` events.
 """
 
 from __future__ import annotations
@@ -83,10 +84,18 @@ def _backend(compute: Any) -> Any:
         return None
 
 
-async def _memory(compute: Any, records: list[Runtime]) -> dict[str, tuple[int, int]]:
-    """(working set, limit) of each running runtime record by user id, sampled at once."""
+async def _memory(compute: Any, monitor: Any,
+                  records: list[Runtime]) -> dict[str, tuple[int, int]]:
+    """(working set, limit) of each running runtime record by user id: the monitor's last
+    reading when it has one (no I/O), else one sample each from the backend, all at once."""
     backend = _backend(compute)
     found: dict[str, tuple[int, int]] = {}
+    reading_nowait = getattr(monitor, "reading_nowait", None)
+    if reading_nowait is not None:
+        for record in records:
+            reading = reading_nowait(record.user_id)[0]
+            if reading is not None:
+                found[record.user_id] = (reading.working_set, reading.limit)
     if backend is None:
         return found
 
@@ -98,7 +107,7 @@ async def _memory(compute: Any, records: list[Runtime]) -> dict[str, tuple[int, 
             return
         found[record.user_id] = (stats.memory_working_set, stats.memory_limit)
 
-    running = [r for r in records if r.role == WorkloadRole.RUNTIME
+    running = [r for r in records if r.role == WorkloadRole.RUNTIME and r.user_id not in found
                and r.state == RuntimeState.RUNNING and r.handle][:MAX_SAMPLED]
     with trio.move_on_after(STATS_SECONDS):
         async with trio.open_nursery() as nursery:
@@ -113,7 +122,7 @@ async def admin_view(state: AuthState, users_by_id: dict[str, User],
     storage = state.storage
     compute = state.ctx.extras.get("compute")
     records = await storage.list_runtimes(live_only=True)
-    memory = await _memory(compute, records)
+    memory = await _memory(compute, state.ctx.extras.get("monitor"), records)
     by_user: dict[str, list[Runtime]] = {}
     for record in records:
         by_user.setdefault(record.user_id, []).append(record)

@@ -20,7 +20,7 @@ from ....records import User
 from .. import pages
 from ..accounts import AccountDisabled, SignupClosed, is_configured_admin
 from ..admin_entries import admin_entries_of
-from ..invites import InviteProblem
+from ..invites import InviteProblem, invite_state
 from ..login_links import LINK_PATH
 from ..pending import PendingLogin
 from ..ratelimit import retry_after_header
@@ -36,6 +36,8 @@ from .request_auth import (
 )
 
 log = logging.getLogger("markco.auth")
+
+MAX_DASHBOARD_INVITES = 50  # live ones first, then the newest
 
 
 
@@ -258,12 +260,35 @@ def login_blueprint(state: AuthState) -> Blueprint:
         workspace = compute.state_nowait(user.id) if compute is not None else None
         listing = getattr(compute, "list_snapshots", None)
         snapshots = await listing(user.id) if listing is not None else []
+        publisher = state.ctx.extras.get("publish")  # None: the publish plugin is off
+        projects = await publisher.projects_of(user) if publisher is not None else None
+        now = clock.now()
+        invites = [(i, invite_state(i, now)) for i in await storage.list_invites(user.id)]
+        invites.sort(key=lambda pair: (pair[1] != "live", -pair[0].created_at))
         return pages.dashboard_page(
             user, principal, sessions=sessions,
             current_session_id=next((s.id for s in sessions if s.token_hash == current), None),
             identities=await storage.list_identities(user.id), held=held, owners=owners,
             workspace=workspace, admin_entries=await admin_entries_of(storage, user.id),
-            form_token=current_form_token(), snapshots=snapshots)
+            form_token=current_form_token(), snapshots=snapshots, projects=projects,
+            invites=invites[:MAX_DASHBOARD_INVITES])
+
+    @bp.post("/dashboard/invites/<invite_id>/revoke")
+    async def revoke_invite(invite_id: str) -> Response:
+        """Revoke one of one's own invites (the grants made from it stay)."""
+        principal = session_principal()
+        if principal is None:
+            return redirect(state.url("/login"))
+        try:
+            done = await state.invites.revoke(principal, invite_id)
+        except InviteProblem as exc:
+            return pages.message_page("Invitation", str(exc), status=exc.http_status,
+                                      link=("/dashboard", "Back to your dashboard"))
+        if not done:
+            return pages.message_page(
+                "No such invite", "You have no live invite with this id (it may have been "
+                "revoked already).", status=404, link=("/dashboard", "Back to your dashboard"))
+        return redirect(state.url("/dashboard"))
 
     @bp.post("/dashboard/workspace/<action>")
     async def workspace_action(action: str) -> Response:
