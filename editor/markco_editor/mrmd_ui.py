@@ -67,12 +67,22 @@ class UIFile:
 
 
 def find_ui_dir(environ: dict[str, str] | None = None) -> Path | None:
-    """Where the UI is: `MARKCO_EDITOR_UI` if set, else the venv's
-    `share/markco-editor-ui/mrmd-electron`; None if it holds no `index.html`."""
+    """Where the UI is: `MARKCO_EDITOR_UI` if set, else `share/markco-editor-ui/mrmd-electron`
+    of this Python's venv or of a venv whose site-packages this Python uses (markco's tests
+    run workloads with a small venv of their own that imports the host venv's packages); None
+    if none holds an `index.html`."""
     env = os.environ if environ is None else environ
     configured = env.get("MARKCO_EDITOR_UI", "").strip()
-    directory = Path(configured) if configured else Path(sys.prefix) / UI_SUBDIR
-    return directory if (directory / "index.html").is_file() else None
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        prefixes = [Path(sys.prefix)] + [Path(p).parents[2] for p in sys.path
+                                          if p.endswith("site-packages") and len(Path(p).parts) > 3]
+        candidates = [prefix / UI_SUBDIR for prefix in prefixes]
+    for directory in candidates:
+        if (directory / "index.html").is_file():
+            return directory
+    return None
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

@@ -11,6 +11,7 @@ runtime fronts, and the built-in editor (`markco-editor`) per user (see `real_co
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -26,7 +27,7 @@ from markco_trio.builtin.compute.front import front_socket_path
 from markco_trio.records import GrantRole
 from markco_trio.testing.chromium import chromium
 
-from .conftest import NAVIGATE, XHR
+from .conftest import NAVIGATE, XHR, eventually
 from .real_compute import RealMarkco, real_markco
 
 pytestmark = pytest.mark.system
@@ -68,7 +69,7 @@ async def test_a_navigation_waits_for_the_editor_and_lands_in_it(markco: RealMar
 
         page = await client.get(f"/u/{alice.id}/", headers={**cookie, **NAVIGATE})
         assert page.status_code == 200
-        assert f'<base href="/u/{alice.id}/">' in page.text
+        assert f'<base href="/u/{alice.id}/ui/">' in page.text  # the mrmd editor
 
 
 async def test_headless_chromium_shows_the_wait_page_then_the_editor(
@@ -93,7 +94,7 @@ async def test_headless_chromium_shows_the_wait_page_then_the_editor(
         assert titles[0] == "Starting your editor\u2026"
         assert await browser.evaluate("location.pathname") == f"/u/{dave.id}/"
         assert await browser.evaluate(
-            "document.querySelector('base').getAttribute('href')") == f"/u/{dave.id}/"
+            "document.querySelector('base').getAttribute('href')") == f"/u/{dave.id}/ui/"
     violations = [e for e in browser.events
                   if "Content Security Policy" in json.dumps(e.get("params", {}))]
     assert violations == []  # the wait page and the editor keep to their own CSPs
@@ -183,3 +184,197 @@ async def test_the_runtime_front_is_reached_only_through_its_owners_editor(
         directory = socket_path.parent.lstat()
         assert stat.S_IMODE(directory.st_mode) == 0o711 and directory.st_uid == os.geteuid()
     assert front_socket_path(fronts, alice.id) != front_socket_path(fronts, bob.id)
+
+
+# -- the mrmd editor in a browser (issue 13) ---------------------------------------------------
+
+WELCOME = "Projects/Scratch/01-welcome.md"
+# A 1x1 PNG: displayed by the runtime, it becomes an asset the runtime serves (/mrp/v1/assets).
+PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAA"
+         "AABJRU5ErkJggg==")
+DESKTOP = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+
+
+def artifacts_dir() -> Path:
+    """Where screenshots are kept (gitignored): MARKCO_TEST_ARTIFACTS or ./test-artifacts."""
+    path = Path(os.environ.get("MARKCO_TEST_ARTIFACTS")
+                or Path(__file__).resolve().parents[2] / "test-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def page_problems(browser: Any, origin: str) -> tuple[list[str], list[str]]:
+    """(console errors and uncaught exceptions, requests to anywhere but `origin`) seen so
+    far by the page."""
+    errors, offsite = [], []
+    ws_origin = "ws" + origin.removeprefix("http")
+    for event in browser.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            errors.append(json.dumps(params.get("args"))[:400])
+        elif method == "Runtime.exceptionThrown":
+            errors.append(json.dumps(params.get("exceptionDetails"))[:400])
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            if "status of 503" in entry["text"] and "/api/" not in entry.get("url", "") and (
+                    "/#file=" in entry.get("url", "")):
+                continue  # the wait page is a 503 document by design (it replaces itself)
+            errors.append(entry["text"] + " " + entry.get("url", ""))
+        elif method in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+            url = params.get("request", {}).get("url") or params.get("url", "")
+            if not (url.startswith((origin + "/", ws_origin + "/", "data:", "blob:"))):
+                offsite.append(url)
+    return errors, offsite
+
+
+class MrmdPage:
+    """One headless-Chromium page on a user's mrmd editor through the markco proxy."""
+
+    def __init__(self, browser: Any, markco: RealMarkco, owner_id: str) -> None:
+        self.browser = browser
+        self.markco = markco
+        self.owner_id = owner_id
+
+    async def open(self, rel: str = WELCOME) -> None:
+        url = f"{self.markco.url}/u/{self.owner_id}/#file={rel}"
+        await self.browser.call("Page.navigate", {"url": url})
+        await self.wait_open(rel)
+
+    async def wait_open(self, rel: str = WELCOME) -> None:
+        # Through the wait page if the editor is not up yet; then the UI opens the notebook.
+        await self.browser.wait_for(
+            "typeof state !== 'undefined' && !!state.editor && !!state.editor.view && "
+            f"state.currentFile === '/home/user/{rel}'", within=60)
+
+    async def content(self) -> str:
+        value = await self.browser.evaluate("state.editor.getContent()")
+        return str(value)
+
+    async def type_at_end(self, text: str) -> None:
+        """Put the cursor at the end and type `text` as keyboard input."""
+        await self.browser.evaluate(
+            "state.editor.view.focus(); state.editor.view.dispatch("
+            "{selection: {anchor: state.editor.view.state.doc.length}})")
+        await self.browser.call("Input.insertText", {"text": text})
+
+    async def key(self, key: str, code: int, modifiers: int = 0) -> None:
+        for kind in ("keyDown", "keyUp"):
+            await self.browser.call("Input.dispatchKeyEvent", {
+                "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                "modifiers": modifiers})
+
+    async def run_block_above(self) -> None:
+        """From the line after a block's closing fence: into the block, Shift+Enter (run)."""
+        await self.key("ArrowUp", 38)
+        await self.key("ArrowUp", 38)
+        await self.key("Enter", 13, modifiers=8)
+
+    async def screenshot(self, name: str, metrics: dict[str, Any]) -> Path:
+        await self.browser.call("Emulation.setDeviceMetricsOverride", metrics)
+        await trio.sleep(0.5)
+        shot = await self.browser.call("Page.captureScreenshot", {"format": "png"})
+        path = artifacts_dir() / name
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+
+async def mrmd_browser(markco: RealMarkco, user: Any, profile: Path) -> Any:
+    browser_cm = chromium(profile, popups=False, log=True)
+    browser = await browser_cm.__aenter__()
+    await browser.call("Network.enable")
+    token = (await markco.cookie(user))["Cookie"].partition("=")[2]
+    await browser.call("Network.setCookie", {
+        "name": markco.authority.cookie_name, "value": token, "url": markco.url,
+        "httpOnly": True, "sameSite": "Lax"})
+    return browser_cm, browser
+
+
+def user_file(markco: RealMarkco, user_id: str, rel: str = WELCOME) -> Path:
+    return markco.root / "data" / "users" / user_id / rel
+
+
+async def test_the_mrmd_editor_runs_a_block_saves_it_and_keeps_it_after_a_reload(
+        markco: RealMarkco, tmp_path: Path) -> None:
+    """The done-when walk: log in, open /u/<id>/ (the wait page, then the mrmd editor, with no
+    console error and no request leaving the origin), open the welcome notebook, type a python
+    block, run it, see 42; the file on disk has it; a reload shows it again. Screenshots at
+    desktop and phone sizes are kept in test-artifacts/."""
+    erin = await markco.user("erin")
+    browser_cm, browser = await mrmd_browser(markco, erin, tmp_path / "profile")
+    try:
+        page = MrmdPage(browser, markco, erin.id)
+        await page.open()
+        assert "Welcome" in await page.content()
+        await page.type_at_end("\n```python\nx = 6 * 7; x\n```\n")
+        await page.run_block_above()
+        await browser.wait_for(
+            "document.querySelector('#editor').innerText.includes('Out[1]: 42')", within=60)
+        on_disk = user_file(markco, erin.id)
+
+        def saved() -> bool:
+            text = on_disk.read_text()
+            return "x = 6 * 7; x" in text and "Out[1]: 42" in text
+        await eventually(saved, within=20)
+
+        await page.screenshot("mrmd-desktop.png", DESKTOP)
+        await page.screenshot("mrmd-phone.png", PHONE)
+        await browser.call("Emulation.clearDeviceMetricsOverride")
+
+        await browser.call("Page.reload")
+        await page.wait_open()
+        await browser.wait_for(
+            "document.querySelector('#editor').innerText.includes('Out[1]: 42')", within=30)
+        assert "x = 6 * 7; x" in await page.content()
+        errors, offsite = page_problems(browser, markco.url)
+    finally:
+        await browser_cm.__aexit__(None, None, None)
+    assert errors == []
+    assert offsite == []
+
+
+async def test_a_second_tab_sees_the_first_tabs_typing_live(
+        markco: RealMarkco, tmp_path: Path) -> None:
+    frank = await markco.user("frank")
+    await markco.compute.ensure_started(frank.id, reason="test")
+    first_cm, first = await mrmd_browser(markco, frank, tmp_path / "one")
+    second_cm, second = await mrmd_browser(markco, frank, tmp_path / "two")
+    try:
+        one, two = MrmdPage(first, markco, frank.id), MrmdPage(second, markco, frank.id)
+        await one.open()
+        await two.open()
+        await one.type_at_end("\nTyped in the first tab.\n")
+        await second.wait_for(
+            "state.editor.getContent().includes('Typed in the first tab.')", within=10)
+    finally:
+        await second_cm.__aexit__(None, None, None)
+        await first_cm.__aexit__(None, None, None)
+
+
+async def test_an_image_the_runtime_serves_is_displayed(
+        markco: RealMarkco, tmp_path: Path) -> None:
+    """A cell displays a PNG: the runtime serves it at /mrp/v1/assets/..., the UI fetches it
+    (through the shim, the editor and the runtime front), saves it in the project's _assets/
+    and shows it from the user's files."""
+    gina = await markco.user("gina")
+    await markco.compute.ensure_started(gina.id, reason="test")
+    browser_cm, browser = await mrmd_browser(markco, gina, tmp_path / "profile")
+    try:
+        page = MrmdPage(browser, markco, gina.id)
+        await page.open()
+        await page.type_at_end(
+            "\n```python\nimport base64\nfrom IPython.display import Image, display\n"
+            f"display(Image(data=base64.b64decode('{PIXEL}')))\n```\n")
+        # Into the block: three lines up from below its fence (the display line).
+        await page.key("ArrowUp", 38)
+        await page.run_block_above()
+        await browser.wait_for(
+            "[...document.querySelectorAll('#editor img')].some(i => "
+            "i.src.includes('/files/Projects/Scratch/_assets/') && i.complete && "
+            "i.naturalWidth === 1)", within=60)
+        errors, offsite = page_problems(browser, markco.url)
+    finally:
+        await browser_cm.__aexit__(None, None, None)
+    assets = user_file(markco, gina.id, "Projects/Scratch/_assets/generated")
+    assert [p.suffix for p in assets.iterdir()] == [".png"]
+    assert errors == [] and offsite == []
