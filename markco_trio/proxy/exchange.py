@@ -451,7 +451,8 @@ class ClientConnection(ConnectionClock):
         first = True
         while True:
             try:
-                head = reader.next_head()
+                # (Kept alive, the buffer is usually empty: no need to ask the reader.)
+                head = reader.next_head() if reader.buf else None
                 if head is not None:
                     # A pipelined head was already buffered: no wait, so yield now and then.
                     streak += 1
