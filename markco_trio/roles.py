@@ -536,11 +536,17 @@ class Checkpointer(Protocol):
         ...
 
     async def restore(self, backend: ContainerBackend, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo:
+                      spec: ContainerSpec, sha256: str | None = None) -> ContainerInfo:
         """Restore the archive as the workload `spec.name` (created by this call; `Conflict`
         when a workload of that name exists), with `spec`'s limits, labels and port, and
-        return it running. The archive is verified (sha256 recorded next to it, or in its
-        header) before anything is restored."""
+        return it running.
+
+        The archive is verified before anything is restored or created: what it records
+        about itself (its own checksum), and — when `sha256` is given — the sha256 of the
+        whole file, which must equal it (the caller's record, made by `checkpoint` and kept
+        outside the archive, so a changed archive cannot vouch for itself). A mismatch is
+        `RestoreIncompatible`. The checkpointer hashes the file in the pass that reads it for
+        the restore: the caller need not (and should not) hash it first."""
         ...
 
     def export_archive(self, archive_path: str) -> AsyncIterator[bytes]:

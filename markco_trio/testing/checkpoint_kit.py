@@ -22,7 +22,9 @@ A checkpointer's tests subclass `CheckpointerContract` and provide three fixture
 What it checks: a checkpoint that stops the runtime ends its processes and a restore brings back
 `x = 42`; one that leaves it running leaves it answering; a copy restored under another name
 runs beside its source with its own variables (when `capabilities().restore_as_new`); a damaged
-archive is refused with `RestoreIncompatible` and nothing is created; restoring onto an existing
+archive is refused with `RestoreIncompatible` and nothing is created — by its own checksum, and
+by the sha256 recorded when it was made (`restore(..., sha256=)`), which also refuses a whole,
+self-consistent archive that is not the recorded one; restoring onto an existing
 name is a `Conflict`; a restored workload is a workload like any other (inspect, stats, stop,
 remove); an archive exported and imported restores the same; a 200 MB object survives; the
 archive is one 0600 file whose sha256 is the one reported. Every test removes what it created.
@@ -210,9 +212,10 @@ class CheckpointerContract:
         return info
 
     async def _restore(self, checkpointer: Checkpointer, backend: ContainerBackend,
-                       workloads: Workloads, archive: str, spec: ContainerSpec) -> ContainerInfo:
+                       workloads: Workloads, archive: str, spec: ContainerSpec, *,
+                       sha256: str | None = None) -> ContainerInfo:
         workloads.track(spec.name)
-        info = await checkpointer.restore(backend, archive, spec=spec)
+        info = await checkpointer.restore(backend, archive, spec=spec, sha256=sha256)
         assert info.status == STATUS_RUNNING
         await wait_answering(info.address)
         return info
@@ -227,11 +230,13 @@ class CheckpointerContract:
 
     async def _assert_restore_refused(self, checkpointer: Checkpointer,
                                       backend: ContainerBackend, workloads: Workloads,
-                                      archive: str, spec: ContainerSpec) -> None:
-        """Restoring `archive` as `spec` is RestoreIncompatible and creates nothing."""
+                                      archive: str, spec: ContainerSpec, *,
+                                      sha256: str | None = None) -> None:
+        """Restoring `archive` as `spec` (checked against `sha256`) is RestoreIncompatible
+        and creates nothing."""
         workloads.track(spec.name)
         with pytest.raises(RestoreIncompatible):
-            await checkpointer.restore(backend, archive, spec=spec)
+            await checkpointer.restore(backend, archive, spec=spec, sha256=sha256)
         with pytest.raises(NotFound):
             await backend.inspect(spec.name)
 
@@ -257,7 +262,8 @@ class CheckpointerContract:
         assert (await backend.inspect(info.handle)).status == STATUS_EXITED
         assert not await answers(info.address)
         await backend.remove(info.handle)
-        restored = await self._restore(checkpointer, backend, workloads, archive, spec)
+        restored = await self._restore(checkpointer, backend, workloads, archive, spec,
+                                       sha256=result.sha256)
         assert restored.name == spec.name
         assert await value_of(restored.address or "", "x") == "42"
         assert result.duration_ms >= 0
@@ -330,19 +336,57 @@ class CheckpointerContract:
 
     # ------------------------------------------------------------------ refusals
 
-    async def test_a_damaged_archive_is_refused_and_nothing_is_created(
-            self, checkpointer: Checkpointer, backend: ContainerBackend,
-            spec_factory: SpecFactory, workloads: Workloads, archives: Path,
-            capabilities: CheckpointCapabilities) -> None:
+    async def _refuse_a_damaged_archive(self, checkpointer: Checkpointer,
+                                        backend: ContainerBackend, spec_factory: SpecFactory,
+                                        workloads: Workloads, archives: Path, *,
+                                        recorded: bool) -> None:
+        """Checkpoint a runtime, flip one byte of the archive, and assert that its restore
+        (given the sha256 the checkpoint reported when `recorded`) is refused."""
         spec = self._spec(spec_factory, fresh_user())
         info = await self._runtime_with_x(workloads, spec)
         archive = archives / "damaged.ckpt"
         result = await checkpointer.checkpoint(backend, info.handle, archive_path=str(archive),
                                                leave_running=True)
-        flip_a_byte(archive, result.size_bytes // 2)
+        flip_a_byte(archive, result.size_bytes // (3 if recorded else 2))
         target = dataclasses.replace(spec, name=f"{spec.name}-damaged")
         await self._assert_restore_refused(checkpointer, backend, workloads, str(archive),
-                                           target)
+                                           target, sha256=result.sha256 if recorded else None)
+
+    async def test_a_damaged_archive_is_refused_and_nothing_is_created(
+            self, checkpointer: Checkpointer, backend: ContainerBackend,
+            spec_factory: SpecFactory, workloads: Workloads, archives: Path,
+            capabilities: CheckpointCapabilities) -> None:
+        await self._refuse_a_damaged_archive(checkpointer, backend, spec_factory, workloads,
+                                             archives, recorded=False)
+
+    async def test_a_damaged_archive_is_refused_against_the_recorded_sha256(
+            self, checkpointer: Checkpointer, backend: ContainerBackend,
+            spec_factory: SpecFactory, workloads: Workloads, archives: Path,
+            capabilities: CheckpointCapabilities) -> None:
+        await self._refuse_a_damaged_archive(checkpointer, backend, spec_factory, workloads,
+                                             archives, recorded=True)
+
+    async def test_a_whole_archive_that_is_not_the_recorded_one_is_refused(
+            self, checkpointer: Checkpointer, backend: ContainerBackend,
+            spec_factory: SpecFactory, workloads: Workloads, archives: Path,
+            capabilities: CheckpointCapabilities) -> None:
+        """An archive swapped for another whole, self-consistent one (here: a later
+        checkpoint of the same runtime, made where the first was) cannot vouch for itself:
+        the digest recorded when the first was made refuses it, before anything is made."""
+        spec = self._spec(spec_factory, fresh_user())
+        info = await self._runtime_with_x(workloads, spec)
+        archive = archives / "recorded.ckpt"
+        recorded = await checkpointer.checkpoint(backend, info.handle,
+                                                 archive_path=str(archive), leave_running=True)
+        await value_of(info.address or "", "x = 7")
+        other = archives / "other.ckpt"
+        await checkpointer.checkpoint(backend, info.handle, archive_path=str(other),
+                                      leave_running=True)
+        os.replace(other, archive)
+        target = dataclasses.replace(spec, name=f"{spec.name}-swapped")
+        await self._assert_restore_refused(checkpointer, backend, workloads, str(archive),
+                                           target, sha256=recorded.sha256)
+        assert await value_of(info.address or "", "x") == "7", "the source is untouched"
 
     async def test_a_file_that_is_no_archive_is_refused(
             self, checkpointer: Checkpointer, backend: ContainerBackend,
@@ -469,7 +513,8 @@ class CheckpointerContract:
         assert result.size_bytes > self.big_object_bytes
         await backend.remove(info.handle)
         started = time.monotonic()
-        restored = await self._restore(checkpointer, backend, workloads, archive, spec)
+        restored = await self._restore(checkpointer, backend, workloads, archive, spec,
+                                       sha256=result.sha256)
         check = await value_of(restored.address or "", BIG_CHECK)
         woke = time.monotonic() - started
         assert check == str(self.big_object_bytes)

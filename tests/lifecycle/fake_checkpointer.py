@@ -103,7 +103,7 @@ class FakeCheckpointer:
                                 depends_on={"fake": "1"})
 
     async def restore(self, backend: ContainerBackend, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo:
+                      spec: ContainerSpec, sha256: str | None = None) -> ContainerInfo:
         self.calls.append(("restore", spec.name))
         if self.fail_restore is not None:
             exc, self.fail_restore = self.fail_restore, None
@@ -112,6 +112,9 @@ class FakeCheckpointer:
             data = await trio.Path(archive_path).read_bytes()
         except FileNotFoundError:
             raise RestoreIncompatible(f"no archive at {archive_path}") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise RestoreIncompatible(f"the archive {archive_path} is damaged (its sha256 is "
+                                      f"not the recorded one)")
         if not data.startswith(b"{"):
             raise CheckpointError("not an archive of the fake checkpointer")
         if self.options.delay_seconds:

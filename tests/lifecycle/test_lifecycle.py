@@ -172,7 +172,12 @@ async def test_a_damaged_image_is_refused_before_restoring(
     damage(Path(image.path))
     state = await harness.service.wake(uid, reason="test")
     assert state.ready and state.notice is not None and "damaged" in state.notice
-    assert ("restore", image.path) not in fake.calls and fake.calls[-1][0] != "restore"
+    # The checkpointer refused it (against the row's sha256) and created nothing: the runtime
+    # running now is the cold start's.
+    assert fake.calls[-1][0] == "restore"
+    started = await harness.storage.list_events(type="runtime.started", user_id=uid,
+                                                limit=1000)
+    assert started[-1].data["restored"] is False
 
 
 async def test_the_editor_tells_the_user_a_wake_started_afresh(

@@ -12,9 +12,10 @@ each one safe against `kill -9` at any instant:
   turns `sleeping`; only then are the (stopped) runtime and the stateless editor removed. Before
   the row, the runtime is still the truth (a failed checkpoint leaves it running); after it, the
   archive is.
-- **wake**: the runtime record turns `waking`; the archive's sha256 is checked and it is
-  restored while the editor starts IN PARALLEL; once the restored runtime answers, its record
-  turns `running` and only then are the sleep row and file removed. A restore that cannot work
+- **wake**: the runtime record turns `waking`; the archive is restored (the checkpointer
+  checks its sha256 against the row's in the pass that reads it) while the editor starts IN
+  PARALLEL; once the restored runtime answers, its record turns `running` and only then are
+  the sleep row and file removed. A restore that cannot work
   (`RestoreIncompatible`, a damaged archive, CRIU failing) falls back to a cold start with the
   user's files intact, and the user is told (a notice in the state, the progress stream, an
   event `runtime.restore_failed`).
@@ -434,16 +435,16 @@ async def _wake_runtime(actor: UserActor, op: Operation, address: str | None,
 
 async def restore_archive(actor: UserActor, checkpointer: Checkpointer, op: Operation,
                           snapshot: Snapshot, *, name: str, port: int | None) -> ContainerInfo:
-    """Verify `snapshot`'s archive and restore it as the workload `name` (a leftover of that
-    name — the dumped runtime, a half-restored one — is removed first)."""
-    from pathlib import Path
-
-    await trio.to_thread.run_sync(archives.verify, Path(snapshot.path), snapshot.sha256)
+    """Restore `snapshot`'s archive as the workload `name` (a leftover of that name — the
+    dumped runtime, a half-restored one — is removed first). The checkpointer verifies the
+    archive against the sha256 its row recorded in the pass that reads it, before anything
+    is restored (`RestoreIncompatible` when damaged): it is read once, not hashed here first."""
     await actor.remove_handle(name)
     spec = await _runtime_spec(actor, op, name=name, port=port)
     await actor.step(op, "runtime.restore.criu")
     async with actor.svc.checkpoint_limiter:
-        return await checkpointer.restore(actor.svc.backend, snapshot.path, spec=spec)
+        return await checkpointer.restore(actor.svc.backend, snapshot.path, spec=spec,
+                                          sha256=snapshot.sha256)
 
 
 # --------------------------------------------------------------------------------- snapshots
@@ -571,7 +572,12 @@ async def run_restore(actor: UserActor, ticket: Ticket) -> None:
     actor.progress(PHASE_WAKING, f"restoring the snapshot {snapshot.name!r}")
     started = trio.current_time()
     try:
-        await trio.to_thread.run_sync(archives.verify, archives_path(snapshot), snapshot.sha256)
+        if not caps.restore_as_new:
+            # In place, the running runtime is stopped (kept in a safety archive) before the
+            # snapshot is restored: a damaged snapshot is refused before that. Beside it, the
+            # restore's own check refuses it while the runtime runs on untouched.
+            await trio.to_thread.run_sync(archives.verify, archives_path(snapshot),
+                                          snapshot.sha256)
         if caps.restore_as_new:
             info = await _restore_beside(actor, checkpointer, op, snapshot, old, new)
         else:

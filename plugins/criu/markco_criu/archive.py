@@ -163,41 +163,60 @@ def write_archive(images: Path, manifest: Mapping[str, Any],
         raise
 
 
-def _body_digest(path: str | os.PathLike[str], length: int) -> str:
-    """sha256 of the first `length` bytes of `path`, hashed straight from the page cache (an
-    mmap: no copy into Python; hashlib lets go of the GIL on big slices)."""
+def _digests(path: str | os.PathLike[str], length: int) -> tuple[str, str]:
+    """(sha256 of the first `length` bytes of `path` — the body —, sha256 of the whole file),
+    in ONE pass: the body's hash state, copied, goes on over the trailer. Hashed straight from
+    the page cache (an mmap: no copy into Python; hashlib lets go of the GIL on big slices).
+    ("", "") when the file is shorter than `length`."""
     digest = hashlib.sha256()
-    if length == 0:
-        return digest.hexdigest()
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        if len(mapped) < length:
-            return ""
-        view = memoryview(mapped)
-        try:
-            for offset in range(0, length, 8 * CHUNK):
-                digest.update(view[offset:min(offset + 8 * CHUNK, length)])
-        finally:
-            view.release()
-    return digest.hexdigest()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < length:
+            return "", ""
+        if size == 0:
+            return digest.hexdigest(), digest.hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                for offset in range(0, length, 8 * CHUNK):
+                    digest.update(view[offset:min(offset + 8 * CHUNK, length)])
+                whole = digest.copy()
+                whole.update(view[length:])
+            finally:
+                view.release()
+    return digest.hexdigest(), whole.hexdigest()
+
+
+def check_sha256(path: str | os.PathLike[str], expected: str | None, actual: str) -> None:
+    """`RestoreIncompatible` unless the archive's sha256 `actual` is `expected` (None: no
+    digest recorded outside the archive, nothing to compare)."""
+    if expected is not None and actual != expected:
+        raise RestoreIncompatible(
+            f"{path} is damaged: its sha256 {actual[:12] or '(unreadable)'}… is not the "
+            f"{expected[:12]}… recorded when it was made")
 
 
 def extract_archive(path: str | os.PathLike[str], manifest: Mapping[str, Any],
-                    dest: Path) -> None:
+                    dest: Path, *, sha256: str | None = None) -> None:
     """Extract the body's files into `dest` (an empty directory) and check the body's sha256
-    against the trailer; `RestoreIncompatible` when anything does not match (the caller removes
-    `dest`, and uses nothing from it). The hash is computed by a thread of its own while the
-    files are copied in the kernel (`sendfile`): a wake waits for the slower of the two,
-    not their sum. Only plain file names are accepted: nothing lands outside `dest`."""
+    against the trailer and, when `sha256` is given, the whole file's against it (the digest
+    recorded outside the archive when it was made: it covers the trailer too);
+    `RestoreIncompatible` when anything does not match (the caller removes `dest`, and uses
+    nothing from it). Both hashes are computed in one pass, by a thread of its own, while the
+    files are copied in the kernel (`sendfile`): a wake waits for the slower of the two, not
+    their sum. Only plain file names are accepted: nothing lands outside `dest`."""
     body = int(manifest["body_bytes"])
-    hashed: list[str] = []
-    hasher = threading.Thread(target=lambda: hashed.append(_body_digest(path, body)),
+    hashed: list[tuple[str, str]] = []
+    hasher = threading.Thread(target=lambda: hashed.append(_digests(path, body)),
                               name="markco-criu-hash", daemon=True)
     hasher.start()
     try:
         _copy_members(path, body, dest)
     finally:
         hasher.join()
-    if hashed != [manifest.get("body_sha256")]:
+    body_digest, whole_digest = hashed[0] if hashed else ("", "")
+    check_sha256(path, sha256, whole_digest)
+    if body_digest != manifest.get("body_sha256"):
         raise RestoreIncompatible(f"{path} is damaged: its content does not match the sha256 "
                                   f"recorded in it")
 

@@ -120,6 +120,8 @@ class CriuCheckpointer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.process.finish_tidying)
         if self._engine is not None:
             await self._engine.__aexit__(*exc_info)
         if self.options.subreaper and not self._was_subreaper:
@@ -178,9 +180,11 @@ class CriuCheckpointer:
         return result
 
     async def restore(self, backend: ContainerBackend, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo:
-        """Restore the archive as the new workload `spec.name` (see `Checkpointer`)."""
-        info: ContainerInfo = await self._for(backend).restore(backend, archive_path, spec=spec)
+                      spec: ContainerSpec, sha256: str | None = None) -> ContainerInfo:
+        """Restore the archive as the new workload `spec.name`, refusing it before anything
+        is created when its sha256 is not `sha256` (see `Checkpointer`)."""
+        info: ContainerInfo = await self._for(backend).restore(backend, archive_path,
+                                                               spec=spec, sha256=sha256)
         return info
 
     async def export_archive(self, archive_path: str) -> AsyncIterator[bytes]:

@@ -157,10 +157,11 @@ class _ArchiveWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-async def _verified_chunks(path: str,
-                           manifest: Mapping[str, Any]) -> AsyncGenerator[bytes, None]:
-    """The archive's bytes, checked against the trailer's `body_sha256` on the way: the
-    trailer (the last bytes) is sent only once the body matched, so a damaged archive never
+async def _verified_chunks(path: str, manifest: Mapping[str, Any],
+                           sha256: str | None = None) -> AsyncGenerator[bytes, None]:
+    """The archive's bytes, checked on the way against the trailer's `body_sha256` and, when
+    `sha256` is given, the whole file against it (the digest recorded when it was made; the
+    same pass): the last bytes are sent only once both matched, so a damaged archive never
     reaches the engine whole (the stream fails with `RestoreIncompatible`)."""
     body_bytes = int(manifest.get("body_bytes", -1))
     digest = hashlib.sha256()
@@ -184,8 +185,11 @@ async def _verified_chunks(path: str,
         if digest.hexdigest() != manifest.get("body_sha256"):
             raise RestoreIncompatible(f"{path} is damaged: its content does not match the "
                                       f"sha256 recorded in it")
+        rest = await trio.to_thread.run_sync(f.read)
+        digest.update(rest)
+        archive.check_sha256(path, sha256, digest.hexdigest())
         yield last
-        yield await trio.to_thread.run_sync(f.read)
+        yield rest
     finally:
         f.close()
 
@@ -329,9 +333,11 @@ class EngineCheckpointer:
                                 depends_on=depends_on)
 
     async def restore(self, backend: ContainerBackend, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo:
+                      spec: ContainerSpec, sha256: str | None = None) -> ContainerInfo:
         """Restore the archive as `spec.name` (created here) with `spec`'s limits, after
-        checking it is whole and that nothing it depends on changed."""
+        checking that nothing it depends on changed and, as it streams to the engine, that it
+        is whole (its trailer's digest, and `sha256`: the whole file's, recorded when it was
+        made)."""
         engine = engine_of(backend)
         manifest = await trio.to_thread.run_sync(read_manifest, archive_path)
         recorded: Mapping[str, Any] = manifest.get("depends_on") or {}
@@ -355,7 +361,7 @@ class EngineCheckpointer:
         if spec.port is not None and port and str(spec.port) != port:
             raise CheckpointError(f"the checkpointed workload listens on port {port} inside "
                                   f"its container: a restore cannot move it to {spec.port}")
-        async with aclosing(_verified_chunks(archive_path, manifest)) as chunks:
+        async with aclosing(_verified_chunks(archive_path, manifest, sha256)) as chunks:
             return await engine.import_checkpoint(spec, chunks)
 
     async def export_archive(self, archive_path: str) -> AsyncIterator[bytes]:

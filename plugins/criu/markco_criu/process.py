@@ -15,15 +15,17 @@ network namespace when the backend gives it one), in cgroups of its own:
   blip). A checkpoint that ends the workload dumps with `--leave-stopped`, writes the archive,
   and only then kills the tree — when the archive cannot be written (disk full) the tree is
   resumed (SIGCONT), so a failed checkpoint never loses the workload.
-- **Restore**: the archive is verified (its sha256, and what it depends on: CRIU, kernel,
-  mrmd-python, the interpreter) before anything is created; the backend then creates the
-  workload (`Conflict` when the name is taken), and `criu restore -d` runs INSIDE the new
-  workload's cgroups (a shell joins them, then execs criu; `--manage-cgroups=ignore`), so the
-  restored memory is charged to the workload and its limits hold from the first page. The
-  tree's log and exit-status files are the new workload's (`--inherit-fd`), so a copy restored
-  under another name (a fork next to its source) writes to its own files. The daemon is a
-  child subreaper (see `plugin`), so the restored root becomes its child when `criu` exits; the
-  backend tracks it by pid + start time + boot id and reaps only that pid.
+- **Restore**: the archive is verified (its sha256 — the body's against its trailer and the
+  whole file's against the digest the caller recorded, both in the one pass that extracts it —
+  and what it depends on: CRIU, kernel, mrmd-python, the interpreter) before anything is
+  created; the backend then creates the workload (`Conflict` when the name is taken), and
+  `criu restore -d` runs INSIDE the new workload's cgroups (a shell joins them, then execs
+  criu; `--manage-cgroups=ignore`), so the restored memory is charged to the workload and its
+  limits hold from the first page. The tree's log and exit-status files are the new
+  workload's (`--inherit-fd`), so a copy restored under another name (a fork next to its
+  source) writes to its own files. The daemon is a child subreaper (see `plugin`), so the
+  restored root becomes its child when `criu` exits; the backend tracks it by pid + start
+  time + boot id and reaps only that pid.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import platform
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +278,7 @@ class ProcessCheckpointer:
     work_dir: str = ""
     ghost_limit: int = 64 << 20
     pre_copy: bool = False
+    _tidying: list[threading.Thread] = dataclasses.field(default_factory=list, repr=False)
 
     def _criu(self) -> Criu:
         if self.criu is None or self.unavailable:
@@ -337,6 +342,7 @@ class ProcessCheckpointer:
         tree = await trees.checkpoint_target(handle)
         work = await trio.to_thread.run_sync(self._workspace, archive_path, ".criu-dump-",
                                              1 << 30, tree.cgroup_dirs.get("memory"))
+        done = False
         try:
             images = work / "images"
             images.mkdir(mode=0o700)
@@ -374,11 +380,14 @@ class ProcessCheckpointer:
                 raise
             if not leave_running:
                 await trees.mark_checkpointed(handle)
+            self.remove_later(work)  # archived: the images are not on the sleep's path
+            done = True
         except OSError as exc:
             raise CheckpointError(f"checkpoint of {handle}: {exc}") from exc
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(shutil.rmtree, work, True)
+            if not done:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(shutil.rmtree, work, True)
         depends_on = dict(manifest["depends_on"])  # type: ignore[call-overload]
         return CheckpointResult(path=str(archive_path), size_bytes=size, sha256=digest,
                                 duration_ms=int((time.monotonic() - started) * 1000),
@@ -407,8 +416,10 @@ class ProcessCheckpointer:
         return manifest
 
     async def restore(self, backend: object, archive_path: str, *,
-                      spec: ContainerSpec) -> ContainerInfo:
-        """Restore the archive as the new workload `spec.name` (see the module doc)."""
+                      spec: ContainerSpec, sha256: str | None = None) -> ContainerInfo:
+        """Restore the archive as the new workload `spec.name` (see the module doc); `sha256`:
+        the whole file's digest recorded when it was made, checked in the pass that extracts
+        it, before anything is created."""
         criu = self._criu()
         trees = tree_backend(backend)
         manifest = await trio.to_thread.run_sync(self.verify, archive_path)
@@ -424,15 +435,18 @@ class ProcessCheckpointer:
         if workload.get("user_id") not in (None, spec.user_id):
             raise RestoreIncompatible(f"{archive_path} is a checkpoint of user "
                                       f"{workload.get('user_id')!r}, not {spec.user_id!r}")
-        work = await trio.to_thread.run_sync(self._workspace, archive_path, ".criu-restore-",
-                                             int(manifest.get("body_bytes", 1 << 30)))
+        work: Path | None = await trio.to_thread.run_sync(
+            self._workspace, archive_path, ".criu-restore-",
+            int(manifest.get("body_bytes", 1 << 30)))
+        assert work is not None
         created = False
         try:
             images = work / "images"
             images.mkdir(mode=0o700)
-            # Verified (the body's sha256) while extracted: before anything is created.
-            await trio.to_thread.run_sync(archive.extract_archive, archive_path, manifest,
-                                          images)
+            # Verified (the body's sha256, and the whole file's against `sha256`) while
+            # extracted: before anything is created.
+            await trio.to_thread.run_sync(partial(archive.extract_archive, archive_path,
+                                                  manifest, images, sha256=sha256))
             target = await trees.prepare_restore(spec, port=port)
             created = True
             recorded = tuple(workload.get("namespaces") or ())
@@ -444,12 +458,31 @@ class ProcessCheckpointer:
                                             target.status_path, target.cgroup_procs)
             info = await trees.adopt_restored(spec.name, root)
             created = False
+            self.remove_later(work)  # the images are used up: not on the wake's path
+            work = None
             return info
         finally:
             with trio.CancelScope(shield=True):
                 if created:
                     await trees.abandon_restore(spec.name)
-                await trio.to_thread.run_sync(shutil.rmtree, work, True)
+                if work is not None:
+                    await trio.to_thread.run_sync(shutil.rmtree, work, True)
+
+    def remove_later(self, work: Path) -> None:
+        """Remove a used-up work directory in a thread of its own, off the caller's path
+        (freeing a 200 MB runtime's images on a tmpfs takes ~50 ms of a busy core; the
+        operation does not wait for it). `finish_tidying` waits for what is left."""
+        self._tidying = [t for t in self._tidying if t.is_alive()]
+        thread = threading.Thread(target=shutil.rmtree, args=(work, True),
+                                  name="markco-criu-tidy", daemon=True)
+        thread.start()
+        self._tidying.append(thread)
+
+    def finish_tidying(self) -> None:
+        """Wait until the work directories `remove_later` was given are gone. Blocking."""
+        for thread in self._tidying:
+            thread.join()
+        self._tidying.clear()
 
     async def _restore_tree(self, criu: Criu, images: Path, workload: Mapping[str, Any],
                             log_path: str, status_path: str,
