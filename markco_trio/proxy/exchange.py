@@ -871,7 +871,7 @@ class ClientConnection(ConnectionClock):
         reader = ResponseReader(max_head_bytes=state.max_head_bytes,
                                 max_headers=state.max_headers)
         while True:
-            found = reader.next_head()
+            found = reader.next_head() if reader.buf else None  # (after a 1xx, maybe more)
             while found is None:
                 try:
                     data = await sockio.recv_waiting(usock, _RECV_SIZE)
