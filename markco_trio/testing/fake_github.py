@@ -23,6 +23,13 @@ port refuses connections), and users with an unverified primary email.
 
 `FakeGitHub` implements `markco_trio.testing.oauth_kit.IdentityServer`, so the OAuthProvider
 contract kit runs against it.
+
+For demos and manual tests, run it on a fixed port (127.0.0.1 only) and point a daemon at it:
+
+    python -m markco_trio.testing.fake_github --port 9100 [--user octocat --email o@example.com]
+
+It prints the `[oauth.github]` section to paste and the secret to export, then serves until
+Ctrl-C; everyone who logs in is `--user` (GitHub's consent screen is skipped).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -198,12 +206,12 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------ serving
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-                    ) -> None:
-        """Serve on 127.0.0.1 (a free port) until cancelled or `stop()`ped; `started()`
-        reports the base URL."""
+    async def serve(self, *, port: int = 0,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on 127.0.0.1 (`port`, or a free one) until cancelled or `stop()`ped;
+        `started()` reports the base URL."""
         config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = [f"127.0.0.1:{port}"]
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 0.5
@@ -377,3 +385,54 @@ async def running_fake_github(**kwargs: Any) -> AsyncIterator[FakeGitHub]:
             yield fake
         finally:
             nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m markco_trio.testing.fake_github --port N`: serve until interrupted."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m markco_trio.testing.fake_github",
+        description="A fake GitHub OAuth server on 127.0.0.1, for demos and manual tests.")
+    parser.add_argument("--port", type=int, required=True, help="the port on 127.0.0.1")
+    parser.add_argument("--user", default="octocat", help="the GitHub login that consents")
+    parser.add_argument("--email", default=None, help="its verified primary email "
+                        "(default: <user>@example.com)")
+    parser.add_argument("--client-id", default="markco-demo-client")
+    parser.add_argument("--client-secret", default="markco-demo-secret")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port: expected 1-65535, got {args.port}")
+    fake = FakeGitHub(client_id=args.client_id, client_secret=args.client_secret)
+    fake.add_user(args.user, email=args.email or f"{args.user}@example.com", name=args.user)
+    fake.consent_as(args.user)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(fake.serve, port=args.port))
+            options = "\n".join(f'{k} = "{v}"' for k, v in fake.provider_options().items())
+            print(f"fake GitHub at {fake.base_url}; everyone logs in as {args.user!r}.\n"
+                  f"[oauth]\nproviders = [\"github\"]\n\n[oauth.github]\n{options}\n"
+                  f'client_secret_env = "MARKCO_GITHUB_CLIENT_SECRET"\n\n'
+                  f"export MARKCO_GITHUB_CLIENT_SECRET={args.client_secret}", flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    except BaseExceptionGroup as group:  # hypercorn's bind failure, inside its nurseries
+        failed = group.subgroup(lambda exc: isinstance(exc, OSError))
+        if failed is None:
+            raise
+        while isinstance(failed, BaseExceptionGroup):
+            failed = failed.exceptions[0]
+        reason = getattr(failed, "strerror", None) or failed
+        print(f"fake GitHub: cannot listen on 127.0.0.1:{args.port}: {reason}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -287,6 +287,31 @@ async def test_a_request_body_streams_to_the_upstream(nursery: trio.Nursery,
     assert answer.status_code == 200 and answer.text == "ok"
 
 
+async def test_a_request_during_a_daemon_restart_waits_for_it_instead_of_failing(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    """An upgrade restarts the daemon (`systemctl restart markco`): for a moment nothing
+    listens. A request arriving then must be answered once the new daemon listens, not 502."""
+    port = free_port()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswers")
+
+    async def restarted_daemon() -> None:
+        await client_waiting.wait()
+        await trio.sleep(1.0)  # the restart's gap: the request is at Caddy by now
+        await nursery.start(partial(trio.serve_tcp, handler, port, host="127.0.0.1"))
+
+    client_waiting = trio.Event()
+    with running_edge(f"127.0.0.1:{port}", tmp_path / "caddy") as edge:
+        async with edge.client() as client:
+            nursery.start_soon(restarted_daemon)
+            client_waiting.set()
+            with trio.fail_after(20):
+                answer = await client.get(f"{edge.url}/dashboard")
+    assert answer.status_code == 200 and answer.text == "answers"
+
+
 def test_the_edge_listens_only_where_it_is_told(tmp_path: Path) -> None:
     """Bound to 127.0.0.1 (MARKCO_CADDY_BIND), with its admin API where MARKCO_CADDY_ADMIN
     says: nothing answers on the machine's other loopback address for the site port."""

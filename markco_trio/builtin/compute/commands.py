@@ -6,6 +6,7 @@
     markco snapshots create USER NAME --config FILE
     markco snapshots restore USER SNAPSHOT --config FILE
     markco snapshots delete USER SNAPSHOT --config FILE
+    markco workloads purge --config FILE [--yes]
 
 Sleep, wake, create, restore and delete are done BY THE RUNNING DAEMON (they need its user's
 actor, which serialises them with everything else the user does): the command gives itself a
@@ -167,9 +168,94 @@ def _configure_snapshots(parser: argparse.ArgumentParser) -> None:
         add_config_argument(command)
 
 
+def _purge(args: argparse.Namespace) -> int:
+    """`markco workloads purge`: remove, for good, every workload (container or process) and
+    checkpoint archive of this deployment. Refused while a daemon holds the instance lock, and
+    without `--yes` (then it lists what it would remove). Users, their files and the database
+    stay; runtime records end `stopped` and snapshot records go with their archives."""
+    import shutil
+    from contextlib import AsyncExitStack
+
+    from ...errors import AlreadyRunning
+    from ...records import RuntimeState
+
+    ctx = context_for(args.config)
+    config = ctx.config
+    compute = config.roles["compute"]
+    snapshots_dir = config.data_dir / "snapshots"
+
+    async def main() -> int:
+        async with open_storage(config, ctx) as storage:
+            try:
+                async with storage.instance_lock():
+                    return await purge(storage)
+            except AlreadyRunning:
+                print("markco: a daemon is running on this deployment's storage; stop it "
+                      "first (systemctl stop markco), then purge", file=sys.stderr)
+                return 1
+
+    async def purge(storage: Storage) -> int:
+        migrated = await storage.schema_version() > 0
+        snapshots = await storage.list_snapshots() if migrated else []
+        runtimes = await storage.list_runtimes(live_only=True) if migrated else []
+        archives = sorted(p for p in snapshots_dir.rglob("*") if p.is_file()) \
+            if snapshots_dir.is_dir() else []
+        where = f"deployment {config.server.deployment_id!r}"
+        async with AsyncExitStack() as stack:
+            backend = None
+            if compute.names:
+                backend = await stack.enter_async_context(compute.make(compute.names[0], ctx))
+            workloads = await backend.list() if backend is not None else []
+            for info in workloads:
+                role = getattr(info.role, "value", info.role)
+                print(f"workload {info.name} (user {info.user_id}, {role}, {info.status})")
+            for path in archives:
+                print(f"archive  {path}")
+            if not args.yes:
+                print(f"{where}: {len(workloads)} workloads and {len(archives)} archives would "
+                      f"be removed for good; run again with --yes to remove them",
+                      file=sys.stderr)
+                return 1
+            for info in workloads:
+                assert backend is not None
+                await backend.remove(info.handle)
+            networks = getattr(backend, "remove_unused_networks", None)
+            if networks is not None:
+                await networks()
+        for snapshot in snapshots:
+            await storage.delete_snapshot(snapshot.id)
+        now = ctx.clock.now()
+        for runtime in runtimes:
+            await storage.update_runtime(runtime.id, now=now, state=RuntimeState.STOPPED,
+                                         reason="removed by markco workloads purge")
+        if snapshots_dir.is_dir():
+            await trio.to_thread.run_sync(shutil.rmtree, snapshots_dir)
+        print(f"{where}: removed {len(workloads)} workloads and {len(archives)} archives")
+        return 0
+
+    return trio.run(main)
+
+
+def _configure_workloads(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    purge = sub.add_parser(
+        "purge", help="remove every workload and checkpoint archive of this deployment for "
+                      "good (the daemon stopped; users and their files stay)")
+    purge.add_argument("--yes", action="store_true",
+                       help="really remove them (without it: list what would go)")
+    add_config_argument(purge)
+    purge.set_defaults(_run=_purge)
+
+
+def _needs_action(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires one
+    return 2
+
+
 def compute_commands() -> list[CliCommand]:
-    """`runtimes` and `snapshots`."""
+    """`runtimes`, `snapshots` and `workloads purge`."""
     return [
+        CliCommand("workloads", "remove this deployment's workloads for good (workloads purge)",
+                   _configure_workloads, _needs_action),
         CliCommand("runtimes", "put a user's runtime to sleep, or wake it (daemon running)",
                    _configure_runtimes, _runtimes),
         CliCommand("snapshots", "list, create, restore or delete a user's snapshots",
