@@ -22,7 +22,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -54,8 +54,8 @@ def markco(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
-def deployment_config(tmp_path: Path, engine_url: str, mounts: list[str],
-                      deployment: str) -> Path:
+async def deployment_config(tmp_path: Path, engine_url: str, mounts: list[str],
+                            deployment: str) -> Path:
     config = tmp_path / f"{deployment}.toml"
     config.write_text(textwrap.dedent(f"""\
         [server]
@@ -70,7 +70,10 @@ def deployment_config(tmp_path: Path, engine_url: str, mounts: list[str],
         engine_url = "{engine_url}"
         mounts = {json.dumps(mounts)}
         """))
-    assert markco("db", "upgrade", "--config", str(config)).returncode == 0
+    ctx = context_for(config)
+    ctx.config.data_dir.mkdir()
+    async with open_storage(ctx.config, ctx) as storage:
+        await storage.upgrade()
     return config
 
 
@@ -95,14 +98,15 @@ async def listed(config: Path) -> list[str]:
 
 
 @pytest.fixture
-def two_deployments(tmp_path: Path, podman_engine_url: str,
-                    local_image_mounts: list[str]) -> Iterator[list[Path]]:
+async def two_deployments(tmp_path: Path, podman_engine_url: str,
+                          local_image_mounts: list[str]) -> AsyncIterator[list[Path]]:
     ids = [f"purge-{os.urandom(3).hex()}", f"other-{os.urandom(3).hex()}"]
-    configs = [deployment_config(tmp_path, podman_engine_url, local_image_mounts, d)
+    try:
+        yield [await deployment_config(tmp_path, podman_engine_url, local_image_mounts, d)
                for d in ids]
-    yield configs
-    for deployment in ids:
-        purge_deployment(podman_engine_url, deployment)
+    finally:
+        for deployment in ids:
+            await trio.to_thread.run_sync(purge_deployment, podman_engine_url, deployment)
 
 
 @pytest.mark.system
