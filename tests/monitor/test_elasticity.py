@@ -38,12 +38,14 @@ class StandIn:
     refuse: bool = False
     slow: trio.Event | None = None
     slept: int = 0
+    limits: dict[str, Any] = field(default_factory=dict)
+    working_set: int = 100 * MiB
 
     def __post_init__(self) -> None:
         self.options = WorkloadsOptions(plans={"free": PlanLimits(256, 0.5,
                                                                   max_memory_mib=512)})
         self.storage = SimpleNamespace(get_user=self._get_user)
-        self.backend = SimpleNamespace(name="fake")
+        self.backend = SimpleNamespace(name="fake", stats=self._stats)
         self.ctx = SimpleNamespace(checkpointer=self.checkpointer)
 
     async def _get_user(self, user_id: str) -> Any:
@@ -52,6 +54,12 @@ class StandIn:
     @property
     def capabilities(self) -> Any:
         return SimpleNamespace(update_limits_live=self.live)
+
+    async def _stats(self, handle: str) -> Any:
+        return SimpleNamespace(memory_working_set=self.working_set)
+
+    def monitored_nowait(self) -> list[Any]:
+        return [SimpleNamespace(user_id="ada", handle="rt-ada", limits=self.limits)]
 
     def busy_nowait(self, user_id: str) -> bool:
         return False
@@ -183,6 +191,19 @@ async def test_idleness_with_a_checkpointer_sleeps_the_runtime(
     svc = StandIn(checkpointer=able)
     assert await policy(svc).on_idle("ada", idle_for=900, last="navigation")
     assert svc.slept == 1 and svc.decisions() == [("sleep", ""), ("sleep", "done")]
+
+
+async def test_a_raised_runtime_too_big_for_its_plan_is_not_put_to_sleep(
+        mock_clock: trio.testing.MockClock) -> None:
+    able = SimpleNamespace(capabilities=lambda backend: SimpleNamespace(checkpoint=True))
+    raised = {"plan": "free", "memory_bytes": 384 * MiB, "raised_from": 256 * MiB}
+    svc = StandIn(checkpointer=able, limits=raised, working_set=300 * MiB)
+    assert not await policy(svc).on_idle("ada", idle_for=900, last="navigation")
+    assert svc.slept == 0 and svc.decisions() == [("none", "")]
+    assert "300 MiB" in svc.events[0][1]["reason"]
+    svc.working_set = 150 * MiB  # the user freed memory: it fits the plan again
+    assert await policy(svc).on_idle("ada", idle_for=900, last="navigation")
+    assert svc.slept == 1
 
 
 async def test_a_gpu_hint_is_recorded_until_gpu_hosts_exist(

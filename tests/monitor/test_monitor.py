@@ -14,6 +14,7 @@ import trio.testing
 
 from markco_trio.builtin.monitor.options import MonitorOptions
 from markco_trio.builtin.monitor.service import Monitor
+from markco_trio.metrics import Registry
 
 from .conftest import TrioWallClock
 from .fakes import FakeBackend, FakeCompute, FakePolicy, MiB, Published, Usage
@@ -171,3 +172,20 @@ async def test_a_disabled_monitor_samples_nothing(mock_clock: trio.testing.MockC
         add(rig, "ada", Usage(working_set=250 * MiB))
         await trio.sleep(60)
     assert rig.backend.calls == 0 and rig.published.events == []
+
+
+async def test_polls_and_events_are_in_the_metrics(mock_clock: trio.testing.MockClock) -> None:
+    registry = Registry()
+    backend, compute = FakeBackend(), FakeCompute()
+    compute.add("ada")
+    backend.usage["rt-ada"] = Usage(working_set=200 * MiB)
+    monitor = Monitor(MonitorOptions(), compute=compute, backend=lambda: backend,
+                      policy=None, publish=Published(), now=TrioWallClock().now,
+                      metrics=registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        await trio.sleep(12)
+        nursery.cancel_scope.cancel()
+    text = registry.render().decode()
+    assert "markco_monitor_poll_seconds_count 3" in text
+    assert 'markco_monitor_events_total{type="migrate"} 1' in text

@@ -10,7 +10,8 @@ outcome (`elasticity.decision`, then `elasticity.outcome`):
   dashboard: "memory almost full") — moving to another host is the seam for the several-hosts
   issue (`_host_with_room`, None for now);
 - `critical` → the same at once, past the rate limit;
-- `idle-sleep` → sleep (checkpoint, then stop) through the user's actor;
+- `idle-sleep` → sleep (checkpoint, then stop) through the user's actor — unless its limit was
+  raised and its working set would not fit the plan's limit a wake restores it into;
 - `gpu-hint` → move to a host labelled `gpu` when one exists (none yet: recorded).
 
 A raised limit stays while the plan is the same (`kept_limits`, used by the actor's plan
@@ -37,6 +38,7 @@ log = logging.getLogger("markco.compute.elasticity")
 MiB = 1 << 20
 MEMORY_NOTICE = "memory-"  # prefix of the ids of the notices this policy shows
 PRESSURE = frozenset({"migrate", "urgent-migrate", "critical"})
+RESTORE_FIT = 0.9  # a raised runtime sleeps only if its working set fits its plan's limit so
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,11 @@ class ElasticityPolicy:
                                     "no checkpointer can checkpoint this backend's runtimes: "
                                     "it keeps running", idle_seconds=round(idle_for))
                 return False
+            too_big = await self._over_plan(user_id)
+            if too_big is not None:
+                await self._decided(user_id, "idle-sleep", "none", too_big,
+                                    idle_seconds=round(idle_for))
+                return False
             await self._decided(user_id, "idle-sleep", "sleep",
                                 f"idle for {idle_for:.0f} s (last: {last})",
                                 idle_seconds=round(idle_for))
@@ -270,6 +277,23 @@ class ElasticityPolicy:
             return True
         finally:
             self._deciding.discard(user_id)
+
+    async def _over_plan(self, user_id: str) -> str | None:
+        """Why a runtime whose limit was raised must not sleep now (None: it may): a wake
+        restores it under its plan's limit, and a working set over that would not fit (the
+        wake would fall back to a cold start and lose the variables)."""
+        found = [r for r in self.svc.monitored_nowait() if r.user_id == user_id]
+        if not found or found[0].limits.get("raised_from") is None:
+            return None
+        plan_bytes = int(found[0].limits["raised_from"])
+        try:
+            used = (await self.svc.backend.stats(found[0].handle)).memory_working_set
+        except MarkcoError:
+            return "its memory was raised and cannot be measured now: it keeps running"
+        if used <= plan_bytes * RESTORE_FIT:
+            return None
+        return (f"its working set ({used >> 20} MiB) is over what its plan's limit "
+                f"({plan_bytes >> 20} MiB) would restore into: it keeps running")
 
     async def on_hint(self, user_id: str, hint: str, reasons: tuple[str, ...]) -> None:
         """`gpu-hint`: a host labelled `gpu` would be the place; none exists yet."""

@@ -127,13 +127,18 @@ class Monitor:
         self._timeouts = 0
         self._overruns = 0
         self._events: dict[str, int] = {}
-        self._poll_metric = None
+        self._poll_metric = self._event_metric = self._error_metric = None
         if metrics is not None:
             from ...metrics import FAST_BUCKETS
             self._poll_metric = metrics.histogram(
                 "markco_monitor_poll_seconds",
                 "One monitor poll: sampling and judging every running runtime.",
                 buckets=FAST_BUCKETS)
+            self._event_metric = metrics.counter_family(
+                "markco_monitor_events_total", "Monitor events raised, by type.", ("type",))
+            self._error_metric = metrics.counter(
+                "markco_monitor_sample_failures_total",
+                "Runtime samples that failed or timed out.")
 
     def statistics(self) -> MonitorStatistics:
         """The counters (cheap, synchronous)."""
@@ -202,9 +207,13 @@ class Monitor:
                     into[runtime.user_id] = await backend.stats(runtime.handle)
                 except (MarkcoError, OSError) as exc:
                     self._errors += 1
+                    if self._error_metric is not None:
+                        self._error_metric.inc()
                     log.debug("monitor: no sample of %s: %s", runtime.handle, exc)
             if scope.cancelled_caught:
                 self._timeouts += 1
+                if self._error_metric is not None:
+                    self._error_metric.inc()
 
     def _watch(self, runtime: MonitoredRuntime, now: float) -> _Watched:
         watched = self._watched.get(runtime.user_id)
@@ -305,6 +314,8 @@ class Monitor:
                 return
             watched.last_event[kind] = now
         self._events[kind] = self._events.get(kind, 0) + 1
+        if self._event_metric is not None:
+            self._event_metric.labels(kind).inc()
         log.info("monitor: %s for %s (%s)", kind, user_id, data)
         if self._nursery is None:
             return
