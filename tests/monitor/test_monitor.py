@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from markco_trio.builtin.monitor.options import MonitorOptions
-from markco_trio.builtin.monitor.service import Monitor
+from markco_trio.builtin.monitor.service import HINT_BUDGET, Monitor
 from markco_trio.metrics import Registry
 
 from .conftest import TrioWallClock
@@ -41,6 +41,15 @@ async def running(options: MonitorOptions | None = None) -> AsyncIterator[Rig]:
         await nursery.start(monitor.run)
         yield rig
         nursery.cancel_scope.cancel()
+
+
+async def after_polls(rig: Rig, count: int) -> None:
+    """Until `count` more polls are done and what they raised is out. (The hints are parsed
+    in a worker thread, which the MockClock does not wait for: it counts polls, not time.)"""
+    target = rig.monitor.statistics().polls + count
+    while rig.monitor.statistics().polls < target:  # noqa: ASYNC110 - a counter, no event
+        await trio.sleep(0.5)
+    await trio.testing.wait_all_tasks_blocked()
 
 
 def add(rig: Rig, user_id: str, usage: Usage | None = None, **kwargs: object) -> None:
@@ -127,7 +136,7 @@ async def test_executed_code_raises_hints(mock_clock: trio.testing.MockClock) ->
         add(rig, "ada")
         rig.compute.executed["ada"] = ["import torch\nmodel.cuda()", "import pandas as pd",
                                        "pd.read_parquet('x.parquet')"]
-        await trio.sleep(5.1)
+        await after_polls(rig, 1)
     assert sorted(rig.published.kinds("ada")) == ["big-ram-hint", "gpu-hint"]
     assert ("ada", "gpu-hint", ("import torch", ".cuda()")) in rig.policy.calls
 
@@ -137,7 +146,7 @@ async def test_hints_of_one_type_are_cooled_down(mock_clock: trio.testing.MockCl
         add(rig, "ada")
         for _ in range(5):
             rig.compute.executed["ada"] = ["import torch"]
-            await trio.sleep(5)
+            await after_polls(rig, 1)  # 5 s each: all within the 60 s cooldown
         assert rig.published.kinds("ada") == ["gpu-hint"]
 
 
@@ -189,3 +198,16 @@ async def test_polls_and_events_are_in_the_metrics(mock_clock: trio.testing.Mock
     text = registry.render().decode()
     assert "markco_monitor_poll_seconds_count 3" in text
     assert 'markco_monitor_events_total{type="migrate"} 1' in text
+
+
+async def test_hint_analysis_is_bounded_per_poll(mock_clock: trio.testing.MockClock) -> None:
+    async with running() as rig:
+        cell = "import torch\n" + "x = 1\n" * (HINT_BUDGET // 4 // 6 - 3)  # a quarter each
+        users = ["ada", "bob", "cyd", "dan", "eve"]
+        for user in users:
+            add(rig, user)
+            rig.compute.executed[user] = [cell]
+        await after_polls(rig, 1)
+        stats = rig.monitor.statistics()
+    assert stats.hints_skipped == 1
+    assert len([u for k, u, _ in rig.published.events if k == "gpu-hint"]) == 4

@@ -34,7 +34,7 @@ READERS = frozenset({"read_csv", "read_parquet", "read_feather", "read_json", "r
                      "scan_csv", "scan_parquet", "scan_ipc", "dataset", "read_delta"})
 CONVENTIONAL = {"pd": "pandas", "pl": "polars", "pa": "pyarrow", "pq": "pyarrow.parquet",
                 "dd": "dask.dataframe", "tf": "tensorflow", "cp": "cupy", "jnp": "jax.numpy"}
-MAX_CODE = 256 * 1024  # bigger cells are not analysed (parsing is bounded work)
+MAX_CODE = 64 * 1024  # bigger cells are not analysed (parsing is bounded work)
 
 
 @dataclass(frozen=True)

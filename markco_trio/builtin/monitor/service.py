@@ -39,6 +39,10 @@ from .pressure import CpuMeter, MemoryReading, PressureTracker
 
 log = logging.getLogger("markco.monitor")
 
+# Code parsed for hints in one poll, at most (in a worker thread, but CPU all the same): cells
+# past it are dropped, counted in `statistics().hints_skipped`.
+HINT_BUDGET = 256 * 1024
+
 
 class Compute(Protocol):
     """What the monitor reads of compute (`ComputeService` is one)."""
@@ -98,6 +102,7 @@ class MonitorStatistics:
     sample_timeouts: int
     events: Mapping[str, int]
     overruns: int
+    hints_skipped: int = 0
 
 
 class Monitor:
@@ -127,6 +132,7 @@ class Monitor:
         self._timeouts = 0
         self._overruns = 0
         self._events: dict[str, int] = {}
+        self._hints_skipped = 0
         self._poll_metric = self._event_metric = self._error_metric = None
         if metrics is not None:
             from ...metrics import FAST_BUCKETS
@@ -145,7 +151,8 @@ class Monitor:
         return MonitorStatistics(polls=self._polls, last_poll_seconds=self._last_poll,
                                  last_poll_runtimes=self._last_runtimes,
                                  sample_errors=self._errors, sample_timeouts=self._timeouts,
-                                 events=dict(self._events), overruns=self._overruns)
+                                 events=dict(self._events), overruns=self._overruns,
+                                 hints_skipped=self._hints_skipped)
 
     def reading_nowait(self, user_id: str) -> tuple[MemoryReading | None, float | None]:
         """The last memory reading and CPU (cores) of the user's runtime."""
@@ -193,6 +200,8 @@ class Monitor:
                 self._judge(runtime, samples.get(runtime.user_id), now)
             except Exception:  # one runtime's trouble never stops the others' monitoring
                 log.exception("monitor: judging the runtime of %s failed", runtime.user_id)
+        if self.options.hints and runtimes:
+            await self._hints(runtimes, now)
         self._polls += 1
         self._last_runtimes = len(runtimes)
         self._last_poll = time.perf_counter() - started
@@ -270,8 +279,6 @@ class Monitor:
                     "handle": runtime.handle, "idle_seconds": round(idle_for, 1),
                     "idle_timeout": timeout, "last_activity": last}, now, decide=decide,
                     cooldown=False)
-        if options.hints:
-            self._hints(runtime, watched, now)
 
     def _pressure_decision(self, user_id: str, kind: str, reading: MemoryReading
                            ) -> Callable[[], Awaitable[None]] | None:
@@ -284,9 +291,24 @@ class Monitor:
                                      limit=reading.limit)
         return decide
 
-    def _hints(self, runtime: MonitoredRuntime, watched: _Watched, now: float) -> None:
-        for code in self._compute.take_executed_nowait(runtime.user_id):
-            hints = watched.analyser.analyse(code)
+    async def _hints(self, runtimes: list[MonitoredRuntime], now: float) -> None:
+        """Analyse the code executed since the last poll (within `HINT_BUDGET`, in a worker
+        thread: parsing must not hold the daemon's loop), then raise the hints."""
+        work: list[tuple[MonitoredRuntime, Analyser, str]] = []
+        budget = HINT_BUDGET
+        for runtime in runtimes:
+            watched = self._watched.get(runtime.user_id)
+            for code in self._compute.take_executed_nowait(runtime.user_id):
+                if watched is None or len(code) > budget:
+                    self._hints_skipped += 1
+                    continue
+                budget -= len(code)
+                work.append((runtime, watched.analyser, code))
+        if not work:
+            return
+        results = await trio.to_thread.run_sync(
+            lambda: [(runtime, analyser.analyse(code)) for runtime, analyser, code in work])
+        for runtime, hints in results:
             for kind, reasons in (("gpu-hint", hints.gpu), ("big-ram-hint", hints.big_ram)):
                 if not reasons:
                     continue
@@ -294,8 +316,9 @@ class Monitor:
                 decide = None
                 if policy is not None:
                     async def decide(kind: str = kind, reasons: tuple[str, ...] = reasons,
-                                     policy: Policy = policy) -> None:
-                        await policy.on_hint(runtime.user_id, kind, reasons)
+                                     policy: Policy = policy,
+                                     user_id: str = runtime.user_id) -> None:
+                        await policy.on_hint(user_id, kind, reasons)
                 self._raise(runtime.user_id, kind, {"handle": runtime.handle,
                                                     "reasons": list(reasons)}, now,
                             decide=decide)
