@@ -1,0 +1,133 @@
+"""The editor-specific steps of the journey, one small page object per editor, so the journey
+reads the same whichever editor markco serves at `/u/<id>/`:
+
+- `MrmdEditor`: the mrmd editor (markco-editor's default): a file picker opens on load; a
+  notebook is a CodeMirror document whose python blocks have a "Run cell N" button, and each
+  run writes an `output` block into the document under its cell.
+- `BasicEditor`: the textarea editor (`MARKCO_EDITOR=basic`, or `/basic`): a file list, and a
+  card per python block with a Run button and its output.
+
+`editor_on(page)` tells which one the page is. Playwright's sync API (the journey runs it in a
+worker thread).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from playwright.sync_api import Page, expect
+
+# Starting, waking and running take a while on a busy 2-core machine; the wait page reloads
+# itself until the editor answers.
+LOAD_MS = 120_000
+RUN_MS = 60_000
+
+
+class EditorPage(Protocol):
+    """What the journey does in an editor."""
+
+    name: str
+
+    def open_notebook(self, file_name: str) -> None:
+        """Open the markdown file called `file_name` (anywhere in the user's files)."""
+
+    def run_block(self, number: int) -> str:
+        """Run the `number`th python block (from 1) of the open notebook; its output."""
+
+    def add_block(self, code: str) -> int:
+        """Append a python block holding `code` to the open notebook; its number."""
+
+
+def editor_on(page: Page) -> EditorPage:
+    """The page object for the editor `page` shows (waits for it to load)."""
+    mrmd = page.get_by_placeholder(re.compile("Find or create file"))
+    basic = page.locator("textarea#source")
+    expect(mrmd.or_(basic).first).to_be_visible(timeout=LOAD_MS)
+    return BasicEditor(page) if basic.count() else MrmdEditor(page)
+
+
+class MrmdEditor:
+    """The mrmd editor."""
+
+    name = "mrmd"
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.blocks = 0
+
+    def open_notebook(self, file_name: str) -> None:
+        picker = self.page.get_by_text(file_name, exact=True).first
+        expect(picker).to_be_visible(timeout=LOAD_MS)
+        # A cell run before the UI has attached the document's Python runtime produces an
+        # empty output; the UI says so on its console only.
+        registered: list[str] = []
+        self.page.on("console", lambda m: registered.append(m.text)
+                     if "Registered Python runtime" in m.text else None)
+        picker.click()
+        self.page.keyboard.press("Enter")
+        expect(self.page.locator('button[aria-label="Run cell 1"]')).to_be_visible(
+            timeout=LOAD_MS)
+        for _ in range(LOAD_MS // 100):
+            if registered:
+                break
+            self.page.wait_for_timeout(100)
+        assert registered, "the mrmd UI never attached a Python runtime to the notebook"
+        self.blocks = self.page.locator(".cm-cell-controls-btn-play").count()
+
+    def run_block(self, number: int) -> str:
+        self.page.locator(f'button[aria-label="Run cell {number}"]').click()
+        # The output lands in the document as a fenced `output:<exec id>` block under the
+        # cell, shown as "No output" until the cell prints; the cell's play button comes
+        # back when the run is over.
+        deadline = RUN_MS // 200
+        for _ in range(deadline):
+            outputs = self._outputs()
+            done = self.page.locator(f'button[aria-label="Run cell {number}"]').is_visible()
+            if done and len(outputs) >= number and outputs[number - 1] not in ("", "No output"):
+                return outputs[number - 1]
+            self.page.wait_for_timeout(200)
+        raise AssertionError(f"cell {number} printed nothing within {RUN_MS} ms: "
+                             f"{self._outputs()}")
+
+    def add_block(self, code: str) -> int:
+        content = self.page.locator(".cm-content")
+        content.click()
+        self.page.keyboard.press("Control+End")
+        self.page.keyboard.type(f"\n\n```python\n{code}\n```\n")
+        self.blocks += 1
+        expect(self.page.locator(f'button[aria-label="Run cell {self.blocks}"]')).to_be_visible(
+            timeout=RUN_MS)
+        return self.blocks
+
+    def _outputs(self) -> list[str]:
+        text = self.page.locator(".cm-content").inner_text()
+        return [o.strip() for o in re.findall(r"```output:\S+\n+(.*?)\n*```", text, flags=re.S)]
+
+
+class BasicEditor:
+    """The textarea editor."""
+
+    name = "basic"
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def open_notebook(self, file_name: str) -> None:
+        self.page.locator("#file-list a", has_text=file_name).first.click()
+        expect(self.page.locator("#doc-path")).to_contain_text(file_name, timeout=LOAD_MS)
+        expect(self.page.locator("#blocks .block").first).to_be_visible(timeout=LOAD_MS)
+
+    def run_block(self, number: int) -> str:
+        card = self.page.locator("#blocks .block").nth(number - 1)
+        card.get_by_role("button", name="Run").click()
+        expect(card.locator(".badge")).to_have_text(re.compile("ok|error"), timeout=RUN_MS)
+        return card.locator(".out").inner_text().strip()
+
+    def add_block(self, code: str) -> int:
+        source = self.page.locator("textarea#source")
+        source.fill(source.input_value() + f"\n```python\n{code}\n```\n")
+        count = self.page.locator("#blocks .block")
+        blocks = source.input_value().count("```python")
+        expect(count).to_have_count(blocks, timeout=RUN_MS)
+        return blocks
