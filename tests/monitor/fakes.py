@@ -89,6 +89,7 @@ class FakePolicy:
 
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     relieved_users: list[str] = field(default_factory=list)
+    sleeps: bool = True  # what on_idle answers
 
     async def on_pressure(self, user_id: str, trigger: str, *, working_set: int,
                           limit: int) -> None:
@@ -96,7 +97,7 @@ class FakePolicy:
 
     async def on_idle(self, user_id: str, *, idle_for: float, last: str) -> bool:
         self.calls.append((user_id, "idle-sleep", (idle_for, last)))
-        return True
+        return self.sleeps
 
     async def on_hint(self, user_id: str, hint: str, reasons: tuple[str, ...]) -> None:
         self.calls.append((user_id, hint, reasons))

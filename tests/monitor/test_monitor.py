@@ -211,3 +211,16 @@ async def test_hint_analysis_is_bounded_per_poll(mock_clock: trio.testing.MockCl
         stats = rig.monitor.statistics()
     assert stats.hints_skipped == 1
     assert len([u for k, u, _ in rig.published.events if k == "gpu-hint"]) == 4
+
+
+async def test_an_idle_sleep_that_did_not_happen_is_tried_again_a_timeout_later(
+        mock_clock: trio.testing.MockClock) -> None:
+    async with running(MonitorOptions(idle_timeout=60.0)) as rig:
+        rig.policy.sleeps = False  # e.g. the checkpoint failed: the runtime keeps running
+        add(rig, "ada")  # found by the poll at 5 s: idle at 65 s
+        await trio.sleep(67)
+        assert rig.published.kinds("ada") == ["idle-sleep"]
+        await trio.sleep(53)  # 120 s
+        assert rig.published.kinds("ada") == ["idle-sleep"]
+        await trio.sleep(10)  # 130 s: idle again since the failure at 65 s
+        assert rig.published.kinds("ada") == ["idle-sleep", "idle-sleep"]

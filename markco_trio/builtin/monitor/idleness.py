@@ -57,6 +57,11 @@ class IdleTracker:
         self.idle = True
         return True
 
+    def rearm(self, at: float) -> None:
+        """Count idleness afresh from `at` (an idle-sleep that did not happen is tried again
+        after another full timeout, not never)."""
+        self.busy_at, self.busy_kind, self.idle = at, "retry", False
+
     def idle_for(self, now: float) -> float:
         """Seconds since the last sign of intent."""
         return max(0.0, now - self.busy_at)

@@ -272,9 +272,13 @@ class Monitor:
                 if options.idle_sleep and self._policy is not None:
                     policy = self._policy
 
+                    tracker = watched.idle
+
                     async def decide() -> None:
                         if await policy.on_idle(user_id, idle_for=idle_for, last=last):
                             self._slept.add(user_id)
+                        else:  # refused or failed: try again after another idle period
+                            tracker.rearm(self._now())
                 self._raise(user_id, "idle-sleep", {
                     "handle": runtime.handle, "idle_seconds": round(idle_for, 1),
                     "idle_timeout": timeout, "last_activity": last}, now, decide=decide,
