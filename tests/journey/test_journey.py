@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -61,7 +62,8 @@ def _config(data_dir: Path, deployment: str, wpython: WorkloadPython, port: int,
         data_dir, deployment, wpython, listen=f"127.0.0.1:{port}",
         modules=plugin_modules("markco_trio.builtin.auth"), start_on_login=False,
         ready_timeout=90.0, on_shutdown="stop",
-        extra=('\n[auth]\nlogin_link = "never"\n\n[checkpoint]\nprovider = "criu"\n\n'
+        extra=('\n[auth]\nlogin_link = "never"\nadmins = ["github:octocat"]\n\n'
+               '[checkpoint]\nprovider = "criu"\n\n'
                f'[oauth]\nproviders = ["github"]\n\n[oauth.github]\n{github}\n'
                f'client_secret_env = "{SECRET_ENV}"\ntimeout_seconds = 10\n'))
     return text.replace(f'public_url = "http://127.0.0.1:{port}"',
@@ -84,6 +86,18 @@ def runtime_processes(user_id: str) -> list[int]:
     return found
 
 
+def goto(page: Any, url: str) -> None:
+    """`page.goto(url)`, again when Chromium saw the host's network change meanwhile (other
+    tests on this machine make and remove network namespaces and veth pairs)."""
+    for attempt in range(3):
+        try:
+            page.goto(url)
+            return
+        except Exception as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                raise
+
+
 def browse(url: str, shots: Path) -> dict[str, str]:
     """The journey itself, in the browser (blocking: run in a worker thread). Returns what
     the blocks printed, for the test to check."""
@@ -104,7 +118,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
 
         try:
             # Log in through the fake GitHub and land on the dashboard.
-            page.goto(url + "/")
+            goto(page, url + "/")
             expect(page).to_have_url(re.compile(r"/login$"))
             shot("login")
             page.get_by_role("link", name="Log in with GitHub").click()
@@ -126,8 +140,15 @@ def browse(url: str, shots: Path) -> dict[str, str]:
             seen["first"] = editor.run_block(1)
             shot("ran")
 
+            # The admin page sees the running runtime, its host and its memory.
+            goto(page, url + "/admin")
+            row = page.locator(f'tr[data-user="{user_id}"]')
+            expect(row).to_contain_text("running")
+            seen["admin_row"] = row.inner_text()
+            shot("admin")
+
             # Put the runtime to sleep from the dashboard.
-            page.goto(url + "/dashboard")
+            goto(page, url + "/dashboard")
             page.get_by_role("button", name="Sleep").click()
             status = page.locator("text=Editor and Python runtime:")
             for _ in range(120):
@@ -146,7 +167,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
             shot("back")
             seen["after"] = editor.run_block(editor.add_block("print('after waking:', greeting)"))
             shot("value-still-there")
-            page.goto(url + "/dashboard")
+            goto(page, url + "/dashboard")
             expect(page.locator("text=Editor and Python runtime:")).to_contain_text(
                 "running", timeout=LOAD_MS)
         except Exception:
@@ -187,6 +208,8 @@ async def test_the_journey_in_a_real_browser_through_caddy(
                         await daemon.kill9()
     first = re.fullmatch(r"hello from Python \d+\.\d+\.\d+", seen["first"])
     assert first, seen
+    admin_row = r"running\s+local\s+\(process\)\s+\d+ MiB of \d+ MiB"
+    assert re.search(admin_row, seen["admin_row"]), seen
     assert seen["asleep_processes"] == "[]", seen
     assert seen["after"] == f"after waking: {seen['first']}", seen
     assert sorted(p.name for p in ARTIFACTS.glob("*.png"))[-1].endswith("value-still-there.png")
