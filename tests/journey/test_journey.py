@@ -107,7 +107,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_binary(),
-            args=[f for f in CHROMIUM_FLAGS if f != "--headless"])
+            args=list(CHROMIUM_FLAGS))  # the quiet flags (the network rule)
         context = browser.new_context(ignore_https_errors=True,  # Caddy's local CA
                                       viewport={"width": 1280, "height": 860})
         page = context.new_page()
