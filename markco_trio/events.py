@@ -49,6 +49,7 @@ class EventBus:
         self._clock = clock
         self._subscribers: list[_Subscriber] = []
         self._published = 0
+        self._last_seq = 0
 
     async def publish(self, type: str, *, user_id: str | None = None,
                       data: Mapping[str, Any] | None = None) -> Event:
@@ -56,6 +57,7 @@ class EventBus:
         event = await self._storage.append_event(type=type, user_id=user_id, data=data or {},
                                                  now=self._clock.now())
         self._published += 1
+        self._last_seq = max(self._last_seq, event.seq)
         for sub in list(self._subscribers):
             if sub.types is not None and event.type not in sub.types:
                 continue
@@ -74,6 +76,12 @@ class EventBus:
         send, receive = trio.open_memory_channel[Event](buffer)
         self._subscribers.append(_Subscriber(name=name, send=send, types=types))
         return receive
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest event this bus published (0 before the first): where a live
+        reader that starts now would begin."""
+        return self._last_seq
 
     def statistics(self) -> BusStatistics:
         """Counts for metrics and tests."""

@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("process", "markco_trio.builtin.process_backend"),
     ("compute", "markco_trio.builtin.compute"),
     ("monitor", "markco_trio.builtin.monitor"),
+    ("events", "markco_trio.builtin.events"),
 )
 
 # The hooks that fill a role, and the config section that picks the provider.
