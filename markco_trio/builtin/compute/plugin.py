@@ -13,6 +13,7 @@ from ...roles import EventObserver, ServiceSpec
 from .api import compute_blueprint
 from .commands import compute_commands
 from .options import WorkloadsOptions
+from .plans import plans_blueprint, plans_commands
 from .service import service_for
 
 log = logging.getLogger("markco.compute")
@@ -29,14 +30,16 @@ def markco_config_sections() -> list[ConfigSection]:
 
 @hookimpl
 def markco_web_routes(ctx: PluginContext) -> list[Any]:
-    """`/api/v1/runtimes`, `/api/v1/users/<id>/runtimes/...`, `/api/v1/users/<id>/progress`."""
-    return [compute_blueprint(service_for(ctx))]
+    """`/api/v1/runtimes`, `/api/v1/users/<id>/runtimes/...`, `/api/v1/users/<id>/progress`,
+    `/api/v1/plans`, `PUT /api/v1/users/<id>/plan` and the admin page's plan form."""
+    return [compute_blueprint(service_for(ctx)), plans_blueprint(service_for(ctx))]
 
 
 @hookimpl
 def markco_cli_commands() -> list[CliCommand]:
-    """`markco runtimes sleep|wake USER`, `markco snapshots list|create|restore|delete`."""
-    return compute_commands()
+    """`markco runtimes sleep|wake USER`, `markco snapshots list|create|restore|delete`,
+    `markco plans list|set`."""
+    return [*compute_commands(), *plans_commands()]
 
 
 @hookimpl
