@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from markco_trio.builtin.auth.tokens import hash_token, new_api_token
+from markco_trio.storage.sqlite import SqliteStorage
 from markco_trio.testing.network import free_port
 from markco_trio.testing.workload_python import WorkloadPython
 from tests.compute.harness import config_text, plugin_modules
@@ -56,6 +59,22 @@ async def markco(data_dir: Path, wpython: WorkloadPython,
                 await daemon.kill9()
 
 
+async def api_events(markco: Markco, *types: str) -> list[dict[str, Any]]:
+    """The user's events of `types` as `GET /api/v1/events` shows them (an `events:read`
+    token of the user: a user sees their own)."""
+    token = new_api_token()
+    async with SqliteStorage(markco.data_dir / "markco.db") as storage:
+        await storage.create_api_token(user_id=markco.user_id, name="events",
+                                       token_hash=hash_token(token), scopes=("events:read",),
+                                       expires_at=None, now=1.0)
+    async with httpx.AsyncClient(base_url=markco.daemon.base, trust_env=False,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        answer = await http.get("/api/v1/events", params={"type": list(types), "limit": 100})
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
 def events(markco: Markco, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
     """The user's events in the log (read-only), oldest first."""
     db = sqlite3.connect(f"file:{markco.data_dir / 'markco.db'}?mode=ro", uri=True)
@@ -88,6 +107,9 @@ async def test_a_quiet_user_is_put_to_sleep_and_a_navigation_wakes_them_with_x(
     decisions = events(markco, "elasticity.")
     assert [(d["action"], d.get("outcome")) for _, d in decisions] == \
         [("sleep", None), ("sleep", "done")]
+    seen = await api_events(markco, "idle-sleep", "elasticity.decision", "elasticity.outcome")
+    assert [e["type"] for e in seen] == ["idle-sleep", "elasticity.decision",
+                                         "elasticity.outcome"]
     pages = await markco.navigate_until_ready()
     assert pages and "waking" in pages[0]
     assert await markco.execute("print(x)") == "42\n"

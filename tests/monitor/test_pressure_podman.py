@@ -23,7 +23,7 @@ from tests.compute.test_daemon_restart import DaemonProcess
 from tests.lifecycle.test_checkpoint_e2e import Markco
 from tests.lifecycle.test_checkpoint_e2e_podman import config_text
 
-from .test_idle_e2e import events
+from .test_idle_e2e import api_events, events
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -111,3 +111,11 @@ async def test_on_podman_a_runtime_under_pressure_gets_more_memory_and_keeps_its
     assert changed["before"]["memory_bytes"] == PLAN * MiB
     assert changed["after"]["memory_bytes"] == 384 * MiB
     assert "runtime.crashed" not in kinds
+    seen = await api_events(markco, "migrate", "urgent-migrate", "critical",
+                            "elasticity.decision", "elasticity.outcome")
+    types = [e["type"] for e in seen]
+    assert types[0] in ("migrate", "urgent-migrate", "critical")
+    assert types.index("elasticity.decision") < types.index("elasticity.outcome")
+    outcome = next(e for e in seen if e["type"] == "elasticity.outcome")
+    assert outcome["data"]["outcome"] == "done"
+    assert outcome["data"]["after"]["memory_bytes"] == 384 * MiB
