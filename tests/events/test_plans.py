@@ -194,3 +194,17 @@ async def test_the_cli_refuses_an_unknown_plan_naming_the_plans(markco: Markco) 
     assert done.returncode == 2
     assert b"free, pro, team" in done.stderr
     assert await plan_events(markco) == []
+
+
+async def test_the_admin_page_shows_each_users_plan_in_a_form(markco: Markco) -> None:
+    alice = await markco.user("alice")
+    await markco.storage.update_user(alice.id, plan="pro")
+    root = await markco.login_as("root", admin=True)
+    page = await root.get("/admin")
+    assert page.status_code == 200
+    section = page.text.split('<section id="plans">', 1)[1].split("</section>", 1)[0]
+    form = section.split(f'action="/admin/users/{alice.id}/plan"', 1)[1].split("</form>")[0]
+    assert '<option value="pro" selected>' in form
+    assert '<option value="team">' in form
+    assert f'name="csrf" value="{form_token(root.cookies[markco.authority.cookie_name])}"' \
+        in form

@@ -441,6 +441,29 @@ def _event_summary(data: dict[str, Any], limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def admin_plans_section(users: Sequence[User], plans: Sequence[str], *,
+                        form_token: str | None) -> str:
+    """A plan form per user (issue 12): `POST /admin/users/<id>/plan` (the compute plugin's
+    route), the user's current plan selected. For `admin_page`'s `extra_sections`."""
+    hidden = ("" if form_token is None else
+              f"<input type=\"hidden\" name=\"csrf\" value=\"{esc(form_token)}\">")
+    rows = []
+    for u in users:
+        options = "".join(
+            f"<option value=\"{esc(p)}\"{' selected' if p == u.plan else ''}>{esc(p)}</option>"
+            for p in plans)
+        rows.append(
+            f"<tr><td>@{esc(u.username)}</td><td>"
+            f"<form method=\"post\" action=\"/admin/users/{esc(u.id)}/plan\">{hidden}"
+            f"<select name=\"plan\" aria-label=\"Plan of @{esc(u.username)}\">{options}"
+            "</select> <button type=\"submit\" class=\"secondary\">Change plan</button>"
+            "</form></td></tr>")
+    return ("<section id=\"plans\"><h2>Plans</h2><p class=\"muted\">A plan sets the limits of "
+            "a user's runtime; a change is recorded in the event log and applies to a running "
+            "runtime at once.</p><table><tr><th>User</th><th>Plan</th></tr>"
+            f"{''.join(rows)}</table></section>")
+
+
 def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
                form_token: str | None = None, runtimes: Sequence[AdminRuntime] = (),
                hosts: Sequence[AdminHost] = (), events: Sequence[Event] = (),

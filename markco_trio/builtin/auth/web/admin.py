@@ -190,10 +190,15 @@ def admin_blueprint(state: AuthState) -> Blueprint:
         events = await recent_events(state)
         usernames = {u.id: u.username for u in page.items}
         usernames.update({r.user_id: r.username for r in runtimes})
+        # Plans (issue 12): the compute plugin's plans, when it runs; its route takes the form.
+        plans = sorted(getattr(getattr(state.ctx.extras.get("compute"), "options", None),
+                               "all_plans", None) or ())
+        extra = [pages.admin_plans_section(page.items, plans, form_token=current_form_token())
+                 ] if plans else []
         return pages.admin_page(page.items, next_cursor=page.next_cursor,
                                 me=principal.user_id, form_token=current_form_token(),
                                 runtimes=runtimes, hosts=hosts, events=events,
-                                usernames=usernames)
+                                usernames=usernames, extra_sections=extra)
 
     @bp.post("/admin/runtimes/<user_id>/<action>")
     async def runtime_action(user_id: str, action: str) -> Response:
