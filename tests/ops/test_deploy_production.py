@@ -78,6 +78,7 @@ def production_config(tmp_path: Path, *, data_dir: Path, port: int, edge: Edge,
     text = replace(text, r'^client_id = "Iv1\.0000000000000000"$',
                    "\n".join(f'{key} = "{value}"' for key, value in options.items()))
     text = replace(text, r"^admins = \[\]", 'admins = ["github:octocat"]')
+    text = replace(text, r'^listen = "127\.0\.0\.1:9464"$', 'listen = "127.0.0.1:0"')  # metrics
     path = tmp_path / "production.toml"
     path.write_text(text)
     return path
