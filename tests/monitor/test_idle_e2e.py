@@ -21,15 +21,14 @@ import trio
 from markco_trio.builtin.auth.tokens import hash_token, new_api_token
 from markco_trio.storage.sqlite import SqliteStorage
 from markco_trio.testing.network import free_port
+from markco_trio.testing.system import missing_system
 from markco_trio.testing.workload_python import WorkloadPython
 from tests.compute.harness import config_text, plugin_modules
 from tests.compute.test_daemon_restart import DaemonProcess
 from tests.lifecycle.test_checkpoint_e2e import Markco
 
 pytestmark = [pytest.mark.usefixtures("cleanup_workloads"), pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("criu") or
-                                 Path("/usr/local/sbin/criu").exists()),
-                                 reason="needs root and CRIU (scripts/setup-criu)")]
+              pytest.mark.system]
 
 IDLE_TIMEOUT = 3.0
 MONITOR = f"\n[monitor]\ninterval = 0.5\nidle_timeout = {IDLE_TIMEOUT}\n"
@@ -38,6 +37,10 @@ MONITOR = f"\n[monitor]\ninterval = 0.5\nidle_timeout = {IDLE_TIMEOUT}\n"
 @pytest.fixture
 async def markco(data_dir: Path, wpython: WorkloadPython,
                  deployment_ids: Callable[[str], str]) -> AsyncIterator[Markco]:
+    if os.geteuid() != 0:
+        missing_system("root", "the process backend's CRIU checkpoints need root")
+    if shutil.which("criu", path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin") is None:
+        missing_system("criu", "run scripts/setup-criu")
     port = free_port()
     deployment = deployment_ids("idle")
     config = data_dir.parent / f"{data_dir.name}-idle.toml"

@@ -32,7 +32,7 @@ podman_engine_url = podman_service_fixture(containers_conf=ROOT / "config" / "co
 local_image_mounts = local_images_fixture()
 podman_deployments = cleanup_fixture()
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 PLAN = 256  # MiB; elasticity may raise it to 512 (max_memory_mib)
 MONITOR = textwrap.dedent("""
