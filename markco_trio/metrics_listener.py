@@ -98,10 +98,16 @@ class MetricsListener:
             await self._send(stream, conn, 401, b"a bearer token is required\n",
                              [(b"www-authenticate", b'Bearer realm="metrics"')])
         else:
-            if self._before_scrape is not None:
-                await self._before_scrape()
+            try:
+                if self._before_scrape is not None:
+                    await self._before_scrape()
+                body = self.registry.render()
+            except Exception:  # a broken collector: say so, keep serving
+                log.exception("metrics: a scrape failed")
+                await self._send(stream, conn, 500, b"the metrics could not be collected; "
+                                 b"the daemon's log says why\n")
+                return
             self.scrapes += 1
-            body = self.registry.render()
             await self._send(stream, conn, 200, b"" if event.method == b"HEAD" else body,
                              [(b"content-type", CONTENT_TYPE.encode())], length=len(body))
 
