@@ -13,6 +13,8 @@ apply to this configuration, or depends on a check that failed). In order:
 - `criu`: CRIU really dumps and restores a process holding a listening socket here
   (`markco_criu.selftest`), when a checkpointer is configured;
 - `firewall`: markco's nftables table is in place (docker backend; `markco_docker.firewall`);
+- `isolation`: whether users' workloads are kept apart (containers, or the process backend
+  run as root) — a warning when they all run as one account;
 - `disk`: free space for snapshots under the data directory, which must be writable;
 - `edge`: the public URL answers `/readyz` as a ready markco (through Caddy, when it is https).
 
@@ -240,6 +242,22 @@ def _scheme(url: str) -> str:
     return url.partition("://")[0]
 
 
+async def check_isolation(doctor: Doctor) -> Outcome:
+    config = doctor.loaded()
+    names = config.roles["compute"].names
+    if not names:
+        return _skip("no [compute] backend: no workloads")
+    if "process" not in names:
+        return _pass(f"{names[0]}: each user's workloads in containers of their own")
+    if os.geteuid() == 0:
+        return _pass("process backend as root: a uid, PID, mount and network namespaces per "
+                     "user")
+    return Outcome("warn", "process backend not as root: every user's workloads run as this "
+                           "account, on the host's network — fit for one person only",
+                   "run the daemon as root for a team, or use the docker backend "
+                   "(docs/compute.md)")
+
+
 async def check_disk(doctor: Doctor) -> Outcome:
     config = doctor.loaded()
     data_dir = config.data_dir
@@ -309,6 +327,7 @@ CHECKS: tuple[Check, ...] = (
           needs=("config", "engine")),
     Check("criu", "CRIU dumps and restores a process holding a socket", check_criu),
     Check("firewall", "markco's firewall rules are in effect", check_firewall),
+    Check("isolation", "users' workloads are isolated from each other", check_isolation),
     Check("disk", "there is disk space for snapshots", check_disk),
     Check("edge", "the public URL answers as a ready markco", check_edge),
 )

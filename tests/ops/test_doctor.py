@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -119,7 +121,7 @@ async def test_every_check_passes_on_a_machine_set_up_as_ci_does(
     assert statuses.pop("disk") in ("pass", "warn")
     assert set(statuses.values()) == {"pass"}, statuses
     assert set(statuses) == {"config", "storage", "engine", "images", "criu", "firewall",
-                             "edge"}
+                             "isolation", "edge"}
 
 
 async def test_a_missing_criu_is_named(tmp_path: Path) -> None:
@@ -233,3 +235,29 @@ def test_the_text_report_says_what_to_do_and_an_unknown_skip_is_refused(
     assert "[skip] criu" in done.stdout
     refused = doctor_cli(config, "--skip", "everything")
     assert refused.returncode == 2 and "no check named everything" in refused.stderr
+
+
+def test_the_process_backend_not_as_root_is_a_warning_naming_the_limit() -> None:
+    """Run as an unprivileged account (`nobody`), where the process backend cannot isolate."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the check as another account")
+    readable = Path(tempfile.mkdtemp(prefix="mk-doctor-", dir="/tmp"))  # pytest's is 0700
+    os.chmod(readable, 0o755)
+    config = write_config(readable / "markco.toml", compute="""
+        [compute]
+        backend = "process"
+        """)
+    os.chmod(config, 0o644)
+    script = ("import json, trio; from pathlib import Path; from markco_trio.doctor import "
+              f"diagnose; r = trio.run(lambda: diagnose(Path({str(config)!r}), skip=["
+              "'storage', 'criu', 'disk', 'edge'])); print(json.dumps({x.name: [x.status, "
+              "x.detail] for x in r}))")
+    try:
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                               "--clear-groups", sys.executable, "-c", script],
+                              capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    isolation = json.loads(done.stdout)["isolation"]
+    assert isolation[0] == "warn" and "one person only" in isolation[1], done.stdout
