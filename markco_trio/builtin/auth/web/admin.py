@@ -11,13 +11,12 @@ run. Each action is recorded in the event log (`admin.action`, `admin.entry`).
 The page is built from awaited reads that are each bounded: one page of users, the live
 workload records, memory from the monitor's last readings (or, for a runtime it has not read,
 one sample from the backend, all at once, given `STATS_SECONDS` in total), and the newest
-`RECENT_EVENTS` events.
+`RECENT_EVENTS` events (found in O(log n) one-row reads, then one read of about as many).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any
 
 import trio
@@ -38,9 +37,6 @@ RECENT_EVENTS = 30
 STATS_SECONDS = 1.5
 MAX_SAMPLED = 100  # memory samples per page view (the rest show "—")
 ACTIONS = ("stop", "sleep", "wake")
-# Windows searched for the newest events, narrowest first (each read is paged forward).
-_EVENT_WINDOWS = (3600.0, 7 * 86400.0, None)
-_EVENT_PAGES = 20
 
 
 def _refused() -> Response:
@@ -55,25 +51,40 @@ def _admin() -> Principal | None:
     return principal if principal is not None and principal.is_admin else None
 
 
+async def _last_seq(storage: Any) -> int:
+    """The newest event's `seq` (0: none), in O(log n) one-row reads: the event log is read
+    forward only (`seq > after`), so double a bound until nothing lies past it, then halve the
+    gap."""
+
+    async def any_after(seq: int) -> bool:
+        return bool(await storage.list_events(after_seq=seq, limit=1))
+
+    if not await any_after(0):
+        return 0
+    low, high = 0, 1  # some event lies past `low`; is any past `high`?
+    while await any_after(high):
+        low, high = high, high * 2
+    while high - low > 1:  # some event past `low`, none past `high`
+        middle = (low + high) // 2
+        if await any_after(middle):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 async def recent_events(state: AuthState, *, count: int = RECENT_EVENTS) -> list[Event]:
-    """The newest `count` events, newest first. The event log is read forward (by `seq`)
-    only, so this pages forward from the start of a recent window, widening the window when
-    it holds fewer than `count`, and stops after `_EVENT_PAGES` pages of a window."""
-    storage, now = state.storage, state.ctx.clock.now()
-    newest: deque[Event] = deque(maxlen=count)
-    for window in _EVENT_WINDOWS:
-        newest.clear()
-        since = None if window is None else now - window
-        after = 0
-        for _ in range(_EVENT_PAGES):
-            page = await storage.list_events(after_seq=after, limit=500, since=since)
-            newest.extend(page)
-            if len(page) < 500:
-                break
-            after = page[-1].seq
-        if len(newest) >= count:
-            break
-    return list(reversed(newest))
+    """The newest `count` events, newest first: found from the newest `seq` backwards (seqs
+    may have gaps: the span read widens until it holds `count` or starts at the first)."""
+    storage = state.storage
+    last = await _last_seq(storage)
+    span = 2 * count
+    while True:
+        after = max(0, last - span)
+        found = await storage.list_events(after_seq=after, limit=last - after)
+        if len(found) >= count or after == 0:
+            return list(reversed(found[-count:]))
+        span *= 4
 
 
 def _backend(compute: Any) -> Any:
