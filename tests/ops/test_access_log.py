@@ -14,7 +14,9 @@ from markco_trio.errors import ConfigError
 from markco_trio.proxy.accesslog import AccessLog
 from tests.dataplane.conftest import (  # noqa: F401 - fixtures, found by pytest by name
     XHR,
+    RawWebSocket,
     StartPlane,
+    eventually,
     start_plane,
 )
 
@@ -160,3 +162,23 @@ async def test_the_editor_sees_the_request_id_the_access_log_writes(
     assert any(f'target="/u/{alice.id}/whoami" status=200 request_id=trace-e2e-1' in line
                for line in lines)
     assert any(f"status=200 request_id={rid}" in line for line in lines)
+
+
+async def test_a_websocket_handshake_carries_the_request_id_too(
+        start_plane: StartPlane,  # noqa: F811 - the fixture imported above
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="markco.access")
+    plane = await start_plane(auth='\n[logging]\naccess = "full"\n')
+    bob = await plane.user("bob")
+    cookie = plane.cookie(await plane.session(bob))
+    status, ws = await RawWebSocket.open(plane, f"/u/{bob.id}/ws",
+                                         {**cookie, "X-Request-Id": "ws-trace-1"})
+    assert status == 101 and ws is not None
+    await ws.aclose()
+    _, _, headers = plane.editors[bob.id].last()
+    assert headers["x-request-id"] == ["ws-trace-1"]
+    # A tunnel's line is kept when the tunnel ends (its status is known at the handshake).
+    await eventually(lambda: plane.front_door.access_log.by_class[1] == 1)
+    plane.front_door.access_log.flush()
+    assert any("status=101 request_id=ws-trace-1" in r.getMessage()
+               for r in caplog.records if r.name == "markco.access")
