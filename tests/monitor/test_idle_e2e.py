@@ -103,6 +103,12 @@ async def test_a_quiet_user_is_put_to_sleep_and_a_navigation_wakes_them_with_x(
         markco: Markco) -> None:
     await markco.navigate_until_ready()
     assert await markco.execute("x = 42\nprint('set')") == "set\n"
+    async with markco.client() as http:  # what the monitor sees, as the user may ask
+        with trio.fail_after(10):
+            while not (seen := (await http.get("/api/v1/monitor")).json()["runtimes"]) or \
+                    seen[0]["memory_limit"] is None:  # noqa: ASYNC110 - another process
+                await trio.sleep(0.25)
+    assert seen[0]["user_id"] == markco.user_id and seen[0]["memory_used"] > 0
     await wait_for_state(markco, "sleeping", within=IDLE_TIMEOUT + 30)
     assert markco.runtime_pids() == []
     kinds = [k for k, _ in events(markco)]

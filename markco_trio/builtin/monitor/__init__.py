@@ -6,12 +6,13 @@ on the daemon's event bus, and hands them to compute's elasticity policy (DESIGN
 Registered as `("monitor", "markco_trio.builtin.monitor")`; configured by `[monitor]`
 (`options.py`). Modules: `pressure` (thresholds, hysteresis, cooldown; CPU from deltas),
 `idleness` (idle by intent), `hints` (imports and calls of executed code), `service` (the
-poller), `options`.
+poller), `api` (`GET /api/v1/monitor`), `options`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ...context import PluginContext
 from ...hookspecs import ConfigSection, hookimpl
@@ -20,7 +21,7 @@ from .options import MONITOR_EVENTS, MonitorOptions
 from .service import Monitor, MonitorStatistics
 
 __all__ = ["MONITOR_EVENTS", "EXTRAS_KEY", "Monitor", "MonitorOptions", "MonitorStatistics",
-           "markco_config_sections", "markco_services", "monitor_for"]
+           "markco_config_sections", "markco_services", "markco_web_routes", "monitor_for"]
 
 log = logging.getLogger("markco.monitor")
 
@@ -71,3 +72,12 @@ def markco_services(ctx: PluginContext) -> list[ServiceSpec]:
         log.warning("monitor: the compute plugin is not loaded; runtimes are not monitored")
         return []
     return [ServiceSpec("monitor", monitor.run, critical=False)]
+
+
+@hookimpl
+def markco_web_routes(ctx: PluginContext) -> list[Any]:
+    """`GET /api/v1/monitor` (see `api.py`)."""
+    from .api import monitor_blueprint
+
+    monitor = monitor_for(ctx)
+    return [monitor_blueprint(ctx, monitor)] if monitor is not None else []

@@ -159,6 +159,26 @@ class Monitor:
         watched = self._watched.get(user_id)
         return (watched.reading, watched.cpu_cores) if watched else (None, None)
 
+    def watched_nowait(self) -> list[str]:
+        """Users whose runtime the monitor watches now."""
+        return sorted(self._watched)
+
+    def view_nowait(self, user_id: str) -> dict[str, Any] | None:
+        """What the monitor knows of the user's runtime now (None: not watched), for the API:
+        memory (working set, real limit, %), CPU (cores), seconds since the last intent."""
+        watched = self._watched.get(user_id)
+        if watched is None:
+            return None
+        reading = watched.reading
+        return {"user_id": user_id,
+                "memory_used": reading.working_set if reading else None,
+                "memory_limit": reading.limit if reading else None,
+                "memory_percent": round(reading.percent, 2) if reading else None,
+                "cpu_cores": round(watched.cpu_cores, 4) if watched.cpu_cores is not None
+                else None,
+                "idle_seconds": round(watched.idle.idle_for(self._now()), 1),
+                "last_activity": watched.idle.busy_kind}
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Poll every `interval` seconds until cancelled."""
