@@ -84,7 +84,8 @@ async def test_the_login_page_carries_next_into_its_provider_buttons(
 
 @pytest.mark.parametrize("value", ["//evil.example/", "/\\evil.example", "https://evil.example",
                                    "%2F%2Fevil.example", "/%0D%0ALocation:%20https://evil",
-                                   "%2f%5cevil.example", "/login%3Fnext%3D//evil"])
+                                   "%2f%5cevil.example", "/login%3Fnext%3D//evil",
+                                   "%252F%252Fevil.example", "%2F%09%2Fevil.example"])
 async def test_an_unsafe_next_ends_the_github_login_on_the_dashboard(
         start_markco: StartMarkco, fake_github: FakeGitHub, value: str) -> None:
     markco = await start_markco(github=fake_github)
@@ -137,3 +138,14 @@ async def test_an_anonymous_visit_to_the_admin_page_logs_in_with_next_set(
     markco = await start_markco()
     response = await markco.client().get("/admin")
     assert response.headers["location"] == f"{markco.url}/login?next=%2Fadmin"
+
+
+async def test_an_encoded_editor_path_comes_back_exactly_as_it_was_asked_for(
+        start_markco: StartMarkco) -> None:
+    markco = await start_markco()
+    user = await markco.user("ada")
+    target = f"/u/{user.id}/a%20b?x=%2F%2Fevil&y=1"
+    to_login = await markco.client().get(target, headers=NAVIGATE)
+    client = await markco.login_as("ada")
+    back = await client.get(to_login.headers["location"].removeprefix(markco.url))
+    assert back.headers["location"] == markco.url + target
