@@ -225,11 +225,12 @@ BUILTIN: dict[tuple[str, str], Operation] = {
         scope="events:read", ok={200: STRING}, content="text/event-stream", stream=True,
         errors=(400, 429, 503), tag="events",
         query={"cursor": STRING, "type": {"type": "array", "items": STRING},
-               "user_id": STRING}),
+               "user_id": STRING, "since": STRING, "until": STRING}),
     ("GET", "/api/v1/webhooks"): Operation("The configured webhooks (administrators)",
                                            scope="admin", ok={200: PAGE}, tag="events"),
     ("GET", "/api/v1/webhooks/deliveries"): Operation(
-        "Webhook deliveries, newest first (administrators)", scope="admin", ok={200: PAGE},
+        "Webhook delivery attempts, oldest first (administrators)", scope="admin",
+        ok={200: PAGE},
         errors=(400,), tag="events",
         query={**PAGING, "outcome": STRING, "webhook": STRING, "event_id": STRING}),
 }

@@ -238,6 +238,7 @@ async def test_a_user_has_a_limited_number_of_streams(start_markco: StartMarkco)
     async with RawSse.open(markco.url, "/api/v1/events/stream", headers) as first, \
             httpx.AsyncClient(base_url=markco.url, trust_env=False, timeout=10) as http:
         assert first.status == 200
+        await first.block()  # its body has begun: it counts
         second = await http.get("/api/v1/events/stream", headers=headers)
         assert second.status_code == 429
         assert second.json()["error"]["code"] == "too_many_streams"

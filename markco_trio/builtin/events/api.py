@@ -112,9 +112,11 @@ def events_blueprint(ctx: PluginContext, options: EventsOptions,
                            f"at most {options.max_streams_per_user} event streams per user at "
                            "once; close another first")
         storage = ctx.require_storage()
-        streams[who.user_id] = streams.get(who.user_id, 0) + 1
 
         async def body() -> Any:
+            # Counted from the first step: a stream whose client left before its body began
+            # never runs, and so never needs uncounting.
+            streams[who.user_id] = streams.get(who.user_id, 0) + 1
             try:
                 async for chunk in event_stream(bus, storage, query, after_seq=after,
                                                 heartbeat=options.stream_heartbeat,
