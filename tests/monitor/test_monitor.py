@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 import trio.testing
 
 from markco_trio.builtin.monitor.options import MonitorOptions
-from markco_trio.builtin.monitor.service import HINT_BUDGET, Monitor
+from markco_trio.builtin.monitor.service import HINT_BUDGET, Monitor, file_size
 from markco_trio.metrics import Registry
 
 from .conftest import TrioWallClock
@@ -46,8 +47,13 @@ async def running(options: MonitorOptions | None = None) -> AsyncIterator[Rig]:
 async def after_polls(rig: Rig, count: int) -> None:
     """Until `count` more polls are done and what they raised is out. (The hints are parsed
     in a worker thread, which the MockClock does not wait for: it counts polls, not time.)"""
-    target = rig.monitor.statistics().polls + count
-    while rig.monitor.statistics().polls < target:  # noqa: ASYNC110 - a counter, no event
+    await after_polls_of(rig.monitor, count)
+
+
+async def after_polls_of(monitor: Monitor, count: int) -> None:
+    """`after_polls` of a monitor running outside a `Rig`."""
+    target = monitor.statistics().polls + count
+    while monitor.statistics().polls < target:  # noqa: ASYNC110 - a counter, no event
         await trio.sleep(0.5)
     await trio.testing.wait_all_tasks_blocked()
 
@@ -224,3 +230,40 @@ async def test_an_idle_sleep_that_did_not_happen_is_tried_again_a_timeout_later(
         assert rig.published.kinds("ada") == ["idle-sleep"]
         await trio.sleep(10)  # 130 s: idle again since the failure at 65 s
         assert rig.published.kinds("ada") == ["idle-sleep", "idle-sleep"]
+
+
+def test_file_sizes_are_read_only_inside_the_users_directory(tmp_path: Path) -> None:
+    home = tmp_path / "users" / "ada"
+    home.mkdir(parents=True)
+    (home / "small.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "secret").write_text("x" * 1000)
+    (home / "link").symlink_to(tmp_path / "secret")
+    assert file_size(home, "small.csv") == 8
+    assert file_size(home, "../../secret") is None
+    assert file_size(home, str(tmp_path / "secret")) is None
+    assert file_size(home, "link") is None  # a symlink out of the directory
+    assert file_size(home, "missing.csv") is None
+    assert file_size(home, ".") is None  # not a regular file
+
+
+async def test_a_reader_of_a_small_file_in_the_users_directory_is_no_hint(
+        mock_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    (tmp_path / "ada").mkdir()
+    (tmp_path / "ada" / "small.csv").write_text("a,b\n1,2\n")
+    with (tmp_path / "ada" / "big.csv").open("wb") as f:
+        f.truncate(200 << 20)  # sparse: 200 MiB by its size
+    backend, compute, published = FakeBackend(), FakeCompute(), Published()
+    compute.add("ada")
+    backend.usage["rt-ada"] = Usage()
+    monitor = Monitor(MonitorOptions(), compute=compute, backend=lambda: backend, policy=None,
+                      publish=published, now=TrioWallClock().now,
+                      user_dir=lambda user_id: tmp_path / user_id)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        compute.executed["ada"] = ["import pandas as pd\npd.read_csv('small.csv')"]
+        await after_polls_of(monitor, 1)
+        assert published.kinds("ada") == []
+        compute.executed["ada"] = ["pd.read_csv('big.csv')"]
+        await after_polls_of(monitor, 1)
+        assert published.kinds("ada") == ["big-ram-hint"]
+        nursery.cancel_scope.cancel()

@@ -59,7 +59,7 @@ def monitor_for(ctx: PluginContext) -> Monitor | None:
         decision_interval=options.decision_interval))
     monitor = Monitor(options, compute=compute, backend=lambda: ctx.backend, policy=policy,
                       publish=compute.publish, now=ctx.clock.now,
-                      metrics=getattr(ctx, "metrics", None))
+                      metrics=getattr(ctx, "metrics", None), user_dir=compute.user_dir)
     ctx.extras[EXTRAS_KEY] = monitor
     return monitor
 

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -42,6 +46,23 @@ log = logging.getLogger("markco.monitor")
 # Code parsed for hints in one poll, at most (in a worker thread, but CPU all the same): cells
 # past it are dropped, counted in `statistics().hints_skipped`.
 HINT_BUDGET = 256 * 1024
+
+
+def file_size(root: Path, path: str) -> int | None:
+    """The size of the regular file `path` names relative to the user's directory `root`
+    (where their runtime runs), None when it is not one: absolute paths and paths leading out
+    of `root` are never looked at (the daemon must not tell a user about files not theirs)."""
+    if not path or os.path.isabs(path) or "\0" in path:
+        return None
+    try:
+        base = root.resolve()
+        full = (base / path).resolve()
+        if not full.is_relative_to(base):
+            return None
+        st = full.stat()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 class Compute(Protocol):
@@ -111,13 +132,14 @@ class Monitor:
     def __init__(self, options: MonitorOptions, *, compute: Compute,
                  backend: Callable[[], Sampler | None], policy: Policy | None,
                  publish: Publish, now: Callable[[], float],
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, user_dir: Callable[[str], Path] | None = None) -> None:
         self.options = options
         self._compute = compute
         self._backend = backend
         self._policy = policy
         self._publish = publish
         self._now = now
+        self._user_dir = user_dir
         self._limiter = trio.CapacityLimiter(options.concurrency)
         self._watched: dict[str, _Watched] = {}
         # Users the policy put to sleep for idleness, then those seen gone since: found
@@ -252,7 +274,9 @@ class Monitor:
                 handle=runtime.handle,
                 pressure=PressureTracker(options.levels, margin=options.margin,
                                          cooldown=options.cooldown_for),
-                cpu=CpuMeter(), idle=IdleTracker(now), analyser=Analyser(),
+                cpu=CpuMeter(), idle=IdleTracker(now),
+                analyser=Analyser(file_size=partial(file_size, self._user_dir(runtime.user_id))
+                                  if self._user_dir is not None else None),
                 last_event=watched.last_event if watched else {})
             self._watched[runtime.user_id] = watched
         return watched
