@@ -40,6 +40,7 @@ class StandIn:
     slept: int = 0
     limits: dict[str, Any] = field(default_factory=dict)
     working_set: int = 100 * MiB
+    running: bool = True
 
     def __post_init__(self) -> None:
         self.options = WorkloadsOptions(plans={"free": PlanLimits(256, 0.5,
@@ -59,7 +60,8 @@ class StandIn:
         return SimpleNamespace(memory_working_set=self.working_set)
 
     def monitored_nowait(self) -> list[Any]:
-        return [SimpleNamespace(user_id="ada", handle="rt-ada", limits=self.limits)]
+        return [SimpleNamespace(user_id="ada", handle="rt-ada", limits=self.limits)] \
+            if self.running else []
 
     def busy_nowait(self, user_id: str) -> bool:
         return False
@@ -150,6 +152,14 @@ async def test_a_refused_raise_is_a_failed_outcome_and_the_user_is_told(
     assert svc.decisions() == [("raise_limit", ""), ("raise_limit", "failed"), ("notify", ""),
                                ("notify", "done")]
     assert svc.notice[0] and "engine said no" in svc.notice[0]
+
+
+async def test_a_runtime_gone_meanwhile_is_no_notice(
+        mock_clock: trio.testing.MockClock) -> None:
+    svc = StandIn(refuse=True, running=False)  # it went to sleep between event and decision
+    await pressure(policy(svc), svc)
+    assert svc.decisions() == [("raise_limit", ""), ("raise_limit", "failed")]
+    assert svc.notice == (None, None)
 
 
 async def test_decisions_are_rate_limited_but_critical_is_taken_at_once(

@@ -207,6 +207,8 @@ class ElasticityPolicy:
             except MarkcoError as exc:
                 self.stats.failed += 1
                 await self._outcome(user_id, trigger, "raise_limit", "failed", error=str(exc))
+                if not any(r.user_id == user_id for r in svc.monitored_nowait()):
+                    return  # it stopped (or sleeps) meanwhile: nothing to tell
                 why = f"raising the limit failed: {exc}"
             else:
                 self.stats.raised += 1
