@@ -90,6 +90,20 @@ async def test_pipelined_requests_are_answered_in_order(
     assert ["host", "t"] in json.loads(bodies[2])
 
 
+async def test_an_empty_line_after_a_body_before_a_pipelined_request_is_skipped(
+    door: Door, raw_client_factory: Connect
+) -> None:
+    """Old clients send CRLF after a POST body (RFC 9112 §2.2: servers ignore it)."""
+    client = await raw_client_factory(door.port)
+    await client.send_raw(
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok\r\n"
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    first = await client.raw_response()
+    assert json.loads(first[1])["bytes"] == 2
+    assert (await client.raw_response())[1] == b"hello"
+
+
 async def test_a_large_post_body_streams_through_without_being_buffered(
     door: Door, upstream: Upstream
 ) -> None:
