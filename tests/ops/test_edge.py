@@ -260,6 +260,26 @@ async def test_a_slow_response_arrives_piece_by_piece(
     assert received == b"".join(pieces)
 
 
+@pytest.mark.parametrize("content_type", ["text/javascript", "text/html; charset=utf-8",
+                                          "application/json"])
+async def test_pages_scripts_and_json_are_compressed_for_clients_that_accept_it(
+        nursery: trio.Nursery, tmp_path: Path, content_type: str) -> None:
+    body = b"let x = 1;\n" * 500
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d"
+                              b"\r\n\r\n%s" % (content_type.encode(), len(body), body))
+
+    port = await slow_upstream(nursery, handler)
+    with running_edge(f"127.0.0.1:{port}", tmp_path / "caddy") as edge:
+        async with edge.client() as client:
+            answer = await client.get(f"{edge.url}/ui/mrmd.iife.js",
+                                      headers={"Accept-Encoding": "gzip"})
+    assert answer.headers["content-encoding"] == "gzip"
+    assert answer.content == body  # httpx decoded it
+
+
 async def test_a_request_body_streams_to_the_upstream(nursery: trio.Nursery,
                                                       tmp_path: Path) -> None:
     """An upload's first part reaches the daemon before the client sends the rest."""
