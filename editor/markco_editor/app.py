@@ -429,7 +429,10 @@ class EditorApp:
         ws = WebSocket(scope, receive, send)
         if not await ws.accept():
             return
-        await self._sync.serve(ws, rel)
+        try:
+            await self._sync.serve(ws, rel)
+        except Exception as exc:  # a client gone mid-message: its room carries on
+            log.info("sync connection for %r ended: %s: %s", rel, type(exc).__name__, exc)
 
     # -- WebSocket ---------------------------------------------------------------------------
 

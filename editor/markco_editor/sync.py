@@ -193,7 +193,12 @@ class DocumentSync:
                 if binding is not None:
                     await binding.save()  # the last client left: nothing is lost
                     binding.scope.cancel()
+                stopped = self.rooms.get(name or "")
                 await super().delete_room(name=name)
+                # pycrdt-websocket 0.16 leaves the room's update stream open when it stops.
+                stream = getattr(stopped, "_update_send_stream", None)
+                if stream is not None:
+                    stream.close()
 
         self._server = Server(rooms_ready=True, auto_clean_rooms=True, log=log)
         async with self._server:

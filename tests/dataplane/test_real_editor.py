@@ -378,3 +378,136 @@ async def test_an_image_the_runtime_serves_is_displayed(
     assets = user_file(markco, gina.id, "Projects/Scratch/_assets/generated")
     assert [p.suffix for p in assets.iterdir()] == [".png"]
     assert errors == [] and offsite == []
+
+
+# -- the shim's routes in the authorisation matrix ---------------------------------------------
+
+
+async def bridge_call(client: httpx.AsyncClient, markco: RealMarkco, owner_id: str,
+                      headers: dict[str, str], call: str, *args: Any) -> httpx.Response:
+    return await client.post(f"/u/{owner_id}/api/bridge", json={"call": call, "args": list(args)},
+                             headers={**headers, **XHR, "Origin": markco.url})
+
+
+async def mrp_execute(client: httpx.AsyncClient, markco: RealMarkco, owner_id: str,
+                      headers: dict[str, str], code: str) -> httpx.Response:
+    return await client.post(f"/u/{owner_id}/mrp/v1/execute", json={"code": code},
+                             headers={**headers, **XHR, "Origin": markco.url})
+
+
+async def test_another_users_shim_routes_are_refused_and_reach_nothing(
+        markco: RealMarkco) -> None:
+    """Alice's session on every shim route of bob's editor: 404 from markco, and bob's runtime
+    front sees no execution."""
+    alice, bob = await markco.user("alice"), await markco.user("bob")
+    for user in (alice, bob):
+        await markco.compute.ensure_started(user.id, reason="test")
+    cookies = {u.username: await markco.cookie(u) for u in (alice, bob)}
+    async with httpx.AsyncClient(base_url=markco.url, trust_env=False, timeout=60) as client:
+        response = await mrp_execute(client, markco, bob.id, cookies["bob"], "secret = 'bob'")
+        assert response.status_code == 200, response.text
+        before = markco.compute.front_statistics_nowait(bob.id)
+        assert before is not None
+        refused = [
+            await bridge_call(client, markco, bob.id, cookies["alice"], "file.read",
+                              f"/home/user/{WELCOME}"),
+            await mrp_execute(client, markco, bob.id, cookies["alice"], "print(secret)"),
+            await client.get(f"/u/{bob.id}/mrp/v1/capabilities",
+                             headers={**cookies["alice"], **XHR}),
+            await client.get(f"/u/{bob.id}/files/{WELCOME}", headers={**cookies["alice"], **XHR}),
+            await client.get(f"/u/{bob.id}/ui/editor/mrmd.iife.js",
+                             headers={**cookies["alice"], **XHR}),
+            await client.post(f"/u/{bob.id}/api/activity",
+                              headers={**cookies["alice"], **XHR, "Origin": markco.url}),
+        ]
+        assert [r.status_code for r in refused] == [404] * len(refused)
+        # Alice's own runtime route reaches alice's runtime: bob's variable is not there.
+        mine = await mrp_execute(client, markco, alice.id, cookies["alice"], "print(secret)")
+        assert mine.status_code == 200 and "bob" not in mine.text and "NameError" in mine.text
+        after = markco.compute.front_statistics_nowait(bob.id)
+        assert after is not None and after.executions == before.executions
+
+
+async def test_the_bridge_confines_paths_to_the_owners_files(markco: RealMarkco) -> None:
+    """Alice's own editor, asked for bob's files by every spelling of a path (his real
+    directory, `..`, `~/..`, a symbolic link planted in alice's files as her code could):
+    refused, never read."""
+    alice, bob = await markco.user("alice"), await markco.user("bob")
+    for user in (alice, bob):
+        await markco.compute.ensure_started(user.id, reason="test")
+    cookie = await markco.cookie(alice)
+    bob_dir = markco.root / "data" / "users" / bob.id
+    alice_dir = markco.root / "data" / "users" / alice.id
+    (bob_dir / "Projects" / "Scratch" / "secret.md").write_text("bob's secret\n")
+    (alice_dir / "Projects" / "link.md").symlink_to(bob_dir / "Projects/Scratch/secret.md")
+    (alice_dir / "Projects" / "bobs").symlink_to(bob_dir / "Projects")
+    async with httpx.AsyncClient(base_url=markco.url, trust_env=False, timeout=60) as client:
+        for path in (str(bob_dir / "Projects/Scratch/secret.md"),
+                     f"/home/user/../{bob.id}/Projects/Scratch/secret.md",
+                     "~/../../etc/passwd", "/etc/passwd",
+                     "/home/user/Projects/link.md",
+                     "/home/user/Projects/bobs/Scratch/secret.md"):
+            for call in ("file.read", "readPreview", "openFile"):
+                response = await bridge_call(client, markco, alice.id, cookie, call, path)
+                assert "bob's secret" not in response.text, (call, path)
+                assert response.status_code in (400, 403), (call, path, response.text)
+        listing = await bridge_call(client, markco, alice.id, cookie, "scanFiles", "/home/user")
+        assert listing.status_code == 200 and "secret.md" not in listing.text
+        for rel in ("Projects/link.md", "Projects/bobs/Scratch/secret.md"):
+            raw = await client.get(f"/u/{alice.id}/files/{rel}", headers={**cookie, **XHR})
+            assert raw.status_code == 403 and "bob's secret" not in raw.text
+        written = await bridge_call(client, markco, alice.id, cookie, "file.write",
+                                    "/home/user/Projects/bobs/Scratch/secret.md", "overwritten")
+        assert written.status_code == 403
+    assert (bob_dir / "Projects/Scratch/secret.md").read_text() == "bob's secret\n"
+
+
+async def handshake_status(markco: RealMarkco, path: str, headers: dict[str, str]) -> int:
+    """The status of a WebSocket handshake for `path` (101: accepted)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{markco.port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13", f"Origin: {markco.url}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    stream = await trio.open_tcp_stream("127.0.0.1", markco.port)
+    async with stream:
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        with trio.fail_after(10):
+            while b"\r\n" not in data:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+async def test_the_sync_endpoint_refuses_files_outside_the_owners(
+        markco: RealMarkco, tmp_path: Path) -> None:
+    """A Yjs document is opened only for a markdown file inside the owner's files: a link to
+    another user's file, a `..` and a missing file are refused before the handshake."""
+    from trio_websocket import open_websocket_url
+
+    alice, bob = await markco.user("alice"), await markco.user("bob")
+    await markco.compute.ensure_started(alice.id, reason="test")
+    bob_dir = markco.root / "data" / "users" / bob.id
+    (bob_dir / "Projects").mkdir(parents=True, exist_ok=True)
+    (bob_dir / "Projects" / "secret.md").write_text("bob's secret\n")
+    alice_dir = markco.root / "data" / "users" / alice.id
+    (alice_dir / "Projects" / "link.md").symlink_to(bob_dir / "Projects" / "secret.md")
+    cookie = await markco.cookie(alice)
+    ws_base = "ws" + markco.url.removeprefix("http") + f"/u/{alice.id}/sync/"
+    headers = [(k, v) for k, v in {**cookie, "Origin": markco.url}.items()]
+    for doc in ("Projects/link", "Projects/%2E%2E/%2E%2E/x", "Projects/missing"):
+        status = await handshake_status(markco, f"/u/{alice.id}/sync/{doc}", cookie)
+        assert status != 101, doc
+    # The same handshake for her own notebook is accepted: the refusals are about the path.
+    assert await handshake_status(
+        markco, f"/u/{alice.id}/sync/Projects/Scratch/01-welcome", cookie) == 101
+    async with open_websocket_url(ws_base + "Projects/Scratch/01-welcome",
+                                  extra_headers=headers) as ws:
+        await ws.send_message(b"\x00\x00\x01\x00")  # sync step 1 with an empty state vector
+        with trio.fail_after(10):
+            while True:  # the server's own step 1 first, then its answer: the document
+                reply = await ws.get_message()
+                if isinstance(reply, bytes) and b"Welcome" in reply:
+                    break
