@@ -194,10 +194,9 @@ async def test_the_journey_in_a_real_browser_through_caddy(
         with running_edge(f"127.0.0.1:{port}", data_dir.parent / f"{data_dir.name}-caddy"
                           ) as edge:
             config = data_dir.parent / f"{data_dir.name}-journey.toml"
-            config.write_text(_config(data_dir, deployment_ids("journey"), wpython, port, edge,
-                                      fake))
-            log = ARTIFACTS / "markco.log"
-            daemon = DaemonProcess(config, port, log, "journey")
+            deployment = deployment_ids("journey")
+            config.write_text(_config(data_dir, deployment, wpython, port, edge, fake))
+            daemon = DaemonProcess(config, port, ARTIFACTS / "markco.log", deployment)
             try:
                 await daemon.start()
                 seen = await trio.to_thread.run_sync(partial(browse, edge.url, ARTIFACTS))
