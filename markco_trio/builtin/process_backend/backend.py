@@ -17,6 +17,7 @@ id, so a recycled PID is never adopted (nor its network namespace dialled).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import shutil
 import signal
@@ -619,6 +620,12 @@ class ProcessBackend(ProcessCheckpointing):
                 try:
                     pidfd = os.pidfd_open(pid)
                 except ProcessLookupError:
+                    continue
+                except OSError:
+                    # No pidfd for it (out of descriptors, say): signal it by pid; the next
+                    # round finds it again if it has not gone by then.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                     continue
                 try:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
