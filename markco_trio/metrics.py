@@ -298,6 +298,7 @@ class Registry:
         for metric in out:  # two collectors may report samples of one family
             known = merged.get(metric.name)
             if known is None:
+                _check_name(metric.name)
                 merged[metric.name] = Metric(metric.name, metric.kind, metric.help,
                                              list(metric.samples))
             elif known.kind != metric.kind:

@@ -126,3 +126,17 @@ def test_special_values_use_the_format_spelling() -> None:
 
 def test_an_empty_registry_renders_nothing() -> None:
     assert Registry().render() == b""
+
+
+def test_a_collector_reporting_an_invalid_name_is_refused() -> None:
+    registry = Registry()
+    registry.add_collector(lambda: [Metric.gauge("bad name", "g", 1)])
+    with pytest.raises(ValueError, match="not valid in Prometheus"):
+        registry.render()
+
+
+def test_a_collector_reporting_one_name_with_two_kinds_is_refused() -> None:
+    registry = Registry()
+    registry.add_collector(lambda: [Metric.gauge("x", "g", 1), Metric.counter("x", "c", 1)])
+    with pytest.raises(ValueError, match="reported as gauge and counter"):
+        registry.render()
