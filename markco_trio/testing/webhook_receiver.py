@@ -68,14 +68,17 @@ class WebhookReceiver:
         """The requests answered with a 2xx."""
         return [r for r in self.requests if 200 <= r.status < 300]
 
-    async def wait_for(self, check: Callable[[WebhookReceiver], bool]) -> None:
-        """Wait until `check(self)` holds (re-checked after every request)."""
-        while not check(self):
-            await self._changed.wait()
+    async def wait_for(self, check: Callable[[WebhookReceiver], bool], *,
+                       within: float = 10.0) -> None:
+        """Wait until `check(self)` holds (re-checked after every request); `trio.TooSlowError`
+        after `within` seconds, so a test fails instead of hanging."""
+        with trio.fail_after(within):
+            while not check(self):
+                await self._changed.wait()
 
-    async def wait_accepted(self, count: int) -> None:
+    async def wait_accepted(self, count: int, *, within: float = 10.0) -> None:
         """Wait until `count` deliveries were accepted."""
-        await self.wait_for(lambda r: len(r.accepted) >= count)
+        await self.wait_for(lambda r: len(r.accepted) >= count, within=within)
 
     def _record(self, body: bytes, status: int, refused: str | None) -> None:
         self.requests.append(ReceivedRequest(dict(request.headers), body, status, refused,

@@ -217,11 +217,16 @@ async def test_a_dead_webhook_never_blocks_the_producer_or_the_other_webhooks(
                                            queue=2, workers=1, timeout=60.0))
         dispatcher = await running_dispatcher(ctx, nursery)
         assert ctx.events is not None
-        with trio.fail_after(5):  # each publish returns at once, whatever the dead one does
-            for i in range(20):
-                await ctx.events.publish("critical", data={"i": i})
-                await trio.sleep(0.01)
-        await alive.wait_accepted(20)
+        await ctx.events.publish("critical", data={"i": 0})
+        with trio.fail_after(5):
+            await dead.wait_for(lambda r: len(r.requests) == 1)  # its one worker now hangs
+        with trio.fail_after(10):
+            await alive.wait_accepted(1)
+            for i in range(1, 20):
+                with trio.fail_after(1):  # returns at once, whatever the dead one does
+                    await ctx.events.publish("critical", data={"i": i})
+                # The live webhook keeps up (its queue is as small as the dead one's).
+                await alive.wait_accepted(i + 1)
         stats = dispatcher.statistics()
     assert sorted(r.json()["data"]["i"] for r in alive.accepted) == list(range(20))
     assert len(dead.requests) == 1  # its one worker hangs on the first event

@@ -80,10 +80,6 @@ class WebhookEndpoint:
             if not TYPE_NAME.match(name):
                 raise ValueError(f"types: {name!r} is not an event type name")
 
-    def wants(self, event_type: str) -> bool:
-        """Whether events of `event_type` go to this webhook."""
-        return not self.types or event_type in self.types
-
 
 @dataclass(frozen=True)
 class WebhooksOptions:
