@@ -21,7 +21,8 @@ The mrmd editor (the default; see `mrmd_ui`, `bridge`, `sync` and static/mrmd-sh
     GET  /                       the mrmd UI's page (the basic page with MARKCO_EDITOR=basic
                                  or when the UI cache is missing); GET /basic: the basic page
     GET  /ui/<path>              the UI's files (bundle, fonts, icons, xterm)
-    POST /api/bridge             {"call", "args"} -> {"value"}: window.electronAPI, server side
+    POST /api/bridge             {"call", "args"} -> {"value"} or {"error": {"code", "message",
+                                 "status"}}: window.electronAPI, server side
     POST /api/activity           204: the page saw the user type or click (the proxy reports a
                                  non-GET request as activity: typing travels over the sync
                                  WebSocket, which it does not report)
@@ -370,10 +371,18 @@ class EditorApp:
         call, args = body.get("call"), body.get("args", [])
         if not isinstance(call, str) or not isinstance(args, list):
             raise HTTPError(400, "bad_request", "expected {\"call\": name, \"args\": [...]}")
+        # A call that fails is still a well-formed exchange: 200 with the call's error (the UI
+        # probes for files that may not exist, and a 4xx would be a console error each time).
         try:
             value = await trio.to_thread.run_sync(self._bridge.call, call, args)
         except BridgeError as exc:
-            raise HTTPError(400, "bad_call", str(exc)) from None
+            await send_json(send, 200, {"error": {"code": "bad_call", "message": str(exc),
+                                                  "status": 400}})
+            return
+        except WorkspaceError as exc:
+            await send_json(send, 200, {"error": {"code": exc.code, "message": exc.message,
+                                                  "status": exc.status}})
+            return
         await send_json(send, 200, {"value": value})
 
     async def _raw_file(self, send: ASGISend, rel: str, head_only: bool) -> None:

@@ -3,7 +3,8 @@
 The mrmd UI (npm `mrmd-electron`) talks to its desktop main process through `electronAPI`
 (`preload.cjs`; `main.js` documents what each call does). In a browser the shim
 (`static/mrmd-shim.js`) sends those calls here as `POST api/bridge` with
-`{"call": "<name>", "args": [...]}` and gets `{"value": ...}` back.
+`{"call": "<name>", "args": [...]}` and gets `{"value": ...}` back, or `{"error": {"code",
+"message", "status"}}` when the call fails (still HTTP 200: the exchange itself went well).
 
 Paths: the UI works with absolute paths. The user's files appear to it under a virtual home,
 `HOME` (`/home/user`); every path is turned into a path relative to the user's directory and
@@ -200,8 +201,12 @@ class Bridge:
         return files, dirs
 
     def scan(self, root: object = None, _options: object = None) -> dict[str, Any]:
-        """Markdown files and folders below a folder: `{"files", "dirs"}` (absolute)."""
-        rel_dir, real = self._dir(root or HOME)
+        """Markdown files and folders below a folder: `{"files", "dirs"}` (absolute). The
+        home's ancestors (`/`, `/home`) hold only the home: scanning them scans it."""
+        if not root or (isinstance(root, str) and (HOME + "/").startswith(
+                root.rstrip("/") + "/")):
+            root = HOME
+        rel_dir, real = self._dir(root)
         files, dirs = self._walk(rel_dir, real)
         return {"files": files, "dirs": dirs}
 

@@ -450,7 +450,8 @@ async def test_the_bridge_confines_paths_to_the_owners_files(markco: RealMarkco)
             for call in ("file.read", "readPreview", "openFile"):
                 response = await bridge_call(client, markco, alice.id, cookie, call, path)
                 assert "bob's secret" not in response.text, (call, path)
-                assert response.status_code in (400, 403), (call, path, response.text)
+                assert response.status_code == 200 and "value" not in response.json()
+                assert response.json()["error"]["status"] in (400, 403), (call, path)
         listing = await bridge_call(client, markco, alice.id, cookie, "scanFiles", "/home/user")
         assert listing.status_code == 200 and "secret.md" not in listing.text
         for rel in ("Projects/link.md", "Projects/bobs/Scratch/secret.md"):
@@ -458,7 +459,9 @@ async def test_the_bridge_confines_paths_to_the_owners_files(markco: RealMarkco)
             assert raw.status_code == 403 and "bob's secret" not in raw.text
         written = await bridge_call(client, markco, alice.id, cookie, "file.write",
                                     "/home/user/Projects/bobs/Scratch/secret.md", "overwritten")
-        assert written.status_code == 403
+        assert written.json()["error"] == {
+            "code": "outside_workspace", "status": 403,
+            "message": written.json()["error"]["message"]}
     assert (bob_dir / "Projects/Scratch/secret.md").read_text() == "bob's secret\n"
 
 

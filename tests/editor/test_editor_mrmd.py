@@ -131,7 +131,7 @@ async def test_the_bridge_refuses_asset_names_that_leave_the_assets(
         mrmd: tuple[str, httpx.AsyncClient], filename: str, user_dir: Path) -> None:
     _, client = mrmd
     response = await bridge(client, "asset.save", "/home/user/Projects/Scratch", [1], filename)
-    assert response.status_code == 400
+    assert response.json()["error"]["status"] == 400
     assert sorted(p.name for p in await trio.Path(user_dir).iterdir()) == ["Projects"]
 
 
@@ -147,7 +147,7 @@ async def test_settings_are_kept_in_the_users_directory(
 async def test_desktop_only_calls_say_so(mrmd: tuple[str, httpx.AsyncClient]) -> None:
     _, client = mrmd
     response = await bridge(client, "createVenv", "/home/user/.venv")
-    assert response.status_code == 400
+    assert response.status_code == 200 and response.json()["error"]["status"] == 400
     assert "not available in the browser" in response.json()["error"]["message"]
     other = await bridge(client, "runtime.ensureEffective", "/home/user/a.md", "julia")
     assert other.json()["value"]["available"] is False
@@ -284,3 +284,14 @@ def _read_var_bytes(data: bytes, offset: int) -> tuple[bytes, int]:
         if not byte & 0x80:
             break
     return data[offset:offset + length], offset + length
+
+
+async def test_scanning_above_the_home_scans_the_home(
+        mrmd: tuple[str, httpx.AsyncClient]) -> None:
+    """The UI scans `/` before it knows the home: the virtual file system holds only it."""
+    _, client = mrmd
+    for root in ("/", "/home", "/home/"):
+        found = (await bridge(client, "scanFiles", root)).json()["value"]
+        assert "/home/user/Projects/Scratch/01-welcome.md" in found["files"], root
+    elsewhere = (await bridge(client, "scanFiles", "/etc")).json()
+    assert elsewhere["error"]["status"] == 403

@@ -6,7 +6,8 @@
  * In the browser this file, loaded before the UI's own scripts, provides both:
  *
  * 1. window.electronAPI: each call the server can answer is sent as
- *    POST <BASE_PATH>api/bridge {"call", "args"} (editor/markco_editor/bridge.py, confined to the
+ *    POST <BASE_PATH>api/bridge {"call", "args"} -> {"value"} | {"error"}
+ *    (editor/markco_editor/bridge.py, confined to the
  *    user's files, shown to the UI under the virtual home /home/user). Events the desktop pushes
  *    (files-update, project:changed, venv scans, open-with-file) are produced here. Desktop-only
  *    calls (venvs, voice, AI server, cloud sign-in, systemd, opening local folders) answer
@@ -134,7 +135,7 @@
     });
     let body = null;
     try { body = await response.json(); } catch { /* not JSON: reported below */ }
-    if (!response.ok) {
+    if (!response.ok || !body || body.error) {
       const message = body?.error?.message || `HTTP ${response.status}`;
       throw new Error(`${name}: ${message}`);
     }
