@@ -9,7 +9,8 @@ block and see its output → put the runtime to sleep from the dashboard → com
 the block made is still there.
 
 The editor-specific steps are `editors.py`'s page objects. A screenshot of each step is kept
-in `test-artifacts/journey/` (gitignored), the daemon's and Caddy's logs next to them.
+in `test-artifacts/journey/` (gitignored), with the daemon's and Caddy's logs and the page's
+console.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def browse(url: str, shots: Path) -> dict[str, str]:
         context = browser.new_context(ignore_https_errors=True,  # Caddy's local CA
                                       viewport={"width": 1280, "height": 860})
         page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         step = iter(range(1, 100))
 
         def shot(name: str) -> None:
@@ -174,6 +177,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
             shot("failed")
             raise
         finally:
+            (shots / "console.log").write_text("\n".join(console) + "\n")
             context.close()
             browser.close()
     return seen
