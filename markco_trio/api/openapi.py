@@ -97,6 +97,19 @@ NAME_BODY: dict[str, Any] = {"type": "object", "required": ["name"],
                              "properties": {"name": {"type": "string", "minLength": 1}}}
 TOKEN_BODY: dict[str, Any] = {"type": "object", "required": ["token"],
                               "properties": {"token": {"type": "string", "minLength": 1}}}
+USER: dict[str, Any] = {
+    "type": "object", "required": ["id", "username", "plan", "is_admin", "created_at"],
+    "properties": {"id": STRING, "username": STRING, "email": {"type": ["string", "null"]},
+                   "name": {"type": ["string", "null"]},
+                   "avatar_url": {"type": ["string", "null"]}, "plan": STRING,
+                   "is_admin": {"type": "boolean"}, "disabled": {"type": "boolean"},
+                   "created_at": {"type": "string", "format": "date-time"}}}
+TOKEN: dict[str, Any] = {
+    "type": "object", "required": ["id", "name", "scopes", "created_at"],
+    "not": {"required": ["token_hash"]},  # a secret's hash never leaves the server
+    "properties": {"id": STRING, "name": STRING,
+                   "scopes": {"type": "array", "items": STRING},
+                   "expires_at": {"type": ["string", "null"]}}}
 STATE: dict[str, Any] = {"type": "object", "required": ["state"],
                          "properties": {"state": OBJECT, "progress": STRING}}
 REVOKED: dict[str, Any] = {"type": "object", "required": ["revoked"],
@@ -116,17 +129,26 @@ def _lifecycle(action: str, extra: tuple[int, ...] = ()) -> Operation:
 
 BUILTIN: dict[tuple[str, str], Operation] = {
     # core
-    ("GET", "/api/v1"): Operation("The deployment: name, version, public URL", scope=None,
-                                  tag="core"),
+    ("GET", "/api/v1"): Operation(
+        "The deployment: name, version, public URL", scope=None, tag="core",
+        ok={200: {"type": "object", "required": ["name", "version", "public_url"],
+                  "properties": {"name": STRING, "version": STRING, "public_url": STRING}}}),
     ("GET", "/api/v1/openapi.json"): Operation("This description (OpenAPI 3.1)", scope=None,
                                                tag="core"),
     # auth (markco_trio/builtin/auth/web/api.py)
-    ("GET", "/api/v1/me"): Operation("Who you are, how you are authenticated, your grants",
-                                     tag="auth"),
-    ("GET", "/api/v1/tokens"): Operation("Your API tokens (never their secret)", ok={200: PAGE},
-                                         tag="auth"),
+    ("GET", "/api/v1/me"): Operation(
+        "Who you are, how you are authenticated, your grants", tag="auth",
+        ok={200: {"type": "object", "required": ["user", "via", "scopes", "grants"],
+                  "properties": {"user": USER, "via": STRING,
+                                 "scopes": {"type": ["array", "null"], "items": STRING},
+                                 "grants": {"type": "array"}}}}),
+    ("GET", "/api/v1/tokens"): Operation(
+        "Your API tokens (never their secret)", tag="auth",
+        ok={200: {**PAGE, "properties": {**PAGE["properties"],
+                                         "items": {"type": "array", "items": TOKEN}}}}),
     ("POST", "/api/v1/tokens"): Operation(
-        "Create an API token; the answer holds its secret, once", ok={201: OBJECT},
+        "Create an API token; the answer holds its secret, once",
+        ok={201: {**TOKEN, "required": [*TOKEN["required"], "token"]}},
         errors=(400,), tag="auth",
         body={"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string", "minLength": 1},
@@ -145,7 +167,9 @@ BUILTIN: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/invites"): Operation("Invites you sent", ok={200: PAGE}, tag="auth"),
     ("POST", "/api/v1/invites"): Operation(
         "Invite someone to a project; the answer holds the invite's token and URL, once",
-        ok={201: OBJECT}, errors=(400,), tag="auth",
+        ok={201: {"type": "object", "required": ["token", "url"],
+                  "properties": {"token": STRING, "url": STRING}}},
+        errors=(400,), tag="auth",
         body={"type": "object", "required": ["project"], "properties": {
             "project": {"type": "string", "minLength": 1},
             "role": {"type": "string", "enum": ["editor", "viewer"]},
@@ -159,16 +183,20 @@ BUILTIN: dict[tuple[str, str], Operation] = {
         errors=(400, 404, 409, 410), body=TOKEN_BODY, tag="auth"),
     ("DELETE", "/api/v1/invites/{invite_id}"): Operation("Revoke an invite you sent",
                                                          ok={200: REVOKED}, tag="auth"),
-    ("GET", "/api/v1/grants"): Operation("Grants you hold and grants you gave", tag="auth"),
+    ("GET", "/api/v1/grants"): Operation(
+        "Grants you hold and grants you gave", tag="auth",
+        ok={200: {"type": "object", "required": ["held", "given"],
+                  "properties": {"held": {"type": "array"}, "given": {"type": "array"}}}}),
     ("DELETE", "/api/v1/grants/{grant_id}"): Operation("Revoke a grant you gave",
                                                        ok={200: REVOKED}, tag="auth"),
     ("GET", "/api/v1/admin-entries"): Operation(
         "Administrators' entries into your editor, newest first", ok={200: PAGE}, tag="auth"),
-    ("GET", "/api/v1/users"): Operation("Every user (administrators)", scope="admin",
-                                        ok={200: PAGE}, errors=(400,), query=PAGING,
-                                        tag="auth"),
-    ("GET", "/api/v1/users/{user_id}"): Operation("A user's profile (yours, or any for an "
-                                                  "administrator)", tag="auth"),
+    ("GET", "/api/v1/users"): Operation(
+        "Every user (administrators)", scope="admin", errors=(400,), query=PAGING, tag="auth",
+        ok={200: {**PAGE, "properties": {**PAGE["properties"],
+                                         "items": {"type": "array", "items": USER}}}}),
+    ("GET", "/api/v1/users/{user_id}"): Operation(
+        "A user's profile (yours, or any for an administrator)", ok={200: USER}, tag="auth"),
     # compute (markco_trio/builtin/compute/api.py, plans.py)
     ("GET", "/api/v1/runtimes"): _compute(
         "Live workloads: yours, or everyone's (`?user_id=` to pick one) for an administrator",
