@@ -119,7 +119,9 @@ class EditorApp:
         self._write_lock = trio.Lock()
         self._guard = HostAndOrigin(settings.public_url)
         self._sync = sync if sync is not None else DocumentSync(workspace)
+        owner = settings.owner
         self._bridge = Bridge(workspace, runtime_configured=settings.runtime_configured,
+                              owner={"name": owner.display_name, "email": owner.email},
                               on_saved=self._note_saved_path)
         self._ui = (MrmdUI(settings.ui_dir, settings.base_path)
                     if settings.ui == "mrmd" and settings.ui_dir is not None else None)

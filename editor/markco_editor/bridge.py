@@ -85,8 +85,10 @@ class Bridge:
     """The calls of the module doc for one editor."""
 
     def __init__(self, workspace: Workspace, *, runtime_configured: bool,
+                 owner: dict[str, str] | None = None,
                  on_saved: Callable[[str], None] = lambda path: None) -> None:
         self._workspace = workspace
+        self._owner = owner or {}
         self._runtime_configured = runtime_configured
         self._on_saved = on_saved
         self._calls: dict[str, Callable[..., Any]] = {
@@ -121,6 +123,7 @@ class Bridge:
             "runtime.isAvailable": self.runtime_available,
             "runtime.languages": lambda: ["python"] if self._runtime_configured else [],
             "runtime.prefs.get": lambda *_: {},
+            "cloud.status": self.cloud_status,
             "settings.getAll": self.settings_all,
             "settings.get": self.settings_get,
             "settings.set": self.settings_set,
@@ -415,6 +418,17 @@ class Bridge:
     def runtime_available(self, language: object = "python") -> dict[str, Any]:
         runtime = self._runtime(str(language or "python").lower())
         return {"available": runtime["available"], "error": runtime.get("error")}
+
+    def cloud_status(self) -> dict[str, Any]:
+        """In the browser the user is on markco: signed in, every notebook already there
+        (the desktop's "cloud sync" has nothing to bridge)."""
+        documents = len(self._workspace.list_markdown().files)
+        return {"signedIn": True,
+                "user": {"name": self._owner.get("name", ""),
+                         "email": self._owner.get("email", "")},
+                "syncStatus": {"projects": [],
+                               "totals": {"documents": documents,
+                                          "connectedDocuments": documents}}}
 
     # -- settings (per user, in their directory) -------------------------------------------
 

@@ -295,3 +295,11 @@ async def test_scanning_above_the_home_scans_the_home(
         assert "/home/user/Projects/Scratch/01-welcome.md" in found["files"], root
     elsewhere = (await bridge(client, "scanFiles", "/etc")).json()
     assert elsewhere["error"]["status"] == 403
+
+
+async def test_the_cloud_status_says_the_user_is_on_markco(
+        mrmd: tuple[str, httpx.AsyncClient]) -> None:
+    _, client = mrmd
+    status = (await bridge(client, "cloud.status")).json()["value"]
+    assert status["signedIn"] is True and status["user"]["name"] == "Alice Liddell"
+    assert status["syncStatus"]["totals"]["documents"] == 2
