@@ -25,8 +25,8 @@ from markco_trio.daemon import Daemon
 
 Start = Callable[..., Awaitable[tuple[Daemon, int]]]
 
-MAX_EXAMPLES = 10  # per operation, with the admin's token (~25 s here)
-ANONYMOUS_EXAMPLES = 5  # anonymous callers mostly meet 401: fewer cases, no stateful phase
+MAX_EXAMPLES = 8  # per operation, with the admin's token
+ANONYMOUS_EXAMPLES = 5  # anonymous callers mostly meet 401: the coverage phase says as much
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance," \
     "response_schema_conformance"
 STREAMS = r"(/progress|/events/stream)$"
@@ -88,5 +88,5 @@ async def test_an_anonymous_caller_meets_no_server_error_and_no_undocumented_sta
         live: tuple[Daemon, int], tmp_path: Path) -> None:
     _, port = live
     code, output = await schemathesis(port, tmp=tmp_path, examples=ANONYMOUS_EXAMPLES,
-                                      phases="coverage,fuzzing")
+                                      phases="coverage")
     assert code == 0, output[-12000:]
