@@ -317,6 +317,14 @@ async def test_the_mrmd_editor_runs_a_block_saves_it_and_keeps_it_after_a_reload
             return "x = 6 * 7; x" in text and "Out[1]: 42" in text
         await eventually(saved, within=20)
 
+        # Typing travels over the sync WebSocket; the page reports it as a non-GET request,
+        # which markco's proxy records as the owner's activity.
+        reported = [e for e in browser.events if e.get("method") == "Network.requestWillBeSent"
+                    and e["params"]["request"]["url"].endswith(f"/u/{erin.id}/api/activity")]
+        assert reported and reported[0]["params"]["request"]["method"] == "POST"
+        record = markco.daemon.ctx.extras["activity"].last_nowait(erin.id)
+        assert record is not None and record.request is not None
+
         await page.screenshot("mrmd-desktop.png", DESKTOP)
         await page.screenshot("mrmd-phone.png", PHONE)
         await browser.call("Emulation.clearDeviceMetricsOverride")

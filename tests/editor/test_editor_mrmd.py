@@ -303,3 +303,42 @@ async def test_the_cloud_status_says_the_user_is_on_markco(
     status = (await bridge(client, "cloud.status")).json()["value"]
     assert status["signedIn"] is True and status["user"]["name"] == "Alice Liddell"
     assert status["syncStatus"]["totals"]["documents"] == 2
+
+
+async def test_the_shim_sends_local_urls_to_the_editor_or_nowhere(
+        serve_in_process: Callable[..., Awaitable[str]], scratch: Path, tmp_path: Path) -> None:
+    """In the page: runtime URLs (any port) land on the editor's own mrp/ route, sync URLs on
+    sync/<folder>/, and any other loopback URL is refused before a request is made — so the
+    UI cannot be steered to another port (another user's runtime) or off the origin."""
+    from markco_trio.testing.chromium import chromium
+
+    base_url = await serve_in_process(BASE_PATH="/")
+    async with chromium(tmp_path / "chromium", popups=False) as browser:
+        await browser.call("Network.enable")
+        await browser.call("Page.navigate", {"url": f"{base_url}/"})
+        await browser.wait_for("!!window.markcoShim && typeof state !== 'undefined'")
+        rewrite = "(u) => { try { return markcoShim.rewrite(u); } catch (e) { return 'refused'; } }"
+        cases = {
+            "http://127.0.0.1:41765/mrp/v1/execute": f"{base_url}/mrp/v1/execute",
+            "http://localhost:1234/mrp/v1/assets/a.png?x=1": f"{base_url}/mrp/v1/assets/a.png?x=1",
+            "http://127.0.0.1:5432/": "refused",
+            "http://127.0.0.1:41765/admin": "refused",
+            "ws://127.0.0.1:40001/doc": "refused",  # no sync port handed out yet
+            "https://example.org/x": "https://example.org/x",  # not local: left to the CSP
+        }
+        for url, expected in cases.items():
+            got = await browser.evaluate(f"({rewrite})({json.dumps(url)})")
+            assert got == expected, url
+        opened = await browser.evaluate(
+            "electronAPI.openFile('/home/user/Projects/Scratch/01-welcome.md')"
+            ".then(r => markcoShim.rewrite(`ws://127.0.0.1:${r.syncPort}/01-welcome`))",
+            await_promise=True)
+        assert opened == "ws" + base_url.removeprefix("http") + \
+            "/sync/Projects/Scratch/01-welcome"
+        refused = await browser.evaluate(
+            "fetch('http://127.0.0.1:9/mrp-not').then(() => 'sent', e => e.message)",
+            await_promise=True)
+        assert "not available in the browser" in refused
+        sent = [e["params"]["request"]["url"] for e in browser.events
+                if e.get("method") == "Network.requestWillBeSent"]
+        assert not [u for u in sent if ":9/" in u]
