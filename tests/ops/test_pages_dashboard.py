@@ -51,6 +51,17 @@ async def test_the_dashboard_links_to_each_published_project(
         assert (await client.get(link)).status_code == 200, link
 
 
+async def test_without_user_pages_the_dashboard_links_no_user_page(
+        start_markco: StartMarkco) -> None:
+    markco = await start_markco(auth="\n[publish]\nuser_pages = false\n")
+    client = await markco.login_as("ada")
+    ada = await markco.user("ada")
+    project(markco, ada.id, "notes", "visibility: public")
+    page = (await client.get("/dashboard")).text
+    assert '<a href="/@ada/notes">notes</a>' in page and 'href="/@ada"' not in page
+    assert (await client.get("/@ada")).status_code == 404
+
+
 async def test_the_dashboard_says_how_to_publish_when_there_is_no_project(
         start_markco: StartMarkco) -> None:
     markco = await start_markco()

@@ -186,8 +186,9 @@ def _workspace_section(user: User, workspace: Any, form_token: str | None,
     return html
 
 
-def _projects_section(user: User, projects: Sequence[Any]) -> str:
-    """The user's projects and where each is published (`ProjectListing`s)."""
+def _projects_section(user: User, projects: Sequence[Any], user_page: bool) -> str:
+    """The user's projects and where each is published (`ProjectListing`s); `user_page`:
+    `/@<username>` lists them."""
     if not projects:
         return ("<h2>Your published pages</h2><p class=\"muted\">No project yet. A folder "
                 "under <code>Projects/</code> with a <code>mrmd.md</code> is a project; set "
@@ -197,9 +198,11 @@ def _projects_section(user: User, projects: Sequence[Any]) -> str:
         f"<code>{esc(p.path)}</code> — "
         + ("public" if p.public else "private: you, the people you invited, administrators")
         + "</span></li>" for p in projects)
-    return ("<h2>Your published pages</h2><ul>" + items + "</ul>"
-            f"<p class=\"muted\">All of them: <a href=\"/@{esc(user.username)}\">"
-            f"/@{esc(user.username)}</a></p>")
+    html = "<h2>Your published pages</h2><ul>" + items + "</ul>"
+    if user_page:
+        html += (f"<p class=\"muted\">All of them: <a href=\"/@{esc(user.username)}\">"
+                 f"/@{esc(user.username)}</a></p>")
+    return html
 
 
 def _invites_section(invites: Sequence[tuple[Invite, str]], form_token: str | None) -> str:
@@ -223,7 +226,7 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
                    admin_entries: Sequence[AdminEntry] = (),
                    form_token: str | None = None,
                    snapshots: Sequence[Any] = (),
-                   projects: Sequence[Any] | None = None,
+                   projects: Sequence[Any] | None = None, user_page: bool = True,
                    invites: Sequence[tuple[Invite, str]] = ()) -> Response:
     """Who you are, your workspace (when compute runs), your published pages (`projects`:
     None when publishing is off), the invites you sent, your sessions, what is shared with
@@ -239,7 +242,7 @@ def dashboard_page(user: User, principal: Principal, *, sessions: Sequence[Sessi
         body += "<p><a href=\"/admin\">Administration</a></p>"
     body += _workspace_section(user, workspace, form_token, snapshots)
     if projects is not None:
-        body += _projects_section(user, projects)
+        body += _projects_section(user, projects, user_page)
     body += (_invites_section(invites, form_token)
              + "<p>" + _button_form("/logout", "Log out", form_token=form_token) + "</p>")
     rows = "".join(

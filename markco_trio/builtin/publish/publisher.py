@@ -282,6 +282,11 @@ class Publisher:
             return await self._locate_asset(user, project, probe, asset)
         return None
 
+    @property
+    def user_pages(self) -> bool:
+        """Whether `/@<username>` lists a user's projects (`[publish] user_pages`)."""
+        return self._options.user_pages
+
     async def projects_of(self, user: User) -> list[ProjectListing]:
         """Every project of `user` (a folder with a `mrmd.md`), public or not, for its
         owner: the caller shows this to `user` only."""

@@ -271,6 +271,7 @@ def login_blueprint(state: AuthState) -> Blueprint:
             identities=await storage.list_identities(user.id), held=held, owners=owners,
             workspace=workspace, admin_entries=await admin_entries_of(storage, user.id),
             form_token=current_form_token(), snapshots=snapshots, projects=projects,
+            user_page=bool(getattr(publisher, "user_pages", False)),
             invites=invites[:MAX_DASHBOARD_INVITES])
 
     @bp.post("/dashboard/invites/<invite_id>/revoke")
