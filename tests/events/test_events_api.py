@@ -170,17 +170,10 @@ async def test_a_rewound_cursor_still_shows_only_the_callers_events(world: Any) 
     assert {i["user_id"] for i in response.json()["items"]} == {alice.id}
 
 
-@pytest.mark.parametrize("cursor", [
-    "garbage!", "djE6MTI=", base64.urlsafe_b64encode(b"v1:-5:abc").decode(),
-    base64.urlsafe_b64encode(b"v2:1:" + b"0" * 16).decode(), "A" * 500])
-async def test_a_bad_cursor_is_a_400(world: Any, cursor: str) -> None:
-    markco, alice, _, _ = world
-    response = await get(markco, await token(markco, alice, "events:read"), cursor=cursor)
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "bad_cursor"
+BAD_CURSORS = ["garbage!", "djE6MTI=", base64.urlsafe_b64encode(b"v1:-5:abc").decode(),
+               base64.urlsafe_b64encode(b"v2:1:" + b"0" * 16).decode(), "A" * 500]
 
-
-@pytest.mark.parametrize("params, code", [
+BAD_FILTERS: list[tuple[dict[str, str], str]] = [
     ({"type": "bad type!"}, "bad_type"),
     ({"type": ",".join(f"t{i}" for i in range(21))}, "bad_type"),
     ({"since": "yesterday"}, "bad_since"),
@@ -188,13 +181,25 @@ async def test_a_bad_cursor_is_a_400(world: Any, cursor: str) -> None:
     ({"since": "2026-12-04T22:00:00Z", "until": "2026-12-04T21:00:00Z"}, "bad_range"),
     ({"limit": "0"}, "bad_limit"),
     ({"limit": "201"}, "bad_limit"),
-])
-async def test_a_bad_filter_is_a_400_naming_it(world: Any, params: dict[str, str],
-                                               code: str) -> None:
+]
+
+
+async def test_a_bad_cursor_is_a_400(world: Any) -> None:
     markco, alice, _, _ = world
-    response = await get(markco, await token(markco, alice, "events:read"), **params)
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == code
+    headers = await token(markco, alice, "events:read")
+    for cursor in BAD_CURSORS:  # one daemon for all: each is the same behaviour
+        response = await get(markco, headers, cursor=cursor)
+        assert response.status_code == 400, cursor
+        assert response.json()["error"]["code"] == "bad_cursor", cursor
+
+
+async def test_a_bad_filter_is_a_400_naming_it(world: Any) -> None:
+    markco, alice, _, _ = world
+    headers = await token(markco, alice, "events:read")
+    for params, code in BAD_FILTERS:
+        response = await get(markco, headers, **params)
+        assert response.status_code == 400, params
+        assert response.json()["error"]["code"] == code, params
 
 
 async def test_reading_events_needs_the_events_read_scope(world: Any) -> None:
