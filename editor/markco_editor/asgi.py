@@ -208,31 +208,35 @@ class WebSocket:
         await self._send({"type": "websocket.accept"})
         return True
 
-    async def receive_text(self) -> str | None:
-        """The next text message (a binary one is decoded as UTF-8); None once closed."""
+    async def _next_message(self) -> MutableMapping[str, Any] | None:
+        """The next `websocket.receive` message; None once the client has closed."""
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 self.closed = True
                 return None
             if message["type"] == "websocket.receive":
-                text = message.get("text")
-                if text is None:
-                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
-                return str(text)
+                return message
+
+    async def receive_text(self) -> str | None:
+        """The next text message (a binary one is decoded as UTF-8); None once closed."""
+        message = await self._next_message()
+        if message is None:
+            return None
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
+        return str(text)
 
     async def receive_bytes(self) -> bytes | None:
         """The next message as bytes (a text one encoded as UTF-8); None once closed."""
-        while True:
-            message = await self._receive()
-            if message["type"] == "websocket.disconnect":
-                self.closed = True
-                return None
-            if message["type"] == "websocket.receive":
-                data = message.get("bytes")
-                if data is None:
-                    data = str(message.get("text") or "").encode("utf-8")
-                return bytes(data)
+        message = await self._next_message()
+        if message is None:
+            return None
+        data = message.get("bytes")
+        if data is None:
+            data = str(message.get("text") or "").encode("utf-8")
+        return bytes(data)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send one binary message."""

@@ -128,20 +128,7 @@ class Workspace:
         """Any regular file's bytes (an asset), confined like `read`; 404 if absent, 413 if
         larger than `MAX_FILE_BYTES`."""
         rel, real = self.resolve(path, markdown=False)
-        try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise WorkspaceError(404, "not_found", f"{rel!r} does not exist") from None
-        except OSError as exc:
-            raise WorkspaceError(400, "not_a_file", f"{rel!r} cannot be read: {exc}") from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
-            if st.st_size > MAX_FILE_BYTES:
-                raise WorkspaceError(413, "too_large", f"{rel!r} is larger than "
-                                     f"{MAX_FILE_BYTES} bytes")
-            return f.read(MAX_FILE_BYTES + 1)
+        return _read_regular(rel, real)[1]
 
     def write_bytes(self, path: str, data: bytes, *, exclusive: bool) -> str:
         """Write any file (an asset) atomically, confined like `write`; `exclusive` refuses
@@ -231,24 +218,7 @@ class Workspace:
     def read(self, path: str) -> tuple[FileEntry, str]:
         """The file's entry and its text. 404 if absent, 413 if too large, 415 if not UTF-8."""
         rel, real = self.resolve(path)
-        try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise WorkspaceError(404, "not_found", f"{rel!r} does not exist") from None
-        except IsADirectoryError:
-            raise WorkspaceError(400, "not_a_file", f"{rel!r} is a directory") from None
-        except OSError as exc:
-            raise WorkspaceError(500, "io_error", f"{rel!r} cannot be read: {exc}") from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
-            if st.st_size > MAX_FILE_BYTES:
-                raise WorkspaceError(
-                    413, "too_large", f"{rel!r} is {st.st_size} bytes; the limit is "
-                    f"{MAX_FILE_BYTES}"
-                )
-            data = f.read(MAX_FILE_BYTES + 1)
+        st, data = _read_regular(rel, real)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -319,6 +289,29 @@ class Workspace:
             ) from None
         except OSError as exc:
             raise write_failed(rel, exc, existed=existed) from None
+
+
+def _read_regular(rel: str, real: Path) -> tuple[os.stat_result, bytes]:
+    """A regular file's status and bytes: 404 if absent, 400 if not a regular file, 413 if
+    larger than `MAX_FILE_BYTES`."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise WorkspaceError(404, "not_found", f"{rel!r} does not exist") from None
+    except IsADirectoryError:
+        raise WorkspaceError(400, "not_a_file", f"{rel!r} is a directory") from None
+    except OSError as exc:
+        raise WorkspaceError(500, "io_error", f"{rel!r} cannot be read: {exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise WorkspaceError(400, "not_a_file", f"{rel!r} is not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise WorkspaceError(
+                413, "too_large", f"{rel!r} is {st.st_size} bytes; the limit is "
+                f"{MAX_FILE_BYTES}"
+            )
+        return st, f.read(MAX_FILE_BYTES + 1)
 
 
 def write_failed(rel: str, exc: OSError, *, existed: bool) -> WorkspaceError:
