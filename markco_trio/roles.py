@@ -262,6 +262,11 @@ class Storage(Protocol):
         `since` <= created_at < `until` (POSIX seconds)."""
         ...
 
+    async def last_event_seq(self) -> int:
+        """The `seq` of the newest event in the log (0 when it is empty): where a reader that
+        wants only what comes next starts."""
+        ...
+
     # the webhook delivery log
     async def append_webhook_delivery(self, *, webhook: str, url: str, event: Event,
                                       attempt: int, outcome: str, status_code: int | None,

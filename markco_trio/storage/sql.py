@@ -1087,6 +1087,11 @@ class SqlStorage(abc.ABC):
         rows = await self._read(lambda tx: tx.execute(sql, params))
         return [_event(row) for row in rows]
 
+    async def last_event_seq(self) -> int:
+        """The newest event's seq, 0 for an empty log."""
+        row = await self._read(lambda tx: tx.one("SELECT MAX(seq) AS top FROM events"))
+        return 0 if row is None or row["top"] is None else int(row["top"])
+
     # ------------------------------------------------------------------ webhook deliveries
 
     async def append_webhook_delivery(self, *, webhook: str, url: str, event: Event,

@@ -1012,6 +1012,12 @@ class StorageContract:
         listed = await storage.list_events(since=T0 + 1, until=T0 + 3)
         assert [e.data["n"] for e in listed] == [1, 2]  # since inclusive, until exclusive
 
+    async def test_last_event_seq_is_the_newest_events_seq(self, storage: Storage) -> None:
+        assert await storage.last_event_seq() == 0
+        for _ in range(3):
+            newest = await storage.append_event(type="t", user_id=None, data={}, now=T0)
+        assert await storage.last_event_seq() == newest.seq
+
     # ---------------------------------------------------------------- webhook deliveries
 
     async def _delivery(self, storage: Storage, event: Event, *, webhook: str = "billing",

@@ -69,6 +69,17 @@ async def test_a_slow_reader_never_blocks_the_producer_and_misses_nothing(
     await stream.aclose()
 
 
+async def test_a_stream_without_a_cursor_starts_at_the_newest_event(
+        storage: SqliteStorage) -> None:
+    await storage.append_event(type="old", user_id=None, data={}, now=0.0)  # before this bus
+    bus = EventBus(storage, ManualClock())
+    stream = event_stream(bus, storage, EventQuery(), after_seq=None, heartbeat=30, buffer=8)
+    await stream.__anext__()
+    await bus.publish("new")
+    assert [m["type"] for m in await messages(stream, 1)] == ["new"]
+    await stream.aclose()
+
+
 async def test_the_stream_shows_only_the_queried_users_events(storage: SqliteStorage) -> None:
     bus = EventBus(storage, ManualClock())
     stream = event_stream(bus, storage, EventQuery(user_id="alice"), after_seq=None,

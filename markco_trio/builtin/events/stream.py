@@ -43,7 +43,10 @@ async def event_stream(bus: EventBus, storage: Storage, query: EventQuery, *,
     name = f"events-stream-{next(_names)}"
     types = frozenset(query.types) if query.types is not None else None
     doorbell = bus.subscribe(name, types=types, buffer=buffer)
-    last = bus.last_seq if after_seq is None else after_seq
+    # "From now": the log's tail, read after subscribing, so nothing published from here on
+    # is missed (and nothing older is sent).
+    last = (max(bus.last_seq, await storage.last_event_seq()) if after_seq is None
+            else after_seq)
     with doorbell:
         yield b": markco events\nretry: 2000\n\n"
         while True:
