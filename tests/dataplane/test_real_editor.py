@@ -359,6 +359,25 @@ async def test_a_second_tab_sees_the_first_tabs_typing_live(
         await first_cm.__aexit__(None, None, None)
 
 
+async def test_a_change_made_on_disk_reaches_the_open_editor(
+        markco: RealMarkco, tmp_path: Path) -> None:
+    """The user's code (or any program) rewrites the notebook: the open page shows it."""
+    hana = await markco.user("hana")
+    await markco.compute.ensure_started(hana.id, reason="test")
+    browser_cm, browser = await mrmd_browser(markco, hana, tmp_path / "profile")
+    try:
+        page = MrmdPage(browser, markco, hana.id)
+        await page.open()
+        path = user_file(markco, hana.id)
+        stat_before = path.stat()
+        path.write_text(path.read_text() + "\nWritten by a program.\n")
+        os.chown(path, stat_before.st_uid, stat_before.st_gid)
+        await browser.wait_for(
+            "state.editor.getContent().includes('Written by a program.')", within=15)
+    finally:
+        await browser_cm.__aexit__(None, None, None)
+
+
 async def test_an_image_the_runtime_serves_is_displayed(
         markco: RealMarkco, tmp_path: Path) -> None:
     """A cell displays a PNG: the runtime serves it at /mrp/v1/assets/..., the UI fetches it
