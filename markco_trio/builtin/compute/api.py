@@ -14,7 +14,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
-from ...api.conventions import ApiError, page_params, to_json
+from ...api.conventions import ApiError, error_response, page_params, to_json
 from ...api.principal import current_principal
 from ...authz import Action, Principal, Resource
 from ...errors import NotFound
@@ -55,6 +55,12 @@ def compute_blueprint(service: ComputeService) -> Blueprint:
     """The routes, bound to the daemon's compute service."""
     bp = Blueprint("compute", __name__, url_prefix="/api/v1")
     ctx = service.ctx
+
+    @bp.app_errorhandler(ComputeUnavailable)
+    async def _compute_unavailable(exc: ComputeUnavailable) -> Response:
+        # Any route that reaches compute without a backend (this module's or another's, e.g.
+        # a move): a 503 naming the fix, never a 500 (schemathesis found one that did).
+        return error_response(503, "compute_unavailable", str(exc))
 
     def principal() -> Principal:
         who = current_principal()
