@@ -158,6 +158,13 @@ class _FileBinding:
                 self.text.insert(start, new[start:end_new])
 
 
+def _close_update_stream(room: object) -> None:
+    # pycrdt-websocket 0.16 leaves a room's update stream open when the room stops.
+    stream = getattr(room, "_update_send_stream", None)
+    if stream is not None:
+        stream.close()
+
+
 class DocumentSync:
     """The rooms of one editor: `serve(ws, path)` joins a WebSocket to the file's room."""
 
@@ -195,15 +202,20 @@ class DocumentSync:
                     binding.scope.cancel()
                 stopped = self.rooms.get(name or "")
                 await super().delete_room(name=name)
-                # pycrdt-websocket 0.16 leaves the room's update stream open when it stops.
-                stream = getattr(stopped, "_update_send_stream", None)
-                if stream is not None:
-                    stream.close()
+                _close_update_stream(stopped)
 
         self._server = Server(rooms_ready=True, auto_clean_rooms=True, log=log)
-        async with self._server:
-            self._ready.set()
-            await trio.sleep_forever()
+        try:
+            async with self._server:
+                self._ready.set()
+                await trio.sleep_forever()
+        finally:
+            # Stopping (SIGTERM: markco stops idle editors) must not lose the last keystrokes
+            # still inside the save delay.
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await self.flush()
+            for room in self._server.rooms.values():
+                _close_update_stream(room)
 
     async def _open_room(self, path: str, server: Any) -> YRoom:
         from pycrdt import Text

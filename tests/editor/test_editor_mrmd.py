@@ -342,3 +342,24 @@ async def test_the_shim_sends_local_urls_to_the_editor_or_nowhere(
         sent = [e["params"]["request"]["url"] for e in browser.events
                 if e.get("method") == "Network.requestWillBeSent"]
         assert not [u for u in sent if ":9/" in u]
+
+
+async def test_stopping_the_editor_saves_what_is_still_in_the_save_delay(
+        scratch: Path, user_dir: Path) -> None:
+    """An edit made just before the editor stops (markco stops idle editors with SIGTERM)
+    reaches the file although its debounced save had not run yet."""
+    from markco_editor.sync import DocumentSync
+    from markco_editor.workspace import Workspace
+    from pycrdt import Text
+
+    sync = DocumentSync(Workspace(user_dir))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sync.run)
+        sync._needed.set()
+        await sync._ready.wait()
+        room = await sync._server.get_room("Projects/Scratch/01-welcome.md")
+        text = room.ydoc.get("content", type=Text)
+        text += "Last words.\n"
+        nursery.cancel_scope.cancel()  # at once: well inside SAVE_DELAY
+    saved = await trio.Path(scratch / "01-welcome.md").read_text()
+    assert saved.endswith("Last words.\n")
