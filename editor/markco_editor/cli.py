@@ -19,10 +19,12 @@ __all__ = ["main"]
 log = logging.getLogger("markco_editor")
 
 _DESCRIPTION = """\
-markco's built-in editor: lists, edits and saves the markdown files of MARKCO_USER_DIR and runs
-their python blocks on the runtime behind MARKCO_RUNTIME_SOCKET (or RUNTIME_PORT). Configured
-by the environment: HOST, PORT, BASE_PATH, MARKCO_USER_DIR, MARKCO_RUNTIME_SOCKET,
-RUNTIME_PORT, CLOUD_MODE, CLOUD_USER_*. SIGTERM or SIGINT stops it.
+markco's built-in editor: the mrmd editor (its UI fetched by scripts/fetch-editor-ui) for the
+markdown notebooks of MARKCO_USER_DIR, running their code on the runtime behind
+MARKCO_RUNTIME_SOCKET (or RUNTIME_PORT); the textarea editor at /basic (or at / with
+MARKCO_EDITOR=basic). Configured by the environment: HOST, PORT, BASE_PATH, MARKCO_USER_DIR,
+MARKCO_RUNTIME_SOCKET, RUNTIME_PORT, CLOUD_MODE, CLOUD_USER_*, MARKCO_EDITOR, MARKCO_EDITOR_UI.
+SIGTERM or SIGINT stops it (open notebooks are saved first).
 """
 
 
@@ -59,8 +61,9 @@ def _leaves(group: BaseExceptionGroup[OSError]) -> list[BaseException]:
 
 
 async def _run(settings: EditorSettings) -> None:
-    # The editor is stateless and writes are atomic renames: stopping at once loses nothing,
-    # so a signal cancels everything rather than waiting for WebSockets to drain.
+    # The editor is stateless and writes are atomic renames: stopping at once loses nothing
+    # (open notebooks save their pending edits as they are cancelled), so a signal cancels
+    # everything rather than waiting for WebSockets to drain.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve_editor, settings)
