@@ -58,6 +58,7 @@ __all__ = [
     "answer_keeps_alive",
     "error_keeps_alive",
     "plan_response",
+    "request_body",
     "switching_protocols",
 ]
 
@@ -157,9 +158,10 @@ class Refusal(Exception):
 class RequestReader:
     """A client connection's bytes, cut into request heads.
 
-    `feed` the bytes read; `next_head()` returns the next complete head (its bytes and the
-    empty line after it consumed from `buf`, which then starts with the body, if any) or None
-    when more bytes are needed, and raises `Refusal` for a head to refuse. Empty lines before
+    `feed` the bytes read (or `receive` them: feed, then `next_head`); `next_head()` returns
+    the next complete head (its bytes and the empty line after it consumed from `buf`, which then
+    starts with the body, if any) or None when more bytes are needed, and raises `Refusal`
+    for a head to refuse. Empty lines before
     a request line are skipped (RFC 9112 §2.2). A head that reaches `max_head_bytes` without
     ending, or that contains a bare-LF empty line, is refused at once instead of waited for.
     """
@@ -175,6 +177,11 @@ class RequestReader:
     def feed(self, data: bytes) -> None:
         """Add bytes read from the client."""
         self.buf = self.buf + data if self.buf else data
+
+    def receive(self, data: bytes) -> RequestHead | None:
+        """`feed(data)`, then `next_head()` (one call on the hot path)."""
+        self.buf = self.buf + data if self.buf else data
+        return self.next_head()
 
     def push_back(self, data: bytes) -> None:
         """Put back bytes that follow the previous request (its body's end was found in them)."""
@@ -216,6 +223,14 @@ class RequestReader:
         self.buf = b""
         self._scanned = 0
         return buf
+
+
+def request_body(head: RequestHead, after_head: bytes) -> RequestBody:
+    """The `RequestBody` of `head`, given the bytes that followed it (the common case, no body
+    and nothing pipelined, is one shared, complete instance: nothing is left to read)."""
+    if after_head or head.chunked or head.content_length:
+        return RequestBody(head, after_head)
+    return _NO_BODY
 
 
 class RequestBody:
@@ -276,6 +291,9 @@ class RequestBody:
         return n
 
 
+_NO_BODY: Final = RequestBody(parse_request_head(b"GET / HTTP/1.0"), b"")
+
+
 class Attempts:
     """Whether a request may travel again after a pooled connection dropped it unanswered.
 
@@ -285,16 +303,13 @@ class Attempts:
     that cannot be repeated asks the pool to check a reused connection before sending.
     """
 
-    __slots__ = ("repeatable", "fresh")
+    __slots__ = ("repeatable", "verify", "fresh")
 
     def __init__(self, head: RequestHead, body_done: bool) -> None:
         self.repeatable = body_done and head.method in IDEMPOTENT
+        # Whether the pool should make sure a reused connection is still open.
+        self.verify = not self.repeatable
         self.fresh = False
-
-    @property
-    def verify(self) -> bool:
-        """Whether the pool should make sure a reused connection is still open."""
-        return not self.repeatable
 
     def closed_early(self, reused: bool) -> bool:
         """The upstream closed before answering: True to send once more on a new connection."""
@@ -307,15 +322,16 @@ class Attempts:
 class ResponseReader:
     """An upstream connection's bytes, cut into response heads.
 
-    `feed` what was read, then `next_head()`: a `(head, raw)` pair (`raw`: the head's bytes
-    with its CRLF CRLF, consumed from `buf`), or None to read more; `BadResponse` for a head
-    we will not relay. `closed_error` says what an end of stream means: before any byte, a
-    close the request may be retried after; later, a broken answer.
+    `feed` what was read (or `receive` it: feed, then `next_head`); `next_head()` returns a
+    `(head, raw)` pair (`raw`: the head's bytes with its CRLF CRLF, consumed from `buf`), or
+    None to read more; `BadResponse` for a head we will not relay. `closed_early` says what an
+    end of stream means: before any byte, a close the request may be retried after; later, a
+    broken answer.
     """
 
     __slots__ = ("buf", "received", "max_head_bytes", "max_headers", "_scanned")
 
-    def __init__(self, *, max_head_bytes: int, max_headers: int) -> None:
+    def __init__(self, max_head_bytes: int, max_headers: int) -> None:
         self.buf = b""
         self.received = False
         self.max_head_bytes = max_head_bytes
@@ -323,9 +339,15 @@ class ResponseReader:
         self._scanned = 0
 
     def feed(self, data: bytes) -> None:
-        """Add bytes read from the upstream (not empty: an end of stream is `closed_error`)."""
+        """Add bytes read from the upstream (not empty: an end of stream is `closed_early`)."""
         self.received = True
         self.buf = self.buf + data if self.buf else data
+
+    def receive(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+        """`feed(data)`, then `next_head()` (one call on the hot path)."""
+        self.received = True
+        self.buf = self.buf + data if self.buf else data
+        return self.next_head()
 
     def next_head(self) -> tuple[ResponseHead, bytes] | None:
         """The next response head, if the buffer holds one whole."""
@@ -368,22 +390,38 @@ class Copy:
 
 
 class ResponsePlan:
-    """What to do with a final response: `send` now, then `copy` the rest; afterwards the
-    client connection stays open if `client_keep`, the upstream's is pooled if
-    `upstream_clean` (a CHUNKED copy also needs the body to end exactly at a read's end)."""
+    """What to do with a final response: `send` now, then `copy` the rest (`length` more
+    bytes, or through `decoder` / `encoder`); afterwards the client connection stays open if
+    `client_keep`, the upstream's is pooled if `upstream_clean` (a CHUNKED copy also needs
+    the body to end exactly at a read's end)."""
 
-    __slots__ = ("send", "copy", "length", "splice", "decoder", "encoder", "client_keep",
-                 "upstream_clean")
+    __slots__ = ("send", "copy", "client_keep", "upstream_clean", "length", "_codec")
 
-    def __init__(self, send: bytes, copy: int, client_keep: bool, upstream_clean: bool) -> None:
+    def __init__(self, send: bytes, copy: int, client_keep: bool, upstream_clean: bool,
+                 length: int = 0, codec: ChunkedDecoder | ChunkedEncoder | None = None) -> None:
         self.send = send
         self.copy = copy
-        self.length = 0
-        self.splice = False
-        self.decoder: ChunkedDecoder | None = None
-        self.encoder: ChunkedEncoder | None = None
         self.client_keep = client_keep
         self.upstream_clean = upstream_clean
+        self.length = length
+        self._codec = codec
+
+    @property
+    def splice(self) -> bool:
+        """Whether the rest is long enough to splice (socket -> pipe -> socket)."""
+        return self.length >= SPLICE_AT_LEAST
+
+    @property
+    def decoder(self) -> ChunkedDecoder | None:
+        """What finds the end of a CHUNKED or DECHUNKED body."""
+        codec = self._codec
+        return codec if isinstance(codec, ChunkedDecoder) else None
+
+    @property
+    def encoder(self) -> ChunkedEncoder | None:
+        """What re-chunks an UNTIL_CLOSE body for an HTTP/1.1 client (None: relayed as is)."""
+        codec = self._codec
+        return codec if isinstance(codec, ChunkedEncoder) else None
 
 
 def plan_response(
@@ -391,7 +429,6 @@ def plan_response(
     resp: ResponseHead,
     raw: bytes,
     rest: bytes,
-    *,
     draining: bool,
     body_pending: bool,
     scope: EditorScope | None = None,
@@ -439,11 +476,8 @@ def plan_response(
         if available >= length:
             return ResponsePlan(out + rest[:length] if available else out, Copy.NOTHING,
                                 client_keep, upstream_clean and available == length)
-        plan = ResponsePlan(out + rest if available else out, Copy.LENGTH, client_keep,
-                            upstream_clean)
-        plan.length = length - available
-        plan.splice = plan.length >= SPLICE_AT_LEAST
-        return plan
+        return ResponsePlan(out + rest if available else out, Copy.LENGTH, client_keep,
+                            upstream_clean, length - available)
     if resp.chunked:
         decoder = ChunkedDecoder()
         if dechunk:
@@ -453,20 +487,15 @@ def plan_response(
             if stop >= 0:
                 return ResponsePlan(send, Copy.NOTHING, client_keep,
                                     upstream_clean and stop == available)
-            plan = ResponsePlan(send, Copy.DECHUNKED, client_keep, upstream_clean)
-        else:
-            stop = decoder.feed(rest, 0, available)
-            if stop >= 0:
-                return ResponsePlan(out + rest[:stop], Copy.NOTHING, client_keep,
-                                    upstream_clean and stop == available)
-            plan = ResponsePlan(out + rest, Copy.CHUNKED, client_keep, upstream_clean)
-        plan.decoder = decoder
-        return plan
+            return ResponsePlan(send, Copy.DECHUNKED, client_keep, upstream_clean, 0, decoder)
+        stop = decoder.feed(rest, 0, available)
+        if stop >= 0:
+            return ResponsePlan(out + rest[:stop], Copy.NOTHING, client_keep,
+                                upstream_clean and stop == available)
+        return ResponsePlan(out + rest, Copy.CHUNKED, client_keep, upstream_clean, 0, decoder)
     encoder = ChunkedEncoder() if rechunk else None
-    plan = ResponsePlan(out + (encoder.encode(rest) if encoder is not None else rest),
-                        Copy.UNTIL_CLOSE, client_keep, upstream_clean)
-    plan.encoder = encoder
-    return plan
+    return ResponsePlan(out + (encoder.encode(rest) if encoder is not None else rest),
+                        Copy.UNTIL_CLOSE, client_keep, upstream_clean, 0, encoder)
 
 
 def answer_keeps_alive(head: RequestHead, draining: bool) -> bool:

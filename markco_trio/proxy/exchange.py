@@ -52,6 +52,7 @@ from markco_trio.proxy.core import (
     answer_keeps_alive,
     error_keeps_alive,
     plan_response,
+    request_body,
     switching_protocols,
 )
 from markco_trio.proxy.faults import Faults
@@ -471,15 +472,16 @@ class ClientConnection(ConnectionClock):
                             data = await sockio.recv_waiting(sock, _RECV_SIZE)
                         if not data:
                             return
-                        reader.feed(data)
-                    self.head_begun(state.now, state.header_timeout)
-                    head = reader.next_head()
+                        self.head_begun(state.now, state.header_timeout)
+                        head = reader.receive(data)
+                    else:
+                        self.head_begun(state.now, state.header_timeout)
+                        head = reader.next_head()
                     while head is None:
                         data = await sockio.recv(sock, _RECV_SIZE)
                         if not data:
                             return
-                        reader.feed(data)
-                        head = reader.next_head()
+                        head = reader.receive(data)
             except Refusal as exc:
                 await self._refuse(exc.status, exc.reason, exc.kind)
                 return
@@ -671,7 +673,7 @@ class ClientConnection(ConnectionClock):
 
         # How much of the body came with the head?
         try:
-            body = RequestBody(head, self._reader.take())
+            body = request_body(head, self._reader.take())
         except BadChunk as exc:
             await self._refuse(400, exc.reason, "bad_request")
             return False
@@ -689,8 +691,10 @@ class ClientConnection(ConnectionClock):
                 unavailable = isinstance(exc, UpstreamUnavailable)
                 await self._bad_gateway(head, request_id, via, unavailable, str(exc),
                                         down=unavailable)
-                return self._keep(error_keeps_alive(head, self._body_pending, state.draining),
-                                  body)
+                keep = error_keeps_alive(head, self._body_pending, state.draining)
+                if keep:  # what followed the body is the next request's
+                    self._reader.push_back(body.leftover)
+                return keep
 
             clean = False
             self._upstream = upstream.sock  # for `expire`
@@ -734,7 +738,9 @@ class ClientConnection(ConnectionClock):
                 if upstream_clean:
                     pool.release(upstream)
                     clean = True
-                return self._keep(client_keep, body)
+                if client_keep:  # what followed the body is the next request's
+                    self._reader.push_back(body.leftover)
+                return client_keep
             except UpstreamClosedEarly as exc:
                 if attempts.closed_early(upstream.reused):
                     # The keep-alive race: the server closed this idle connection as the request
@@ -751,12 +757,6 @@ class ClientConnection(ConnectionClock):
                 self._upstream = None
                 if not clean:
                     pool.discard(upstream)
-
-    def _keep(self, keep: bool, body: RequestBody) -> bool:
-        """Keep the connection or not; kept, what followed the body is the next request's."""
-        if keep:
-            self._reader.push_back(body.leftover)
-        return keep
 
     async def _bad_gateway(
         self, head: RequestHead, request_id: bytes, via: _Via, unavailable: bool, detail: str,
@@ -868,8 +868,7 @@ class ClientConnection(ConnectionClock):
         state = self._state
         usock = upstream.sock
         scope = via.scope
-        reader = ResponseReader(max_head_bytes=state.max_head_bytes,
-                                max_headers=state.max_headers)
+        reader = ResponseReader(state.max_head_bytes, state.max_headers)
         while True:
             found = reader.next_head() if reader.buf else None  # (after a 1xx, maybe more)
             while found is None:
@@ -887,8 +886,7 @@ class ClientConnection(ConnectionClock):
                             f"{via.name} closed the connection before answering"
                         )
                     raise UpstreamBroken(f"{via.name} closed the connection mid-answer")
-                reader.feed(data)
-                found = reader.next_head()
+                found = reader.receive(data)
             resp, raw = found
             if resp.status >= 200:
                 break
@@ -902,8 +900,8 @@ class ClientConnection(ConnectionClock):
                 await self._send(forward_response_head(resp, raw, scope=scope))
 
         self._response_started = True
-        plan = plan_response(head, resp, raw, reader.buf, draining=state.draining,
-                             body_pending=self._body_pending, scope=scope)
+        plan = plan_response(head, resp, raw, reader.buf, state.draining, self._body_pending,
+                             scope)
         await self._send(plan.send)
         copy = plan.copy
         upstream_clean = plan.upstream_clean

@@ -23,6 +23,7 @@ from markco_trio.proxy.core import (
     answer_keeps_alive,
     error_keeps_alive,
     plan_response,
+    request_body,
     switching_protocols,
 )
 from markco_trio.proxy.head import BadResponse, RequestHead, ResponseHead, parse_request_head
@@ -422,3 +423,21 @@ def test_a_101_is_relayed_only_to_websocket_and_only_when_asked() -> None:
                          b"Upgrade: h2c\r\n\r\n")
     with pytest.raises(BadResponse, match="another protocol"):
         switching_protocols(ws, h2c)
+
+
+def test_receive_is_feed_then_next_head_on_both_sides() -> None:
+    requests = reader()
+    assert requests.receive(GET[:10]) is None
+    head = requests.receive(GET[10:] + GET)
+    assert head is not None and requests.buf == GET
+    responses = ResponseReader(max_head_bytes=8192, max_headers=50)
+    found = responses.receive(b"HTTP/1.1 204 No Content\r\n\r\nrest")
+    assert found is not None and found[0].status == 204 and responses.buf == b"rest"
+
+
+def test_a_bodiless_request_shares_one_complete_body_and_pipelined_bytes_do_not() -> None:
+    plain = request(GET)
+    assert request_body(plain, b"") is request_body(plain, b"")
+    assert request_body(plain, b"").done and request_body(plain, b"").leftover == b""
+    pipelined = request_body(plain, GET)
+    assert pipelined.done and pipelined.leftover == GET
