@@ -306,11 +306,37 @@ _WEBHOOK_DELIVERIES = [
     "CREATE INDEX events_created ON events (created_at)",
 ]
 
+# Several hosts (issue 16): each configured host's last known state (up/down, why, when), the
+# reservation ledger (one row per user holding room on a host: placements read and write it in
+# one serialised transaction, so concurrent starts never overbook), and what a move measured
+# beyond the original columns.
+_HOSTS = [
+    """
+    CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('up', 'down', 'draining')),
+        reason TEXT,
+        checked_at {float} NOT NULL
+    )""",
+    """
+    CREATE TABLE host_reservations (
+        user_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        memory_bytes BIGINT NOT NULL CHECK (memory_bytes >= 0),
+        created_at {float} NOT NULL
+    )""",
+    "CREATE INDEX host_reservations_host ON host_reservations (host)",
+    "ALTER TABLE migrations ADD COLUMN switch_ms BIGINT",
+    "ALTER TABLE migrations ADD COLUMN bytes BIGINT",
+    "ALTER TABLE migrations ADD COLUMN step TEXT",
+]
+
 MIGRATIONS: list[SchemaMigration] = [
     SchemaMigration(1, "initial", _INITIAL),
     SchemaMigration(2, "snapshot_kinds", _SNAPSHOT_KINDS),
     SchemaMigration(3, "workload_accounts", _WORKLOAD_ACCOUNTS),
     SchemaMigration(4, "webhook_deliveries", _WEBHOOK_DELIVERIES),
+    SchemaMigration(5, "hosts", _HOSTS),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -42,7 +42,7 @@ from ...roles import (
     ContainerSpec,
     workload_name,
 )
-from . import checkpoints, elasticity, probes, release, specs
+from . import checkpoints, elasticity, moves, probes, release, specs
 from .front import FrontStatistics, NotReady, RuntimeFront
 from .status import (
     PHASE_CRASHED,
@@ -280,7 +280,8 @@ class UserActor:
             "restore": partial(checkpoints.run_restore, self),
             "snapshot.delete": partial(checkpoints.run_delete, self),
             "fork": partial(checkpoints.run_fork, self),
-            "unfork": partial(checkpoints.run_unfork, self)}
+            "unfork": partial(checkpoints.run_unfork, self),
+            "move": partial(moves.run_move, self)}
         if ticket.done.is_set():
             return  # failed while queued: the actor's task could not start (`fail_pending`)
         try:
@@ -614,7 +615,8 @@ class UserActor:
             try:
                 record = await storage.create_runtime(
                     user_id=self.user_id, role=role, backend=self.svc.backend.name,
-                    host=self.svc.host, state=RuntimeState.STARTING, limits=limits, now=now,
+                    host=await self.svc.place(self.user_id, limits),
+                    state=RuntimeState.STARTING, limits=limits, now=now,
                     handle=handle, operation_id=op.id)
             except Conflict:
                 record = await storage.get_live_runtime(self.user_id, role)

@@ -12,6 +12,7 @@ from ...records import Event
 from ...roles import EventObserver, ServiceSpec
 from .api import compute_blueprint
 from .commands import compute_commands
+from .hosts_api import hosts_blueprint
 from .options import WorkloadsOptions
 from .plans import plans_blueprint, plans_commands
 from .service import service_for
@@ -32,7 +33,8 @@ def markco_config_sections() -> list[ConfigSection]:
 def markco_web_routes(ctx: PluginContext) -> list[Any]:
     """`/api/v1/runtimes`, `/api/v1/users/<id>/runtimes/...`, `/api/v1/users/<id>/progress`,
     `/api/v1/plans`, `PUT /api/v1/users/<id>/plan` and the admin page's plan form."""
-    return [compute_blueprint(service_for(ctx)), plans_blueprint(service_for(ctx))]
+    return [compute_blueprint(service_for(ctx)), plans_blueprint(service_for(ctx)),
+            hosts_blueprint(service_for(ctx))]
 
 
 @hookimpl

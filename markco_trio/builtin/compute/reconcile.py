@@ -44,7 +44,7 @@ import trio
 from ...errors import MarkcoError, NotFound
 from ...records import Operation, OperationState, Runtime, RuntimeState, WorkloadRole
 from ...roles import STATUS_RUNNING, ContainerInfo, ProcessTreeCheckpointing, workload_name
-from . import archives, probes
+from . import archives, moves, probes
 from .actor import UserActor
 from .checkpoints import LABEL_FORK
 
@@ -302,6 +302,9 @@ async def reconcile(svc: ComputeService) -> Reconciled:
     """Run the three passes (see the module doc); return what to adopt and start."""
     storage, backend = svc.storage, svc.backend
     result = Reconciled()
+    # Moves first: a move interrupted by a crash may have the runtime's name on two hosts.
+    for key, count in (await moves.settle(svc)).items():
+        result.counts[key] = count
     containers = {info.name: info for info in await backend.list()}
     for op in await storage.list_operations(open_only=True):
         try:

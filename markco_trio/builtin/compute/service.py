@@ -39,7 +39,7 @@ from ...errors import MarkcoError, NotFound
 from ...records import Snapshot, WorkloadRole
 from ...roles import BackendCapabilities, ContainerBackend, ContainerInfo, Storage
 from ..process_backend.ports import choose_port, is_free
-from . import release
+from . import moves, placement, release
 from .actor import BOTH, OperationFailed, UserActor, first_leaf
 from .elasticity import MonitoredRuntime
 from .front import FrontStatistics, RuntimeFront, front_socket_path
@@ -291,6 +291,32 @@ class ComputeService:
         info = actor.forks.get(name) if actor else None
         return actor.parse(info.address) if actor and info else None
 
+    async def place(self, user_id: str, limits: dict[str, Any]) -> str:
+        """The host the user's workloads go on: `host` with one engine; with several, the
+        ledger's placement (`placement.reserve`)."""
+        hosts = placement.hosts_of(self)
+        if hosts is None:
+            return self.host
+        return await hosts.place(user_id, int(limits.get("memory_bytes") or 0))
+
+    async def move(self, user_id: str, to_host: str, *, reason: str) -> dict[str, Any]:
+        """Move the user's runtime to `to_host` (`moves.run_move`); its measurements."""
+        hosts = placement.hosts_of(self)
+        if hosts is None:
+            raise moves.MoveFailed("this deployment has one host: configure "
+                                   "[[compute.docker.hosts]] to move runtimes")
+        hosts.backend_on(to_host)  # `NotFound` naming the configured hosts
+        ticket = self._actor(_checked(user_id)).submit(
+            "move", roles=frozenset({WorkloadRole.RUNTIME}), reason=reason,
+            args={"to": to_host})
+        await ticket.wait()
+        result: dict[str, Any] = ticket.result
+        return result
+
+    async def drain_host(self, host: str, *, reason: str) -> dict[str, str]:
+        """Move everyone off `host` (`moves.drain`)."""
+        return await moves.drain(self, host, reason=reason)
+
     async def ensure_started(self, user_id: str, *, reason: str) -> UserComputeState:
         """Start (or join the start of) the user's workloads and wait until both are ready.
         Raises `StartFailed` saying why."""
@@ -496,6 +522,10 @@ class ComputeService:
         async with httpx.AsyncClient(trust_env=False) as http, trio.open_nursery() as nursery:
             self._http = http
             try:
+                hosts = placement.hosts_of(self)
+                if hosts is not None:
+                    placement.install(self, hosts)
+                    nursery.start_soon(self._watch_hosts, hosts)
                 result = await reconcile(self)
                 self._nursery = nursery
                 for actor in list(self._actors.values()):
@@ -514,6 +544,27 @@ class ComputeService:
                 self._nursery = None
                 self._running = trio.Event()
                 self._http = None
+
+    async def _watch_hosts(self, hosts: placement.HostSet) -> None:
+        """Several hosts: check each engine every `watch_interval` x 10 (at least 5 s); a
+        host that stops answering is marked down (nothing placed there, its users shown
+        unavailable) and recorded in `hosts` for operators."""
+        states: dict[str, str | None] = {}
+        while True:
+            try:
+                found = await hosts.check_hosts()
+                for host, why in found.items():
+                    state = "draining" if host in hosts.draining else \
+                        ("down" if why else "up")
+                    if states.get(host, "") != (state + (why or "")):
+                        states[host] = state + (why or "")
+                        await placement.record_host_state(self, host, state, why)
+                        if why:
+                            await self.publish("host.down", None, {"host": host,
+                                                                   "reason": why})
+            except Exception:
+                log.exception("compute: checking the hosts failed; trying again")
+            await trio.sleep(max(5.0, 10 * self.options.watch_interval))
 
     async def _shutdown_workloads(self) -> None:
         """`on_shutdown`: what the daemon's stop does to running runtimes (keep, sleep, stop),

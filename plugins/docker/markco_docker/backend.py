@@ -89,6 +89,9 @@ class DockerBackend:
         self._network_locks: dict[str, trio.Lock] = {}
         self._oom_verdicts: dict[tuple[str, str], bool] = {}
         self._engine_facts: EngineFacts | None = None  # asked by `checkpointing`, once
+        # Several hosts (`hosts`): engines other than the first name their bridges apart, so
+        # two engines on ONE machine (the tests') never share a user's bridge.
+        self.bridge_salt = ""
         self._entered = False
 
     def __repr__(self) -> str:
@@ -260,7 +263,7 @@ class DockerBackend:
         if response.status_code != 404:
             self.engine.check(response, f"looking up network {network!r}")
         body = network_body(network, deployment_id=self.deployment_id, user_id=user_id,
-                            bridge=bridge_name(network),
+                            bridge=bridge_name(network + self.bridge_salt),
                             internal=self.options.network == "internal")
         response = await self.engine.request("POST", "/networks/create", json=body)
         if response.status_code != 409:  # 409: created meanwhile by another caller

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from .hostoptions import NAME_CHARS, HostOptions, check_host_name
+
 # The workloads' default uid and gid: not 0, and not one a host account commonly has (1000 is
 # the first user of most Linux machines: without user namespaces, a workload running as 1000
 # would own that person's files on the host). Debian reserves 65000-65533 and never allocates
@@ -96,8 +98,23 @@ class DockerOptions:
     nofile_limit: int = 8192
     cap_add: list[str] = field(default_factory=list)
     init: bool = True
+    # Several hosts (see `hosts`): `engine_url` is the host named `host_name`; `hosts` adds
+    # others. With no `hosts`, one engine exactly as before.
+    host_name: str = "local"
+    host_labels: list[str] = field(default_factory=list)
+    memory_budget_mb: int = 0
+    hosts: list[HostOptions] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_host_name(self.host_name)
+        if self.memory_budget_mb < 0:
+            raise ValueError("memory_budget_mb: must be 0 (no limit) or more")
+        for label in self.host_labels:
+            if not label or not set(label) <= NAME_CHARS:
+                raise ValueError(f"host_labels: {label!r} is not a label (a-z, 0-9, - and _)")
+        names = [self.host_name, *(h.name for h in self.hosts)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"hosts: every host needs a name of its own, got {names}")
         parts = urlsplit(self.engine_url)
         if parts.scheme == "unix":
             if not parts.path.startswith("/"):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from markco_trio.hookspecs import ProviderSpec, hookimpl
 
 from .backend import DockerBackend
+from .hosts import MultiHostBackend
 from .options import DockerOptions
 
 if TYPE_CHECKING:
@@ -16,9 +17,15 @@ if TYPE_CHECKING:
 STATE_SUBDIR = "docker"
 
 
-def make_docker_backend(options: DockerOptions, ctx: PluginContext) -> DockerBackend:
+def make_docker_backend(options: DockerOptions,
+                        ctx: PluginContext) -> DockerBackend | MultiHostBackend:
     """The factory `[compute] backend = "docker"` calls with `[compute.docker]`. No I/O here:
-    the engine is contacted when the daemon enters the backend."""
+    the engine is contacted when the daemon enters the backend. With `hosts`, a backend over
+    every configured engine (see `hosts`)."""
+    if options.hosts:
+        return MultiHostBackend(options, deployment_id=ctx.config.server.deployment_id,
+                                state_dir=ctx.data_dir / STATE_SUBDIR, log=ctx.log,
+                                clock=ctx.clock.now)
     return DockerBackend(options, deployment_id=ctx.config.server.deployment_id,
                          state_dir=ctx.data_dir / STATE_SUBDIR, log=ctx.log,
                          clock=ctx.clock.now)
