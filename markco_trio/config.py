@@ -255,6 +255,12 @@ def validate_config(path: Path, raw: Mapping[str, Any], pm: MarkcoPluginManager,
     """Phase two: validate every section against the loaded plugins."""
     core = {name: parse_options(cls, _table(raw, name, path), f"{path}: [{name}]", secrets)
             for name, cls in _CORE_SECTIONS.items()}
+    metrics, server = core["metrics"], core["server"]
+    if metrics.listen and metrics.port != 0 and metrics.port == server.port and \
+            metrics.host in (server.host, "0.0.0.0", "::"):
+        raise ConfigError(f"{path}: [metrics] listen: {metrics.listen!r} is the front door's "
+                          f"address ([server] listen = {server.listen!r}); /metrics is never "
+                          f"served there: give it a port of its own, e.g. 127.0.0.1:9464")
     roles = {role: _parse_role(role, _table(raw, role, path), pm, path, secrets)
              for role in ROLE_HOOKS}
     declared: dict[str, ConfigSection] = {}

@@ -190,3 +190,11 @@ async def test_a_busy_metrics_port_ends_the_start_naming_the_setting(
     assert code == 1
     assert any("[metrics] listen" in r.getMessage() and "already in use" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_front_doors_own_address_is_refused_for_metrics(
+        write_config: Callable[[str], Path]) -> None:
+    text = ('[server]\nlisten = "127.0.0.1:3000"\ndata_dir = "data"\n\n'
+            '[metrics]\nlisten = "127.0.0.1:3000"\n')
+    with pytest.raises(ConfigError, match=r"\[metrics\] listen.*front door's address"):
+        load_config(write_config(text), entry_points=False)
