@@ -79,7 +79,9 @@ def to_json(record: Any, *, omit: tuple[str, ...] = ()) -> Any:
 def page_params(args: Mapping[str, str]) -> tuple[str | None, int]:
     """`cursor` and `limit` from the query string, validated."""
     raw = args.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # isdigit() alone accepts '²' and other digits int() refuses, and int() refuses more than
+    # 4300 digits: either was an unhandled error (a 500).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "bad_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
     return args.get("cursor") or None, int(raw)
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from ...api.conventions import ApiError, page_params, to_json
 from ...api.principal import current_principal
@@ -56,6 +57,45 @@ def events_blueprint(ctx: PluginContext, options: EventsOptions,
 
     def is_admin(who: Principal) -> bool:
         return ctx.authorize(who, Action.EVENTS_READ, Resource("deployment"))
+
+    def may_read(who: Principal, user_id: str | None) -> bool:
+        """Whether `who` may read the events of `user_id` (None: everyone's)."""
+        if is_admin(who):
+            return True
+        return (user_id is not None and who.user_id == user_id
+                and ctx.authorize(who, Action.EVENTS_READ, Resource("user", owner_id=user_id)))
+
+    def still_allowed(who: Principal, user_id: str | None) -> Callable[[], Awaitable[bool]]:
+        """For an open stream: whether the credential that opened it still gives its
+        user the right to read it. Decided again each time the auth plugin's answers may
+        have been revoked (its `revision` moved: a revoked token or session, a logout
+        everywhere, a disabled user, a cache flush); without an auth plugin, always."""
+        authority = ctx.extras.get("auth")
+        revision = getattr(authority, "revision", None)
+        bearer = request.headers.get("Authorization")
+        session = getattr(g, "markco_session_token", None)
+        seen = revision
+        ok = True
+
+        async def check() -> bool:
+            nonlocal seen, ok
+            if not ok or authority is None or revision is None:
+                return ok
+            now = authority.revision
+            if now == seen:
+                return True
+            seen = now
+            if bearer is not None:
+                again = await authority.principal_for_token(bearer.partition(" ")[2].strip())
+            elif session is not None:
+                again = await authority.principal_for_session(session)
+            else:
+                again = None
+            ok = (again is not None and again.user_id == who.user_id
+                  and may_read(again, user_id))
+            return ok
+
+        return check
 
     def query_for(who: Principal) -> EventQuery:
         """The caller's query, its user filter decided by who they are."""
@@ -112,6 +152,7 @@ def events_blueprint(ctx: PluginContext, options: EventsOptions,
                            f"at most {options.max_streams_per_user} event streams per user at "
                            "once; close another first")
         storage = ctx.require_storage()
+        allowed = still_allowed(who, query.user_id)
 
         async def body() -> Any:
             # Counted from the first step: a stream whose client left before its body began
@@ -120,7 +161,8 @@ def events_blueprint(ctx: PluginContext, options: EventsOptions,
             try:
                 async for chunk in event_stream(bus, storage, query, after_seq=after,
                                                 heartbeat=options.stream_heartbeat,
-                                                buffer=options.stream_buffer):
+                                                buffer=options.stream_buffer,
+                                                allowed=allowed):
                     yield chunk
             finally:
                 left = streams.get(who.user_id, 1) - 1

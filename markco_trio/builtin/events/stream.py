@@ -11,6 +11,9 @@ order. So:
 - a bus event that does not match the reader's filter costs it no read of the log;
 - `Last-Event-ID` (each `id:` is a cursor of the query) resumes exactly after the last event
   the client saw; without it the stream starts at the newest event.
+- the reader's right is decided again while the stream is open (`allowed`): a revoked token
+  or session, a user disabled or no longer an administrator ends the stream within about a
+  second (plus the revocation poll), before any further event is sent.
 Each message is `id: <cursor>`, `event: <type>`, `data: <event JSON>`; a comment line every
 `heartbeat` seconds keeps proxies from closing an idle stream.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import trio
 
@@ -28,6 +31,7 @@ from ...roles import Storage
 from .query import EventQuery, event_json
 
 PAGE = 200
+RECHECK_SECONDS = 1.0  # how often an idle stream asks whether its reader may still read
 _names = itertools.count(1)
 
 
@@ -37,9 +41,12 @@ def sse_message(event_id: str, event_type: str, data: str) -> bytes:
 
 
 async def event_stream(bus: EventBus, storage: Storage, query: EventQuery, *,
-                       after_seq: int | None, heartbeat: float,
-                       buffer: int) -> AsyncGenerator[bytes, None]:
-    """SSE bytes of `query`'s events after `after_seq` (None: from now), until cancelled."""
+                       after_seq: int | None, heartbeat: float, buffer: int,
+                       allowed: Callable[[], Awaitable[bool]] | None = None,
+                       recheck: float = RECHECK_SECONDS) -> AsyncGenerator[bytes, None]:
+    """SSE bytes of `query`'s events after `after_seq` (None: from now), until cancelled, or
+    until `allowed()` (asked before every read of the log and at least every `recheck`
+    seconds) says the reader may no longer read them: then the stream ends."""
     name = f"events-stream-{next(_names)}"
     types = frozenset(query.types) if query.types is not None else None
     doorbell = bus.subscribe(name, types=types, buffer=buffer)
@@ -50,6 +57,10 @@ async def event_stream(bus: EventBus, storage: Storage, query: EventQuery, *,
     with doorbell:
         yield b": markco events\nretry: 2000\n\n"
         while True:
+            # A revoked token or session, or a user no longer allowed this query, reads
+            # nothing more: the stream ends (its client's reconnection is then refused).
+            if allowed is not None and not await allowed():
+                return
             # Refill from the log: everything after `last`, a page at a time.
             while True:
                 events = await storage.list_events(
@@ -68,7 +79,9 @@ async def event_stream(bus: EventBus, storage: Storage, query: EventQuery, *,
             deadline = trio.current_time() + heartbeat
             wanted = False
             while not wanted:
-                with trio.move_on_at(deadline):
+                wake = (deadline if allowed is None
+                        else min(deadline, trio.current_time() + recheck))
+                with trio.move_on_at(wake):
                     wanted = query.matches(await doorbell.receive())
                     # Everything already waiting is covered by the one read that follows.
                     while True:
@@ -77,5 +90,8 @@ async def event_stream(bus: EventBus, storage: Storage, query: EventQuery, *,
                         except trio.WouldBlock:
                             break
                     continue
-                yield b": heartbeat\n\n"
-                break
+                if allowed is not None and not await allowed():
+                    return
+                if trio.current_time() >= deadline:
+                    yield b": heartbeat\n\n"
+                    break
