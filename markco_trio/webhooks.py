@@ -72,11 +72,16 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             raise WebhookVerificationError(f"malformed {SIGNATURE_HEADER} header: {header!r}")
         if key == "t":
-            if not value.isdigit() or timestamp is not None:
+            # ASCII digits, a sane length: isdigit() alone lets '²' or 5000 digits through
+            # to int(), whose ValueError is not a WebhookVerificationError.
+            if (not (value.isascii() and value.isdigit() and len(value) <= 12)
+                    or timestamp is not None):
                 raise WebhookVerificationError(
                     f"{SIGNATURE_HEADER}: t must be one POSIX timestamp, got {value!r}")
             timestamp = int(value)
         elif key == _SCHEME:
+            if not value.isascii():  # hmac.compare_digest raises TypeError on such a str
+                raise WebhookVerificationError(f"{SIGNATURE_HEADER}: a signature is hex")
             signatures.append(value)
     if timestamp is None:
         raise WebhookVerificationError(f"{SIGNATURE_HEADER} has no t= timestamp")
