@@ -242,10 +242,19 @@ class MrmdPage:
         await self.wait_open(rel)
 
     async def wait_open(self, rel: str = WELCOME) -> None:
+        """Wait for the notebook, and for the UI to attach its Python runtime to it (a block
+        run before that finds no runtime: the UI says so on its console only)."""
+        seen = len(self.browser.events)
         # Through the wait page if the editor is not up yet; then the UI opens the notebook.
         await self.browser.wait_for(
             "typeof state !== 'undefined' && !!state.editor && !!state.editor.view && "
             f"state.currentFile === '/home/user/{rel}'", within=60)
+        with trio.fail_after(60):
+            while not any(e.get("method") == "Runtime.consoleAPICalled" and
+                          "Registered Python runtime" in json.dumps(e["params"].get("args"))
+                          for e in self.browser.events[seen:]):
+                await self.browser.evaluate("1")  # collects the events that arrived
+                await trio.sleep(0.1)
 
     async def content(self) -> str:
         value = await self.browser.evaluate("state.editor.getContent()")
