@@ -121,7 +121,11 @@ class MrmdUI:
             text = text.replace("<head>", (
                 f'<head>\n  <base href="{base}ui/">\n'
                 f'  <meta name="markco-base" content="{base}">\n'
-                f'  <script src="{base}static/mrmd-shim.js"></script>'), 1)
+                f'  <script src="{base}static/mrmd-shim.js"></script>\n'
+                # Upstream 0.5.4 styles its terminal's "Rail" button only inside a mobile
+                # media query: on a wide screen it shows unstyled at the bottom. Hidden by
+                # default; the UI's own rules still show it when a mobile terminal is open.
+                '  <style>.terminal-show-rail-btn { display: none; }</style>'), 1)
             text = _replace_once(text, _BUNDLE_TAG, (
                 '<script src="editor/mrmd.iife.js"></script>\n'
                 f'  <script src="{base}static/mrmd-shim-after.js"></script>'))
