@@ -140,13 +140,19 @@ class WorkloadCgroups:
         memory = self.dirs.get("memory")
         if memory is None:
             return None
-        usage = int(_read(memory / "memory.usage_in_bytes"))
-        inactive = 0
+        # memory.usage_in_bytes is "fuzz" in cgroup v1 (charges are batched per CPU, so a small
+        # or young workload can read 0); the kernel's advice is RSS + CACHE (+ SWAP) from
+        # memory.stat. The working set is that minus the inactive file cache.
+        stat: dict[str, int] = {}
         for line in _read(memory / "memory.stat").splitlines():
             key, _, value = line.partition(" ")
-            if key == "total_inactive_file":
-                inactive = int(value)
-                break
+            if key in ("total_rss", "total_cache", "total_swap", "total_inactive_file"):
+                stat[key] = int(value)
+        if "total_rss" in stat and "total_cache" in stat:
+            usage = stat["total_rss"] + stat["total_cache"] + stat.get("total_swap", 0)
+        else:
+            usage = int(_read(memory / "memory.usage_in_bytes"))
+        inactive = stat.get("total_inactive_file", 0)
         limit = int(_read(memory / "memory.limit_in_bytes"))
         return max(0, usage - inactive), limit
 
