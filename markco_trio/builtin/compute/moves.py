@@ -133,16 +133,22 @@ async def run_move(actor: UserActor, ticket: Ticket) -> dict[str, Any]:
         runtime_id=record.id, user_id=actor.user_id, from_host=from_host, to_host=to_host,
         strategy="asleep" if record.state == RuntimeState.SLEEPING else "checkpoint",
         now=svc.now())
-    if record.state == RuntimeState.SLEEPING:
-        # The sleep archive is the daemon's (shared storage): the wake restores it on the
-        # host the user is assigned to. Moving a sleeper is moving its assignment.
-        await placement.move_reservation(svc, actor.user_id, to_host, limits.memory_bytes)
-        hosts.assign(actor.user_id, to_host)
-        await actor.update(RUNTIME, host=to_host)
-        await _finish(svc, migration.id, "done", {}, None)
-        await svc.publish("runtime.moved", actor.user_id, {"from": from_host, "to": to_host,
-                                                           "asleep": True})
-        return {"moved": "asleep", "from": from_host, "to": to_host}
+    asleep = record.state == RuntimeState.SLEEPING
+    if asleep:
+        # A sleeper's image is restored where it was made (a CRIU image restored on another
+        # engine after its container is gone is refused by podman 4.3), then moved live like
+        # any runtime, then put back to sleep on the target: its state survives by the one
+        # path that is proven, and its image ends on the target's side.
+        from .actor import BOTH, Ticket
+
+        hosts.pinned[actor.user_id] = from_host
+        try:
+            await checkpoints.run_wake(actor, Ticket("wake", BOTH, ticket.reason))
+        finally:
+            hosts.pinned.pop(actor.user_id, None)
+        record = await actor.live_record(RUNTIME)
+        if record is None or record.state != RuntimeState.RUNNING:
+            raise OperationFailed("the sleeping runtime could not be woken to be moved")
     if record.state != RuntimeState.RUNNING or not record.handle:
         raise OperationFailed(f"the runtime is {record.state.value}: only a running or "
                               f"sleeping runtime can be moved")
@@ -247,7 +253,30 @@ async def run_move(actor: UserActor, ticket: Ticket) -> dict[str, Any]:
         "from": from_host, "to": to_host, "address": info.address, **timings,
         "took_ms": timings.get("total_ms", 0)})
     actor.reset_crashes(frozenset({RUNTIME}))
-    return {"from": from_host, "to": to_host, **timings}
+    await _editor_follows(actor, op, from_host, to_host)
+    if asleep:
+        from .actor import BOTH, Ticket
+
+        await checkpoints.run_sleep(actor, Ticket("sleep", BOTH, ticket.reason))
+    return {"from": from_host, "to": to_host, "asleep": asleep, **timings}
+
+
+async def _editor_follows(actor: UserActor, op: Operation, from_host: str,
+                          to_host: str) -> None:
+    """The editor holds no state of its own (the user's files are shared storage): it is
+    started again on the runtime's new host, so a drained host ends empty. Its failure
+    leaves the runtime moved; the editor starts again on the next visit."""
+    editor = await actor.live_record(WorkloadRole.EDITOR)
+    if editor is None or editor.host != from_host or \
+            editor.state != RuntimeState.RUNNING:
+        return
+    try:
+        await actor.remove_workload(WorkloadRole.EDITOR)
+        await actor.start_editor(op)
+        await actor.update(WorkloadRole.EDITOR, host=to_host)
+    except Exception as exc:
+        log.warning("compute: move of %s: the editor did not start on %s: %s",
+                    actor.user_id, to_host, exc)
 
 
 def timings_of(marks: dict[str, float], moved: int) -> dict[str, int]:

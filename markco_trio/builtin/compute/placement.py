@@ -28,6 +28,7 @@ class HostSet(Protocol):
 
     primary: str
     draining: set[str]
+    pinned: dict[str, str]
     down: dict[str, str]
 
     def host_names(self) -> list[str]: ...
@@ -37,6 +38,8 @@ class HostSet(Protocol):
     def is_up(self, host: str) -> bool: ...
 
     def host_of_user(self, user_id: str) -> str: ...
+
+    def located(self, handle: str) -> str | None: ...
 
     def assign(self, user_id: str, host: str) -> None: ...
 

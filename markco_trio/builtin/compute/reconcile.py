@@ -356,7 +356,7 @@ async def reconcile(svc: ComputeService) -> Reconciled:
             continue
         limits: dict[str, Any] = {}
         record = await storage.create_runtime(
-            user_id=info.user_id, role=info.role, backend=backend.name, host=svc.host,
+            user_id=info.user_id, role=info.role, backend=backend.name, host=svc.host_of(info),
             state=RuntimeState.RUNNING, limits=limits, now=svc.now(), handle=info.handle,
             address=info.address)
         actor = actors.setdefault(info.user_id, svc._actor(info.user_id))

@@ -299,6 +299,13 @@ class ComputeService:
             return self.host
         return await hosts.place(user_id, int(limits.get("memory_bytes") or 0))
 
+    def host_of(self, info: ContainerInfo) -> str:
+        """The host a workload the backend listed is on (`host` with one engine)."""
+        hosts = placement.hosts_of(self)
+        if hosts is None:
+            return self.host
+        return hosts.located(info.handle) or hosts.host_of_user(info.user_id)
+
     async def move(self, user_id: str, to_host: str, *, reason: str) -> dict[str, Any]:
         """Move the user's runtime to `to_host` (`moves.run_move`); its measurements."""
         hosts = placement.hosts_of(self)

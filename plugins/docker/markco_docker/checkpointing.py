@@ -257,6 +257,12 @@ def relabelled_config(config: bytes, labels: Mapping[str, str]) -> bytes:
     data["labels"] = {**kept, **labels}
     if old.get(LABEL_PORT):  # where the checkpointed process listens, whatever the spec says
         data["labels"][LABEL_PORT] = old[LABEL_PORT]
+    # The source container's own run-directory files (issue 16): Podman 4.3 keeps them on
+    # import, so conmon fails ("Failed to write conmon pidfile") wherever that container's
+    # directory is gone — on another host, or here once it was removed. Without them the
+    # restored container gets its own.
+    for key in ("conmonPidFile", "pid_file"):
+        data.pop(key, None)
     return json.dumps(data, separators=(",", ":")).encode()
 
 

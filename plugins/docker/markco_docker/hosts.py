@@ -106,6 +106,9 @@ class MultiHostBackend:
         self.draining: set[str] = set()
         self.placer: Placer | None = None
         self.assigned: dict[str, str] = {}  # user → host their runtime is (to be) on
+        # user → host their next workloads go on whatever the placement (a move wakes a
+        # sleeper where its image was made, even on a draining host).
+        self.pinned: dict[str, str] = {}
         self._where: dict[str, str] = {}  # handle or name → host
         self._entered: list[str] = []
 
@@ -191,6 +194,10 @@ class MultiHostBackend:
             info = await backend.inspect(handle)
         return info
 
+    def located(self, handle: str) -> str | None:
+        """The host `handle` was last seen on (None: not seen yet)."""
+        return self._where.get(handle)
+
     def host_of_user(self, user_id: str) -> str:
         """The host the user's runtime is on, or will be started on."""
         return self.assigned.get(user_id, self.primary)
@@ -208,6 +215,9 @@ class MultiHostBackend:
                     labels: Sequence[str] = ()) -> str:
         """The host for a new workload of `user_id`: where they are already, else the placer's
         choice (the storage ledger), else the up host with the most room left in memory."""
+        pinned = self.pinned.get(user_id)
+        if pinned is not None:
+            return pinned
         current = self.assigned.get(user_id)
         if current is not None and self.is_up(current) and current not in self.draining:
             return current
