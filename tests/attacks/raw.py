@@ -6,12 +6,12 @@ from __future__ import annotations
 import trio
 
 
-async def raw_request(url: str, head: bytes, *, timeout: float = 10) -> tuple[int, dict[str, str]]:
+async def raw_request(url: str, head: bytes) -> tuple[int, dict[str, str]]:
     """Send `head` (a full request head, ending with an empty line, `Connection: close`
     advised) to `url`'s host and port; (status, headers with lower-case names) of the
     answer. The status is 0 when the server closed without answering."""
     host, _, port = url.removeprefix("http://").partition(":")
-    with trio.fail_after(timeout):
+    with trio.fail_after(10):
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream:
             await stream.send_all(head)
