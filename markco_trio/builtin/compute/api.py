@@ -172,7 +172,7 @@ def compute_blueprint(service: ComputeService) -> Blueprint:
         items = await service.list_snapshots(user_id)
         start = 0
         if cursor is not None:
-            if not cursor.isdigit():
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 9):
                 raise ApiError(400, "bad_cursor", "this cursor is not one we gave out")
             start = int(cursor)
         page = items[start:start + limit]
@@ -271,7 +271,8 @@ def compute_blueprint(service: ComputeService) -> Blueprint:
         except ValueError:
             raise ApiError(400, "bad_role", "role must be runtime or editor") from None
         raw = request.args.get("tail", "200")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG_LINES:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) \
+                or not 1 <= int(raw) <= MAX_LOG_LINES:
             raise ApiError(400, "bad_tail", f"tail must be 1 to {MAX_LOG_LINES}")
         assert ctx.backend is not None
         try:
