@@ -59,7 +59,7 @@ async def one_run(backend: ProcessBackend, checkpointer: CriuCheckpointer, root:
     sleep = time.monotonic() - started
     await backend.remove(name)
     started = time.monotonic()
-    info = await checkpointer.restore(backend, archive, spec=spec)
+    info = await checkpointer.restore(backend, archive, spec=spec, sha256=result.sha256)
     answer = await value_of(info.address or "", BIG_CHECK if big else "x")
     wake = time.monotonic() - started
     assert answer == (str(200 * MiB) if big else "42"), answer
