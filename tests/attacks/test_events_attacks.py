@@ -147,3 +147,17 @@ async def test_no_route_configures_a_webhook_url(markco: Markco, method: str) ->
             assert response.status_code in (404, 405), (path, response.status_code)
         listed = await http.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {raw}"})
     assert listed.json()["items"] == []
+
+
+async def test_an_idle_stream_ends_soon_after_its_token_is_revoked(
+        start_markco: StartMarkco) -> None:
+    """No event and no heartbeat due (15 s): the stream still ends within seconds."""
+    markco = await start_markco(auth=QUIET)
+    alice = await markco.user("alice")
+    token_id, raw = await token_with_id(markco, alice, "events:read")
+    with trio.fail_after(5):
+        async with RawSse.open(markco.url, "/api/v1/events/stream",
+                               {"Authorization": f"Bearer {raw}"}) as sse:
+            await sse.block()
+            assert await markco.storage.revoke_api_token(token_id, now=markco.clock.now())
+            assert b"heartbeat" not in await rest_of_stream(sse)
