@@ -355,6 +355,8 @@ class AdminHost:
 
 MOVE_UNAVAILABLE = ("Moving a runtime to another host is not built yet: this markco runs "
                     "workloads on one host.")
+MOVE_AVAILABLE = ("Moving keeps the variables: the runtime is checkpointed, streamed to the "
+                  "other host and restored there; a failed move leaves it where it was.")
 
 
 def _mib(value: int | None) -> str:
@@ -380,9 +382,21 @@ def admin_users_section(users: Sequence[User], *, next_cursor: str | None, me: s
     return html + "</section>"
 
 
+def _move_form(r: AdminRuntime, move_hosts: Sequence[str], form_token: str | None) -> str:
+    """Move `r` to another of `move_hosts` (several hosts, issue 16)."""
+    options = "".join(f"<option value=\"{esc(h)}\">{esc(h)}</option>"
+                      for h in move_hosts if h != r.host)
+    hidden = ("" if form_token is None else
+              f"<input type=\"hidden\" name=\"csrf\" value=\"{esc(form_token)}\">")
+    return (f"<form method=\"post\" action=\"/admin/runtimes/{esc(r.user_id)}/move\">"
+            f"{hidden}<select name=\"to\" aria-label=\"Move to\">{options}</select>"
+            f"<button type=\"submit\" class=\"secondary\">Move</button></form>")
+
+
 def admin_runtimes_section(runtimes: Sequence[AdminRuntime], *,
-                           form_token: str | None) -> str:
-    """Live workloads: state, host, memory, last activity, and stop / sleep / wake."""
+                           form_token: str | None, move_hosts: Sequence[str] = ()) -> str:
+    """Live workloads: state, host, memory, last activity, and stop / sleep / wake; move
+    when there are several hosts (`move_hosts`)."""
     if not runtimes:
         return ("<section id=\"runtimes\"><h2>Runtimes</h2><p class=\"muted\">No workload is "
                 "live.</p></section>")
@@ -395,10 +409,13 @@ def admin_runtimes_section(runtimes: Sequence[AdminRuntime], *,
         elif r.state not in ("stopped", "not started"):
             actions += _button_form(f"/admin/runtimes/{r.user_id}/sleep", "Sleep",
                                     secondary=True, form_token=form_token)
-        actions += (_button_form(f"/admin/runtimes/{r.user_id}/stop", "Stop",
-                                 secondary=True, form_token=form_token)
-                    + f"<button type=\"button\" class=\"secondary\" disabled "
-                    f"title=\"{esc(MOVE_UNAVAILABLE)}\">Move</button>")
+        actions += _button_form(f"/admin/runtimes/{r.user_id}/stop", "Stop",
+                                secondary=True, form_token=form_token)
+        if len(move_hosts) > 1 and r.state in ("running", "sleeping", "ready"):
+            actions += _move_form(r, move_hosts, form_token)
+        elif len(move_hosts) <= 1:
+            actions += (f"<button type=\"button\" class=\"secondary\" disabled "
+                        f"title=\"{esc(MOVE_UNAVAILABLE)}\">Move</button>")
         limit = f" of {_mib(r.memory_limit)}" if r.memory_limit else ""
         rows.append(
             f"<tr data-user=\"{esc(r.user_id)}\"><td>@{esc(r.username)}</td>"
@@ -406,7 +423,8 @@ def admin_runtimes_section(runtimes: Sequence[AdminRuntime], *,
             f"({esc(r.backend)})</span></td><td>{_mib(r.memory_bytes)}{esc(limit)}</td>"
             f"<td>{when(r.last_activity)}</td><td>{actions}</td></tr>")
     return ("<section id=\"runtimes\"><h2>Runtimes</h2><p class=\"muted\">Sleeping keeps the "
-            f"variables (a checkpoint); stopping loses them. {esc(MOVE_UNAVAILABLE)}</p>"
+            f"variables (a checkpoint); stopping loses them. "
+            f"{esc(MOVE_UNAVAILABLE if len(move_hosts) <= 1 else MOVE_AVAILABLE)}</p>"
             "<table><tr><th>User</th><th>State</th><th>Host</th><th>Memory</th>"
             f"<th>Last activity</th><th></th></tr>{''.join(rows)}</table></section>")
 
@@ -471,12 +489,14 @@ def admin_page(users: Sequence[User], *, next_cursor: str | None, me: str,
                form_token: str | None = None, runtimes: Sequence[AdminRuntime] = (),
                hosts: Sequence[AdminHost] = (), events: Sequence[Event] = (),
                usernames: dict[str, str] | None = None,
-               extra_sections: Sequence[str] = ()) -> Response:
+               extra_sections: Sequence[str] = (), move_hosts: Sequence[str] = ()
+               ) -> Response:
     """Runtimes, hosts, users and recent events, each a `<section>` of its own;
     `extra_sections` (already-escaped HTML) are appended, so another feature adds its own
     block (its forms must carry `form_token`) without touching these."""
     body = ("<h1>Administration</h1><p><a href=\"/dashboard\">Your dashboard</a></p>"
-            + admin_runtimes_section(runtimes, form_token=form_token)
+            + admin_runtimes_section(runtimes, form_token=form_token,
+                                     move_hosts=move_hosts)
             + admin_hosts_section(hosts)
             + admin_users_section(users, next_cursor=next_cursor, me=me, form_token=form_token)
             + admin_events_section(events, usernames or {})

@@ -2,6 +2,7 @@
 
     markco runtimes sleep USER --config FILE
     markco runtimes wake USER --config FILE
+    markco runtimes move USER --to HOST --config FILE   (see hosts_commands)
     markco snapshots list USER --config FILE [--json]
     markco snapshots create USER NAME --config FILE
     markco snapshots restore USER SNAPSHOT --config FILE
@@ -104,6 +105,11 @@ def _report(status: int, data: Any, done: str) -> int:
 
 
 def _runtimes(args: argparse.Namespace) -> int:
+    if args.action == "move":
+        from .hosts_commands import move_runtime
+
+        return move_runtime(args)
+
     async def act(ctx: PluginContext, storage: Storage, user: User) -> int:
         path = f"/api/v1/users/{user.id}/runtimes/{args.action}"
         if args.action == "wake":
@@ -144,9 +150,11 @@ def _snapshots(args: argparse.Namespace) -> int:
 
 
 def _configure_runtimes(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("sleep", "wake"),
-                        help="sleep: checkpoint the runtime and stop it; wake: restore it")
+    parser.add_argument("action", choices=("sleep", "wake", "move"),
+                        help="sleep: checkpoint the runtime and stop it; wake: restore it; "
+                             "move: to another host (--to HOST, as an administrator)")
     parser.add_argument("user", help="username or user id")
+    parser.add_argument("--to", help="move: the host to move the runtime to")
     add_config_argument(parser)
 
 

@@ -13,6 +13,7 @@ from ...roles import EventObserver, ServiceSpec
 from .api import compute_blueprint
 from .commands import compute_commands
 from .hosts_api import hosts_blueprint
+from .hosts_commands import hosts_commands
 from .options import WorkloadsOptions
 from .plans import plans_blueprint, plans_commands
 from .service import service_for
@@ -41,7 +42,7 @@ def markco_web_routes(ctx: PluginContext) -> list[Any]:
 def markco_cli_commands() -> list[CliCommand]:
     """`markco runtimes sleep|wake USER`, `markco snapshots list|create|restore|delete`,
     `markco plans list|set`."""
-    return [*compute_commands(), *plans_commands()]
+    return [*compute_commands(), *plans_commands(), *hosts_commands()]
 
 
 @hookimpl

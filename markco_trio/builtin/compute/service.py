@@ -320,6 +320,21 @@ class ComputeService:
         result: dict[str, Any] = ticket.result
         return result
 
+    def host_names(self) -> list[str]:
+        """The configured hosts when there are several (none with one engine)."""
+        hosts = placement.hosts_of(self)
+        return hosts.host_names() if hosts is not None else []
+
+    def request_move(self, user_id: str, to_host: str, *, reason: str) -> None:
+        """Queue a move (the admin page's); `NotFound`/`MoveFailed` at once for a bad host."""
+        hosts = placement.hosts_of(self)
+        if hosts is None:
+            raise moves.MoveFailed("this deployment has one host")
+        hosts.backend_on(to_host)
+        self._actor(_checked(user_id)).submit(
+            "move", roles=frozenset({WorkloadRole.RUNTIME}), reason=reason,
+            args={"to": to_host})
+
     async def drain_host(self, host: str, *, reason: str) -> dict[str, str]:
         """Move everyone off `host` (`moves.drain`)."""
         return await moves.drain(self, host, reason=reason)

@@ -23,6 +23,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from ....authz import Principal
+from ....errors import MarkcoError
 from ....records import Event, Runtime, RuntimeState, User, WorkloadRole
 from .. import pages
 from ..state import AuthState
@@ -206,10 +207,40 @@ def admin_blueprint(state: AuthState) -> Blueprint:
                                "all_plans", None) or ())
         extra = [pages.admin_plans_section(page.items, plans, form_token=current_form_token())
                  ] if plans else []
+        # Several hosts (issue 16): the hosts a runtime can be moved to.
+        compute = state.ctx.extras.get("compute")
+        move_hosts = list(getattr(compute, "host_names", list)())
         return pages.admin_page(page.items, next_cursor=page.next_cursor,
                                 me=principal.user_id, form_token=current_form_token(),
                                 runtimes=runtimes, hosts=hosts, events=events,
-                                usernames=usernames, extra_sections=extra)
+                                usernames=usernames, extra_sections=extra,
+                                move_hosts=move_hosts)
+
+    @bp.post("/admin/runtimes/<user_id>/move")
+    async def runtime_move(user_id: str) -> Response:
+        """Move `user_id`'s runtime to the form's `to` host (queued: the page shows it)."""
+        principal = _admin()
+        if principal is None:
+            return _refused()
+        compute = state.ctx.extras.get("compute")
+        target = await storage.get_user(user_id)
+        to = (await request.form).get("to", "")
+        back = ("/admin", "Back to the admin page")
+        if len(getattr(compute, "host_names", list)()) < 2:
+            return pages.message_page(
+                "Unknown action", f"This markco runs workloads on one host: the admin page "
+                f"can {', '.join(ACTIONS)} a runtime, not move it.", status=404, link=back)
+        if compute is None or target is None:
+            return pages.message_page("Not available", "No such user, or this markco runs no "
+                                      "workspaces.", status=404, link=back)
+        try:
+            compute.request_move(target.id, to, reason=f"admin @{principal.username}")
+        except MarkcoError as exc:
+            return pages.message_page("Cannot move", str(exc), status=409, link=back)
+        await state.publish("admin.action", user_id=target.id,
+                            data={"action": "move", "to": to, "admin_id": principal.user_id,
+                                  "admin": principal.username, "owner": target.username})
+        return redirect(state.url("/admin#runtimes"))
 
     @bp.post("/admin/runtimes/<user_id>/<action>")
     async def runtime_action(user_id: str, action: str) -> Response:

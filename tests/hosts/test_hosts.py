@@ -1,0 +1,151 @@
+"""Several hosts without engines: the configuration, the choice of a host, the reservation
+ledger under concurrent starts (real SQLite), what the admin page offers.
+
+The ledger tests hand `placement.reserve` a two-attribute stand-in for the compute service
+(its storage and clock are all the ledger uses); the backend is never entered (no engine is
+contacted by placement)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from markco_docker.hosts import MultiHostBackend, NoRoom
+from markco_docker.options import DockerOptions
+
+from markco_trio.builtin.auth import pages
+from markco_trio.builtin.compute import placement
+from markco_trio.errors import ConfigError
+from markco_trio.options import parse_options
+from markco_trio.storage.sqlite import SqliteStorage
+
+MIB = 1 << 20
+
+
+def options(**extra: Any) -> DockerOptions:
+    table = {"engine_url": "unix:///run/a.sock", "host_name": "a", "memory_budget_mb": 1024,
+             "hosts": [{"name": "b", "engine_url": "unix:///run/b.sock",
+                        "memory_budget_mb": 2048},
+                       {"name": "g", "engine_url": "https://10.0.0.9:2376",
+                        "labels": ["gpu"], "memory_budget_mb": 512}], **extra}
+    return parse_options(DockerOptions, table, "[compute.docker]")
+
+
+def backend(tmp_path: Path, **extra: Any) -> MultiHostBackend:
+    return MultiHostBackend(options(**extra), deployment_id="d", state_dir=tmp_path)
+
+
+def test_one_engine_url_is_still_one_host_named_local() -> None:
+    parsed = parse_options(DockerOptions, {"engine_url": "unix:///run/a.sock"}, "x")
+    assert parsed.host_name == "local" and parsed.hosts == []
+
+
+def test_hosts_are_parsed_with_labels_and_budgets(tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    assert multi.host_names() == ["a", "b", "g"]
+    assert multi.host_options["g"].labels == ["gpu"]
+    assert multi.host_options["b"].memory_budget_bytes == 2048 * MIB
+    # Engines other than the first name their bridges apart (two engines on one machine).
+    assert multi.backends["a"].bridge_salt == "" and multi.backends["b"].bridge_salt == "@b"
+
+
+@pytest.mark.parametrize(("hosts", "says"), [
+    ([{"name": "a", "engine_url": "unix:///run/x.sock"}], "name of its own"),
+    ([{"name": "B!", "engine_url": "unix:///run/x.sock"}], "a-z, 0-9"),
+    ([{"name": "s", "engine_url": "ssh://root@10.0.0.2"}], "ssh -L"),
+    ([{"name": "s", "engine_url": "unix:///run/x.sock", "labels": ["GPU"]}], "label"),
+    ([{"name": "s", "engine_url": "unix:///run/x.sock", "memory_budget_mb": -1}], "no limit"),
+])
+def test_a_bad_host_is_refused_naming_what_to_fix(hosts: list[dict[str, Any]],
+                                                  says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        parse_options(DockerOptions, {"engine_url": "unix:///run/a.sock", "host_name": "a",
+                                      "hosts": hosts}, "[compute.docker]")
+
+
+def test_the_host_with_most_room_is_chosen_and_labels_must_match(tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    assert multi.choose(256 * MIB, (), used={}) == "b"
+    assert multi.choose(256 * MIB, (), used={"b": 1900 * MIB}) == "a"
+    assert multi.choose(256 * MIB, ("gpu",), used={}) == "g"
+    with pytest.raises(NoRoom, match="labels gpu"):
+        multi.choose(600 * MIB, ("gpu",), used={})
+
+
+def test_nothing_is_placed_on_a_host_that_is_down_or_draining(tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    multi.mark_down("b", "connection refused")
+    assert multi.choose(600 * MIB, (), used={}) == "a"
+    multi.draining.add("a")
+    with pytest.raises(NoRoom, match=r"down: b"):
+        multi.choose(600 * MIB, (), used={})
+    multi.mark_up("b")
+    assert multi.choose(600 * MIB, (), used={}) == "b"
+
+
+@dataclass
+class Service:
+    """The two things the ledger uses of the compute service."""
+
+    storage: SqliteStorage
+
+    def now(self) -> float:
+        return 1.0
+
+
+async def test_concurrent_starts_never_overbook_a_host(tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    async with SqliteStorage(tmp_path / "markco.db") as storage:
+        await storage.upgrade()
+        svc: Any = Service(storage)
+        placed: dict[str, str] = {}
+        refused: list[str] = []
+
+        async def start(user: str) -> None:
+            try:
+                placed[user] = await placement.reserve(svc, multi, user, 400 * MIB)
+            except NoRoom:
+                refused.append(user)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(12):
+                nursery.start_soon(start, f"u{n}")
+        reserved = await placement.reservations(svc)
+    # a: 1024 MiB → 2 of 400; b: 2048 → 5; g (gpu, 512) is a candidate too → 1.
+    assert sorted(placed.values()).count("a") == 2
+    assert sorted(placed.values()).count("b") == 5
+    assert sorted(placed.values()).count("g") == 1
+    assert len(refused) == 4
+    for host, users in reserved.items():
+        budget = multi.host_options[host].memory_budget_bytes
+        assert budget is not None and sum(users.values()) <= budget
+
+
+async def test_a_user_keeps_their_host_and_a_move_carries_the_reservation(
+        tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    async with SqliteStorage(tmp_path / "markco.db") as storage:
+        await storage.upgrade()
+        svc: Any = Service(storage)
+        first = await placement.reserve(svc, multi, "ada", 300 * MIB)
+        assert await placement.reserve(svc, multi, "ada", 300 * MIB) == first
+        await placement.move_reservation(svc, "ada", "a", 300 * MIB)
+        assert await placement.reservations(svc) == {"a": {"ada": 300 * MIB}}
+        await placement.release(svc, "ada")
+        assert await placement.reservations(svc) == {}
+
+
+def test_the_admin_page_offers_a_move_only_with_several_hosts() -> None:
+    runtime = pages.AdminRuntime(user_id="u1", username="ada", state="running", host="a",
+                                 backend="docker", memory_bytes=None, memory_limit=None,
+                                 last_activity=None, roles="runtime")
+    one = pages.admin_runtimes_section([runtime], form_token="t")
+    assert "disabled" in one and "/move" not in one
+    several = pages.admin_runtimes_section([runtime], form_token="t",
+                                           move_hosts=["a", "b", "g"])
+    assert 'action="/admin/runtimes/u1/move"' in several
+    assert '<option value="b">' in several and '<option value="a">' not in several
+    assert 'name="csrf" value="t"' in several
