@@ -161,19 +161,34 @@ async def check_engines(doctor: Doctor) -> list[tuple[str, Outcome]] | Outcome:
     if options is None:
         return _skip(f"the {'/'.join(names) or 'no'} backend uses no container engine")
     from markco_docker.engine import Engine
+    from markco_docker.hosts import host_list
 
-    engine = Engine(options.engine_url, timeout=min(options.timeout_seconds, 15.0),
-                    api_version=options.api_version, tls_ca_file=options.tls_ca_file,
-                    tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file)
-    try:
-        async with engine:
-            version = engine.version
-    except MarkcoError as exc:
-        return [(options.engine_url, _fail(str(exc), "start the engine (docs/deploy.md: the "
-                                                     "podman service), or fix [compute.docker] "
-                                                     "engine_url"))]
-    return [(options.engine_url, _pass(f"{options.engine_url} answers (API "
-                                       f"{version.api_version})"))]
+    # Every host (issue 16): `engine_url` is the first; `[[compute.docker.hosts]]` the others.
+    several = bool(options.hosts)
+    results: list[tuple[str, Outcome]] = []
+    for host in host_list(options):
+        label = f"{host.name} {host.engine_url}" if several else host.engine_url
+        engine = Engine(host.engine_url, timeout=min(options.timeout_seconds, 15.0),
+                        api_version=options.api_version, tls_ca_file=host.tls_ca_file,
+                        tls_cert_file=host.tls_cert_file, tls_key_file=host.tls_key_file)
+        try:
+            async with engine:
+                version = engine.version
+        except (MarkcoError, OSError) as exc:
+            results.append((label, _fail(str(exc), "start the engine (docs/deploy.md: the "
+                                                   "podman service), or fix its engine_url "
+                                                   "and TLS files in [compute.docker]")))
+            continue
+        detail = f"{host.engine_url} answers (API {version.api_version})"
+        if several and not version.is_podman:
+            results.append((label, Outcome(
+                "warn", f"{detail}; {version.product} cannot checkpoint: runtimes on this "
+                        f"host can be neither put to sleep nor moved", "use Podman >= 4 with "
+                        "CRIU on every host")))
+            continue
+        results.append((label, _pass(detail + ("; checkpoints through podman"
+                                               if several else ""))))
+    return results
 
 
 async def check_images(doctor: Doctor) -> Outcome:
