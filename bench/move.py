@@ -59,7 +59,8 @@ async def measure(d: Deployment, runs: int, big: bool) -> dict[str, list[float]]
     for _ in range(runs):
         # Baseline: sleep + wake on the host it is on.
         started = time.monotonic()
-        assert (await user.api("POST", "/runtimes/sleep")).status_code == 200
+        slept = await user.api("POST", "/runtimes/sleep")
+        assert slept.status_code == 200, slept.text
         woke = await user.api("POST", "/runtimes/wake?wait=1")
         assert woke.status_code == 200, woke.text
         found.setdefault("sleep + wake, one host", []).append(
@@ -95,7 +96,9 @@ async def main(runs: int) -> None:
         port = free_port()
         deployment = f"bench-{uuid.uuid4().hex[:6]}"
         config = Path(tmp) / "markco.toml"
-        config.write_text(config_text(port, data_dir, deployment, a, b, mounts))
+        # 1 GiB: building the 200 MB object (and its digest) peaks above the tests' 512 MiB.
+        config.write_text(config_text(port, data_dir, deployment, a, b, mounts)
+                          .replace("memory_mib = 512", "memory_mib = 1024"))
         daemon = DaemonProcess(config, port, Path(tmp) / "daemon.log", deployment)
         await daemon.start()
         d = Deployment(daemon, data_dir, {"a": a, "b": b})

@@ -17,9 +17,10 @@ from markco_docker.hosts import MultiHostBackend, NoRoom
 from markco_docker.options import DockerOptions
 
 from markco_trio.builtin.auth import pages
-from markco_trio.builtin.compute import placement
+from markco_trio.builtin.compute import moves, placement
 from markco_trio.errors import ConfigError
 from markco_trio.options import parse_options
+from markco_trio.records import RuntimeState, WorkloadRole
 from markco_trio.storage.sqlite import SqliteStorage
 
 MIB = 1 << 20
@@ -149,3 +150,35 @@ def test_the_admin_page_offers_a_move_only_with_several_hosts() -> None:
     assert 'action="/admin/runtimes/u1/move"' in several
     assert '<option value="b">' in several and '<option value="a">' not in several
     assert 'name="csrf" value="t"' in several
+
+
+@dataclass
+class Context:
+    backend: MultiHostBackend
+
+
+@dataclass
+class ServiceWithHosts(Service):
+    """The ledger's stand-in, with the backend (what `placement.hosts_of` reads)."""
+
+    ctx: Context | None = None
+
+
+async def test_a_gpu_hint_finds_a_gpu_host_with_room_unless_already_on_one(
+        tmp_path: Path) -> None:
+    multi = backend(tmp_path)
+    async with SqliteStorage(tmp_path / "markco.db") as storage:
+        await storage.upgrade()
+        svc: Any = ServiceWithHosts(storage, Context(multi))
+        ada = await storage.create_user(username="ada", email=None, name=None,
+                                        avatar_url=None, now=1.0)
+        record = await storage.create_runtime(
+            user_id=ada.id, role=WorkloadRole.RUNTIME, backend="docker", host="a",
+            state=RuntimeState.RUNNING, limits={"memory_bytes": 256 * MIB}, now=1.0)
+        assert await moves.labelled_host(svc, ada.id, "gpu") == "g"
+        assert await moves.labelled_host(svc, ada.id, "tpu") is None  # no such host
+        await storage.update_runtime(record.id, now=2.0, host="g")
+        assert await moves.labelled_host(svc, ada.id, "gpu") is None  # already there
+        await storage.update_runtime(record.id, now=3.0, host="a",
+                                     limits={"memory_bytes": 600 * MIB})
+        assert await moves.labelled_host(svc, ada.id, "gpu") is None  # g has 512 MiB

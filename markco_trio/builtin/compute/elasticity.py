@@ -298,13 +298,27 @@ class ElasticityPolicy:
                 f"({plan_bytes >> 20} MiB) would restore into: it keeps running")
 
     async def on_hint(self, user_id: str, hint: str, reasons: tuple[str, ...]) -> None:
-        """`gpu-hint`: a host labelled `gpu` would be the place; none exists yet."""
+        """`gpu-hint`: move the runtime to a host labelled `gpu` with room, when there is one
+        and it is not there yet (`moves.labelled_host`); otherwise recorded."""
         if hint != "gpu-hint" or not self._begin(user_id, urgent=True):
             return
         try:
-            await self._decided(user_id, hint, "record",
-                                "no host labelled gpu (several hosts are a later issue)",
-                                reasons=list(reasons))
-            await self._outcome(user_id, hint, "record", "done")
+            from . import moves
+
+            target = await moves.labelled_host(self.svc, user_id, "gpu")
+            if target is None:
+                await self._decided(user_id, hint, "record",
+                                    "no host labelled gpu has room (or it is already there)",
+                                    reasons=list(reasons))
+                await self._outcome(user_id, hint, "record", "done")
+                return
+            await self._decided(user_id, hint, "move", f"to {target}, a host labelled gpu",
+                                reasons=list(reasons), to=target)
+            try:
+                await self.svc.move(user_id, target, reason=f"gpu-hint: {', '.join(reasons)}")
+            except MarkcoError as exc:
+                await self._outcome(user_id, hint, "move", "failed", error=str(exc))
+                return
+            await self._outcome(user_id, hint, "move", "done", to=target)
         finally:
             self._deciding.discard(user_id)

@@ -405,6 +405,26 @@ async def _settle_one(svc: ComputeService, hosts: placement.HostSet, op: Operati
     return False
 
 
+async def labelled_host(svc: ComputeService, user_id: str, label: str) -> str | None:
+    """A host carrying `label` with room for the user's runtime, when they are not on one
+    already (the monitor's `gpu-hint`); None otherwise."""
+    hosts = placement.hosts_of(svc)
+    if hosts is None:
+        return None
+    record = await svc.storage.get_live_runtime(user_id, RUNTIME)
+    if record is None:
+        return None
+    options: dict[str, Any] = getattr(hosts, "host_options", {})
+    if label in getattr(options.get(record.host), "labels", ()):
+        return None
+    used = {h: sum(users.values()) for h, users in (await placement.reservations(svc)).items()}
+    used[record.host] = used.get(record.host, 0) - int(record.limits.get("memory_bytes") or 0)
+    try:
+        return hosts.choose(int(record.limits.get("memory_bytes") or 0), (label,), used=used)
+    except MarkcoError:
+        return None
+
+
 async def drain(svc: ComputeService, host: str, *, reason: str) -> dict[str, str]:
     """Move every user off `host` (sleeping ones included) to the other hosts, placed by the
     ledger; nothing new is placed on it. User → "moved to X" or why not."""

@@ -58,7 +58,7 @@ class HostSet(Protocol):
 
 def hosts_of(svc: ComputeService) -> HostSet | None:
     """The backend's several hosts; None with a one-host backend."""
-    backend = svc.ctx.backend
+    backend = getattr(getattr(svc, "ctx", None), "backend", None)
     return backend if isinstance(backend, HostSet) else None
 
 
