@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from markco_docker.hosts import MultiHostBackend, NoRoom
+from markco_docker.hosts import HostDown, MultiHostBackend, NoRoom
 from markco_docker.options import DockerOptions
 
 from markco_trio.builtin.auth import pages
@@ -182,3 +182,18 @@ async def test_a_gpu_hint_finds_a_gpu_host_with_room_unless_already_on_one(
         await storage.update_runtime(record.id, now=3.0, host="a",
                                      limits={"memory_bytes": 600 * MIB})
         assert await moves.labelled_host(svc, ada.id, "gpu") is None  # g has 512 MiB
+
+
+async def test_a_host_that_does_not_answer_is_marked_down_and_its_workloads_unavailable(
+        tmp_path: Path) -> None:
+    dead = tmp_path / "nothing-listens.sock"
+    multi = backend(tmp_path, hosts=[{"name": "b", "engine_url": f"unix://{dead}"}])
+    found = await multi.check_hosts()
+    assert found["b"] is not None and "b" in multi.down
+    multi.remember("h-ada", "b")
+    with pytest.raises(HostDown, match="unavailable") as raised:
+        await multi.inspect("h-ada")
+    assert raised.value.host_down  # compute shows the user unavailable, not failed
+    assert "a" in multi.down  # its socket does not exist either
+    with pytest.raises(NoRoom, match="down: a, b"):
+        multi.choose(1, (), used={})

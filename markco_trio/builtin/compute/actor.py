@@ -73,6 +73,9 @@ START_ORDER = (WorkloadRole.RUNTIME, WorkloadRole.EDITOR)  # the editor is the r
 STOP_ORDER = (WorkloadRole.EDITOR, WorkloadRole.RUNTIME)
 
 
+PHASE_UNAVAILABLE = "unavailable"  # the host of the user's workloads does not answer
+
+
 class OperationFailed(MarkcoError):
     """An operation on a user failed; the message is fit to show them."""
 
@@ -765,8 +768,19 @@ class UserActor:
                 continue
             try:
                 await self._watch_once()
-            except Exception:
+            except Exception as exc:
+                if getattr(exc, "host_down", False):
+                    # Several hosts: the runtime's host does not answer. The user's workloads
+                    # are unavailable, not failed: nothing is restarted elsewhere (their
+                    # memory is there), and the phase says so until the host answers.
+                    if self.phase != PHASE_UNAVAILABLE:
+                        self.progress(PHASE_UNAVAILABLE, f"unavailable: {exc}")
+                    continue
                 log.exception("compute: watching user %s failed; trying again", self.user_id)
+                continue
+            if self.phase == PHASE_UNAVAILABLE:
+                self.progress(PHASE_READY, "the runtime's host answers again",
+                              ready=self.ready_for(frozenset(self.desired)))
 
     async def _watch_once(self) -> None:
         options = self.svc.options

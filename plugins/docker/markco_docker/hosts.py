@@ -50,6 +50,8 @@ Placer = Callable[[str, int, Sequence[str]], Awaitable[str]]
 class HostDown(BackendError):
     """The engine of a host does not answer: its workloads are unavailable, not failed."""
 
+    host_down = True  # what compute looks for (it does not import this plugin)
+
 
 class NoRoom(BackendError):
     """No host that is up, matches the labels and has room in its memory budget."""
