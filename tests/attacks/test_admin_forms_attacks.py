@@ -6,6 +6,7 @@ a non-administrator are each refused, and nothing happens (no plan change, no ev
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from markco_trio.builtin.auth.tokens import form_token
 from markco_trio.records import User
 from tests.auth.conftest import Markco, StartMarkco
+from tests.dataplane.fake_compute import FakeCompute
 from tests.events.test_events_api import QUIET
 
 # What a browser sends with a top-level form post from a page of the same origin.
@@ -106,3 +108,31 @@ async def test_a_plan_put_from_a_foreign_origin_is_refused_even_for_an_admin(
                               headers={**markco.origin(), "Content-Type": "text/plain"})
     assert response.status_code == 400
     assert await effects(markco, alice) == []
+
+
+@dataclass
+class RecordingCompute(FakeCompute):
+    """The data-plane tests' compute stand-in, recording the admin page's requests."""
+
+    requested: list[tuple[str, str]] = field(default_factory=list)
+
+    def request(self, user_id: str, kind: str, *, reason: str) -> None:
+        self.requested.append((user_id, kind))
+
+
+@pytest.mark.xfail(strict=True, reason="auth/web/admin.py runtime_action queues wake (and "
+                   "sleep) for a disabled user; the API refuses the same with 409 "
+                   "user_disabled (compute/api.py), so the admin page starts the workloads "
+                   "of a user who may no longer run code")
+async def test_the_admin_page_does_not_wake_a_disabled_users_runtime(
+        start_markco: StartMarkco) -> None:
+    compute = RecordingCompute()
+    markco = await start_markco(compute=compute)
+    gone = await markco.user("gone")
+    await markco.storage.update_user(gone.id, disabled=True)
+    root = await markco.login_as("root", admin=True)
+    csrf = form_token(root.cookies[markco.authority.cookie_name])
+    response = await root.post(f"/admin/runtimes/{gone.id}/wake", data={"csrf": csrf},
+                               headers={**markco.origin(), **FORM_POST})
+    assert response.status_code == 409
+    assert compute.requested == []
