@@ -161,3 +161,20 @@ async def test_an_idle_stream_ends_soon_after_its_token_is_revoked(
             await sse.block()
             assert await markco.storage.revoke_api_token(token_id, now=markco.clock.now())
             assert b"heartbeat" not in await rest_of_stream(sse)
+
+
+async def test_an_editor_pages_event_source_cannot_read_the_visitors_events(
+        markco: Markco) -> None:
+    """On a single origin, an administrator visiting a user's editor must not have that
+    page's script (an EventSource, a fetch) read every event with the admin's cookie."""
+    alice = await markco.user("alice")
+    root = await markco.login_as("root", admin=True)
+    for dest in ("empty", "document"):
+        for path in ("/api/v1/events", "/api/v1/events/stream",
+                     "/api/v1/webhooks/deliveries"):
+            response = await root.get(path, headers={
+                "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
+                "Sec-Fetch-Dest": dest, "Accept": "text/event-stream",
+                "Referer": f"{markco.url}/u/{alice.id}/"})
+            assert response.status_code == 403, (path, dest)
+            assert response.json()["error"]["code"] == "editor_initiated"
