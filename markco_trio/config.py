@@ -9,6 +9,7 @@ that is missing or disabled.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -42,7 +43,8 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if (not sep or not host or not port.isascii() or not port.isdigit()
+                or not 0 <= int(port) <= 65535):
             raise ValueError(f"listen: expected HOST:PORT such as 127.0.0.1:3000, "
                              f"got {self.listen!r}")
         if not self.public_url.startswith(("http://", "https://")):
@@ -107,7 +109,16 @@ class LoggingOptions:
                              "or set access = \"full\")")
 
 
-_LOOPBACK = ("127.", "::1", "[::1]", "localhost")
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (an IP literal, or exactly `localhost`): a prefix
+    test would let `127.0.0.1.example.org` through, and DNS would decide the bind address."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,11 @@ class MetricsOptions:
         if not self.listen:
             return
         host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if (not sep or not host or not port.isascii() or not port.isdigit()
+                or not 0 <= int(port) <= 65535):
             raise ValueError(f"listen: expected HOST:PORT such as 127.0.0.1:9464, "
                              f"got {self.listen!r}")
-        if not host.startswith(_LOOPBACK) and not self.allow_remote:
+        if not _loopback(host) and not self.allow_remote:
             raise ValueError(f"listen: {self.listen!r} is not a loopback address, so anyone "
                              f"who reaches this machine could read the metrics; use "
                              f"127.0.0.1:<port>, or set allow_remote = true (and keep that "

@@ -59,10 +59,6 @@ async def test_a_public_client_cannot_grow_the_number_of_series(
     assert not any("evil" in line or "user1" in line for line in after)
 
 
-@pytest.mark.xfail(strict=True, reason="MetricsOptions accepts any host that merely starts "
-                   "with '127.', 'localhost' or '::1' (config.py _LOOPBACK prefix test): "
-                   "'localhost.evil.test' or '127.0.0.1.example.org' resolve through DNS to any "
-                   "address, so the loopback-only guard is bypassed without allow_remote")
 @pytest.mark.parametrize("listen", ["localhost.evil.test:9464", "127.0.0.1.example.org:9464",
                                     "127.evil.test:9464"])
 def test_a_host_that_only_looks_like_loopback_is_refused(listen: str) -> None:

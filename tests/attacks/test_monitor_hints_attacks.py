@@ -18,10 +18,6 @@ DEEP = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="monitor/hints.py Analyser.analyse catches only "
-                   "SyntaxError and ValueError from ast.parse; a deeply nested expression "
-                   "raises MemoryError ('too many nested' in CPython's parser), which escapes "
-                   "into Monitor._hints and fails the whole poll")
 @pytest.mark.parametrize("code", DEEP.values(), ids=DEEP.keys())
 def test_deeply_nested_code_gives_no_hint_and_no_error(code: str) -> None:
     assert Analyser().analyse(code) == Hints()

@@ -70,7 +70,9 @@ class Analyser:
                 python_lines.append(line)
         try:
             tree = ast.parse("\n".join(python_lines))
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            # A user's code may be deliberately deep ("not not ... a"): CPython's parser then
+            # raises MemoryError/RecursionError. No hint, never an error for the monitor.
             return Hints(tuple(dict.fromkeys(gpu)), ())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
