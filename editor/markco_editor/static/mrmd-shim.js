@@ -355,7 +355,7 @@
     onOpenWithFile: (cb) => {
       listeners.openWithFile.length = 0;
       listeners.openWithFile.push(cb);
-      setTimeout(openFromHash, 400);
+      openFromHashWhenReady();
     },
   };
 
@@ -369,6 +369,15 @@
     if (typeof window.hideFilePicker === 'function') window.hideFilePicker();
   }
   window.addEventListener('hashchange', openFromHash);
+
+  /** After the UI's init (it knows its home, and shows its file picker 100 ms later). */
+  function openFromHashWhenReady() {
+    const ready = () => {
+      try { return typeof state !== 'undefined' && Boolean(state.homeDir); } catch { return false; }
+    };
+    const poll = () => (ready() ? setTimeout(openFromHash, 150) : setTimeout(poll, 50));
+    poll();
+  }
 
   window.markcoShim = { rewrite, browserAssetUrl, HOME, BASE, NOT_IN_BROWSER };
 
