@@ -23,9 +23,10 @@ The mrmd editor (the default; see `mrmd_ui`, `bridge`, `sync` and static/mrmd-sh
     GET  /ui/<path>              the UI's files (bundle, fonts, icons, xterm)
     POST /api/bridge             {"call", "args"} -> {"value"} or {"error": {"code", "message",
                                  "status"}}: window.electronAPI, server side
-    POST /api/activity           204: the page saw the user type or click (the proxy reports a
-                                 non-GET request as activity: typing travels over the sync
-                                 WebSocket, which it does not report)
+    POST /api/activity           204: the page saw the user type or click; reported to the runtime
+                                 front (POST /markco/v1/activity), and a non-GET request is
+                                 activity for the proxy too (typing travels over the sync
+                                 WebSocket, which markco does not count)
     GET  /files/<path>           a file's bytes (images the notebooks show), sandboxed
     *    /mrp/v1/<path>          forwarded to this editor's own runtime front, nowhere else
     WS   /sync/<folder>/<name>   the Yjs document of <folder>/<name>.md (y-websocket)
@@ -199,6 +200,7 @@ class EditorApp:
         elif path == "/api/activity":
             _allow(method, "POST")
             await request.body(1024)
+            await self._activity()
             await send_bytes(send, 204, b"", "text/plain")
         elif path.startswith("/files/"):
             _allow(method, "GET", "HEAD")
@@ -344,6 +346,18 @@ class EditorApp:
         await send_json(send, 200, notice)
 
     # -- the mrmd editor ----------------------------------------------------------------------
+
+    async def _activity(self) -> None:
+        """The page saw the user type or click: reported to markco through the runtime front
+        (`POST /markco/v1/activity`, never reaching the runtime); the request itself, a
+        non-GET through `/u/`, is activity for the proxy as well."""
+        runtime = self._executor.runtime
+        if runtime is None:
+            return
+        try:
+            await runtime.report_activity()
+        except RuntimeUnavailable as exc:
+            log.info("could not report activity: %s", exc)
 
     async def _mrmd_page(self, send: ASGISend, *, head_only: bool) -> None:
         assert self._ui is not None

@@ -151,6 +151,16 @@ class RuntimeClient:
             return {"notice": None, "id": None}
         return {"notice": text, "id": notice_id if isinstance(notice_id, str) else None}
 
+    async def report_activity(self) -> None:
+        """Tell markco the user is typing or clicking (`POST /markco/v1/activity`, answered by
+        the front itself: it never reaches or wakes the runtime). Raises
+        `RuntimeUnavailable`."""
+        try:
+            resp = await self._http.post("/markco/v1/activity", timeout=_SHORT_TIMEOUT)
+            await _raise_for_status(resp)
+        except httpx.HTTPError as exc:
+            raise RuntimeUnavailable(_describe(exc, self.address)) from exc
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             resp = await self._http.post(path, json=body, timeout=_SHORT_TIMEOUT)

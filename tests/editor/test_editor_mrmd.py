@@ -363,3 +363,35 @@ async def test_stopping_the_editor_saves_what_is_still_in_the_save_delay(
         nursery.cancel_scope.cancel()  # at once: well inside SAVE_DELAY
     saved = await trio.Path(scratch / "01-welcome.md").read_text()
     assert saved.endswith("Last words.\n")
+
+
+async def test_reported_input_goes_to_the_runtime_front(
+        serve_in_process: Callable[..., Awaitable[str]], scratch: Path, tmp_path: Path) -> None:
+    """`POST api/activity` becomes `POST /markco/v1/activity` on the front (docs/
+    editor-contract.md), with none of the page's headers."""
+    import socket
+
+    seen: list[bytes] = []
+    path = tmp_path / "front.sock"
+
+    async def front(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(4096)
+            seen.append(data)
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, front, [trio.SocketListener(sock)])
+        base_url = await serve_in_process(MARKCO_RUNTIME_SOCKET=str(path))
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            answer = await client.post("/api/activity", headers={
+                "Origin": base_url, "Sec-Fetch-Site": "same-origin"})
+        nursery.cancel_scope.cancel()
+    assert answer.status_code == 204
+    assert len(seen) == 1 and seen[0].startswith(b"POST /markco/v1/activity HTTP/1.1")
+    assert b"origin" not in seen[0].lower() and b"sec-fetch" not in seen[0].lower()
