@@ -6,7 +6,8 @@ markco serves by default, `mrmd-python`), logging in through the fake GitHub:
 
 log in → land on the dashboard → open the editor → open the welcome notebook → run its python
 block and see its output → put the runtime to sleep from the dashboard → come back: the value
-the block made is still there.
+the block made is still there. Then, logged out, the editor's address leads through the login
+(`/login?next=`) back to the editor.
 
 The editor-specific steps are `editors.py`'s page objects. A screenshot of each step is kept
 in `test-artifacts/journey/` (gitignored), with the daemon's and Caddy's logs and the page's
@@ -35,7 +36,7 @@ from markco_trio.testing.workload_python import WorkloadPython
 from tests.compute.harness import config_text, plugin_modules
 from tests.compute.test_daemon_restart import DaemonProcess
 
-from .editors import LOAD_MS, editor_on
+from .editors import LOAD_MS, editor_on, goto
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.usefixtures("cleanup_workloads")]
 
@@ -87,16 +88,22 @@ def runtime_processes(user_id: str) -> list[int]:
     return found
 
 
-def goto(page: Any, url: str) -> None:
-    """`page.goto(url)`, again when Chromium saw the host's network change meanwhile (other
-    tests on this machine make and remove network namespaces and veth pairs)."""
+def log_in_with_github(page: Any, lands_on: str) -> None:
+    """Click "Log in with GitHub" on the login page and land on `lands_on`. A callback that
+    failed with a network change is reloaded by Chromium and then, rightly, refused (a
+    login's state is single use: "Login not recognised"): the login is started again."""
+    from playwright.sync_api import expect
+
+    start = page.url
     for attempt in range(3):
+        page.get_by_role("link", name="Log in with GitHub").click()
         try:
-            page.goto(url)
+            expect(page).to_have_url(lands_on, timeout=30_000)
             return
-        except Exception as exc:
-            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+        except AssertionError:
+            if attempt == 2 or "Login not recognised" not in page.content():
                 raise
+            goto(page, start)
 
 
 def browse(url: str, shots: Path) -> dict[str, str]:
@@ -124,8 +131,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
             goto(page, url + "/")
             expect(page).to_have_url(re.compile(r"/login$"))
             shot("login")
-            page.get_by_role("link", name="Log in with GitHub").click()
-            expect(page).to_have_url(url + "/dashboard", timeout=30_000)
+            log_in_with_github(page, url + "/dashboard")
             expect(page.locator("h1")).to_have_text("Hello, The Octocat")
             shot("dashboard")
 
@@ -158,7 +164,7 @@ def browse(url: str, shots: Path) -> dict[str, str]:
                 if "sleeping" in status.inner_text():
                     break
                 page.wait_for_timeout(500)
-                page.reload()
+                goto(page)
             expect(status).to_contain_text("sleeping")
             shot("asleep")
             seen["asleep_processes"] = str(runtime_processes(user_id))  # the archive is all
@@ -173,8 +179,20 @@ def browse(url: str, shots: Path) -> dict[str, str]:
             goto(page, url + "/dashboard")
             expect(page.locator("text=Editor and Python runtime:")).to_contain_text(
                 "running", timeout=LOAD_MS)
+
+            # Logged out, the editor's address leads to the login and, once logged in, back.
+            page.get_by_role("button", name="Log out", exact=True).click()
+            expect(page).to_have_url(url + "/login")
+            goto(page, f"{url}/u/{user_id}/")
+            expect(page).to_have_url(re.compile(r"/login\?next=%2Fu%2F"))
+            log_in_with_github(page, f"{url}/u/{user_id}/")
+            editor_on(page)
+            shot("back-after-login")
         except Exception:
-            shot("failed")
+            try:  # best effort: never hide the failure behind a page that will not draw
+                page.screenshot(path=str(shots / "failed.png"), timeout=5_000)
+            except Exception as exc:
+                console.append(f"journey: no screenshot of the failure: {exc}")
             raise
         finally:
             (shots / "console.log").write_text("\n".join(console) + "\n")
@@ -215,4 +233,4 @@ async def test_the_journey_in_a_real_browser_through_caddy(
     assert re.search(admin_row, seen["admin_row"]), seen
     assert seen["asleep_processes"] == "[]", seen
     assert seen["after"] == f"after waking: {seen['first']}", seen
-    assert sorted(p.name for p in ARTIFACTS.glob("*.png"))[-1].endswith("value-still-there.png")
+    assert sorted(p.name for p in ARTIFACTS.glob("*.png"))[-1].endswith("back-after-login.png")
