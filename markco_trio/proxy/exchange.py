@@ -21,7 +21,11 @@ passes the front door's sweeper calls `expire()`, which closes the connection's 
 `ClosedResourceError`, and any later use of the sockets fails. Waiting on the upstream has no
 deadline: a server-sent event stream may be quiet for long. An upgraded connection (a
 WebSocket) has an idle deadline, pushed forward by data frames either way (pings are not
-traffic), and stays authorised only while the tunnel guard (`guard.py`) says so.
+traffic), and stays authorised only while the tunnel guard (`guard.py`) says so. So does a
+response from an editor whose body is still streaming (an event stream, a long download): it is
+watched by the guard from its head until its end, which costs nothing per chunk (a revocation
+makes the guard `expire` the connection, whose sockets then fail whatever waits on them);
+a response that arrived whole with its head is never watched.
 """
 
 from __future__ import annotations
@@ -131,12 +135,13 @@ class _Via:
 
     The API's is one shared instance; an editor's is made per request from the gate's
     `EditorForward`. `owner` is the editor's owner (for WebSocket activity), `name` what the
-    upstream is called in error messages; `credential` and `timed` are what a WebSocket to an
-    editor keeps so that its admission can be decided again (see `guard.TunnelGuard`).
+    upstream is called in error messages; `credential`, `timed` and `editor_host` are what a
+    WebSocket to an editor (or a response streaming from it) keeps so that its admission can be
+    decided again (see `guard.TunnelGuard`).
     """
 
     __slots__ = ("pool", "target", "drop", "add", "scope", "owner", "name", "credential",
-                 "timed")
+                 "timed", "editor_host")
 
     def __init__(
         self,
@@ -150,6 +155,7 @@ class _Via:
         name: str = "the API",
         credential: Credential | None = None,
         timed: bool = False,
+        editor_host: bool = False,
     ) -> None:
         self.pool = pool
         self.target = target
@@ -160,6 +166,7 @@ class _Via:
         self.name = name
         self.credential = credential
         self.timed = timed
+        self.editor_host = editor_host
 
 
 class ProxyState:
@@ -429,7 +436,8 @@ class ClientConnection(ConnectionClock):
                     self.sock.send(render(answer, keep_alive=False))
                 except OSError:
                     pass
-        elif reason in ("send_timeout", "tunnel_idle_timeout", "tunnel_revoked"):
+        elif reason in ("send_timeout", "tunnel_idle_timeout", "tunnel_revoked",
+                        "stream_revoked"):
             state.faults.record(reason, state.now)
 
     def tunnel_quiet(self, seconds: float) -> bool:
@@ -547,6 +555,7 @@ class ClientConnection(ConnectionClock):
             name="the editor",
             credential=decision.credential,
             timed=decision.timed,
+            editor_host=editor_host,
         )
         return await self._forward(head, via)
 
@@ -902,20 +911,34 @@ class ClientConnection(ConnectionClock):
         self._response_started = True
         plan = plan_response(head, resp, raw, reader.buf, state.draining, self._body_pending,
                              scope)
-        await self._send(plan.send)
         copy = plan.copy
         upstream_clean = plan.upstream_clean
-        if copy == Copy.LENGTH:
-            await self._copy_length(usock, plan.length, plan.splice)
-        elif copy == Copy.CHUNKED:
-            assert plan.decoder is not None
-            clean_end = await self._copy_chunked(usock, plan.decoder)
-            upstream_clean = upstream_clean and clean_end
-        elif copy == Copy.DECHUNKED:
-            assert plan.decoder is not None
-            await self._copy_dechunked(usock, plan.decoder)
-        elif copy == Copy.UNTIL_CLOSE:
-            await self._copy_until_close(usock, plan.encoder)
+        if copy == Copy.NOTHING:  # the whole response is here: nothing to watch
+            await self._send(plan.send)
+        else:
+            # The body is still coming, maybe for long: it flows only while its caller may
+            # still see it (the guard expires this connection otherwise; nothing per chunk).
+            guard = state.guard
+            owner = via.owner
+            if guard is not None and owner is not None:
+                credential = via.credential or Credential.of(head, editor_host=via.editor_host)
+                guard.watch(self, owner, credential, timed=via.timed, reason="stream_revoked")
+            try:
+                await self._send(plan.send)
+                if copy == Copy.LENGTH:
+                    await self._copy_length(usock, plan.length, plan.splice)
+                elif copy == Copy.CHUNKED:
+                    assert plan.decoder is not None
+                    clean_end = await self._copy_chunked(usock, plan.decoder)
+                    upstream_clean = upstream_clean and clean_end
+                elif copy == Copy.DECHUNKED:
+                    assert plan.decoder is not None
+                    await self._copy_dechunked(usock, plan.decoder)
+                elif copy == Copy.UNTIL_CLOSE:
+                    await self._copy_until_close(usock, plan.encoder)
+            finally:
+                if guard is not None and owner is not None:
+                    guard.forget(self)
 
         state.requests += 1
         state.access.record(resp.status, head.method, head.target, request_id, self.client_ip)

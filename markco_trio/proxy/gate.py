@@ -144,12 +144,20 @@ class _Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What a WebSocket handshake presented (its Cookie header, or a markco API token): the
-    tunnel keeps it, so that its admission can be decided again after a revocation."""
+    """What a WebSocket handshake (or a request whose response streams) presented: its Cookie
+    header, or a markco API token. The tunnel (the stream) keeps it, so that its admission can
+    be decided again after a revocation."""
 
     cookie: str | None
     token: str | None
     editor_host: bool = False  # the cookie is an editor origin's (see `hosts.py`)
+
+    @classmethod
+    def of(cls, head: RequestHead, *, editor_host: bool = False) -> Credential:
+        """What `head` presented, as `EditorGate.admit` read it. Made on demand for a plain
+        request (only once its response turns out to stream), not for every request."""
+        return cls(_cookie_header(head.get_all(b"cookie")),
+                   admission.markco_bearer_token(head), editor_host)
 
 
 @dataclass(slots=True)

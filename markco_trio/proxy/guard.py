@@ -1,4 +1,5 @@
-"""The tunnel guard: an open WebSocket stays authorised only as long as its caller is.
+"""The tunnel guard: an open WebSocket, or a response still streaming from an editor, stays
+authorised only as long as its caller is.
 
 A WebSocket to an editor is admitted at its handshake like any request (`gate.admit`); after
 that its bytes flow through the tunnel hub and no request passes the gate again. But the
@@ -18,6 +19,12 @@ A tunnel no longer admitted is closed (`expire("tunnel_revoked")`: a 1008 close 
 client where the stream allows, then both sockets closed). Nothing of this runs per request or
 per relayed message: one task, woken by revocations; one lookup per distinct credential at most,
 and none while the authority still holds the answer.
+
+The same holds for an HTTP response from an editor that is still streaming (an event stream, a
+slow or large download): the exchange watches it here from the moment its body is not all in
+hand (never for a response that arrived whole with its head) until it ended, and a stream no
+longer admitted is ended (`expire("stream_revoked")`: both sockets closed, the client gets no
+further byte and sees the response break off).
 """
 
 from __future__ import annotations
@@ -49,29 +56,33 @@ class _Watched:
     owner: str
     credential: Credential
     timed: bool
+    reason: str
 
 
 class TunnelGuard:
-    """Decides the open WebSockets to editors again when their admission may have changed."""
+    """Decides the open WebSockets and streaming responses of editors again when their
+    admission may have changed."""
 
     def __init__(self, gate: EditorGate, *, period: float = _PERIOD) -> None:
         self._gate = gate
         self._period = period
         self._open: dict[Expirable, _Watched] = {}
         self._timed = 0
-        self.closed = 0  # tunnels ended because their caller lost access
+        self.closed = 0  # tunnels and streams ended because their caller lost access
 
     def __len__(self) -> int:
         return len(self._open)
 
     def watch(self, conn: Expirable, owner: str, credential: Credential, *,
-              timed: bool = False) -> None:
-        """Keep deciding whether `conn`'s tunnel to `owner`'s editor is still admitted."""
-        self._open[conn] = _Watched(owner, credential, timed)
+              timed: bool = False, reason: str = "tunnel_revoked") -> None:
+        """Keep deciding whether `conn`'s tunnel (or streaming response) to `owner`'s editor is
+        still admitted; if not, `conn.expire(reason)`."""
+        self.forget(conn)  # (a connection has one tunnel or stream at a time)
+        self._open[conn] = _Watched(owner, credential, timed, reason)
         self._timed += timed
 
     def forget(self, conn: Expirable) -> None:
-        """`conn`'s tunnel ended."""
+        """`conn`'s tunnel (or stream) ended."""
         watched = self._open.pop(conn, None)
         if watched is not None:
             self._timed -= watched.timed
@@ -108,13 +119,15 @@ class TunnelGuard:
     async def _decide(self, everything: bool) -> None:
         answers: dict[tuple[str, Credential], bool] = {}
         for conn, watched in list(self._open.items()):
-            if not (everything or watched.timed) or conn not in self._open:
+            if not (everything or watched.timed) or self._open.get(conn) is not watched:
                 continue
             key = (watched.owner, watched.credential)
             allowed = answers.get(key)
             if allowed is None:
                 allowed = answers[key] = await self._gate.still_admitted(*key)
-            if not allowed and conn in self._open:
+            # (While the authority answered, the stream may have ended and the connection
+            # moved on to another request: only what was decided is ended.)
+            if not allowed and self._open.get(conn) is watched:
                 self.forget(conn)
                 self.closed += 1
-                conn.expire("tunnel_revoked")
+                conn.expire(watched.reason)
