@@ -79,6 +79,8 @@ class FrontDoorStatistics:
     serves: int = 0  # how many times `serve()` started (1, or more after restarts)
     tunnels: int = 0  # upgraded connections (WebSockets) open now
     tunnel_bytes: tuple[int, int] = (0, 0)  # through tunnels: (to upstream, to client)
+    # WebSockets and still-streaming responses of editors whose admission the guard watches
+    guarded: int = 0
 
 
 class FrontDoor:
@@ -290,6 +292,8 @@ class FrontDoor:
             tunnel_bytes=((self._state.tunnels.bytes_moved[0],
                            self._state.tunnels.bytes_moved[1])
                           if self._state is not None else (0, 0)),
+            guarded=(len(self._state.guard)
+                     if self._state is not None and self._state.guard is not None else 0),
         )
 
     @property
