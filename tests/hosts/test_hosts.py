@@ -31,6 +31,7 @@ def options(**extra: Any) -> DockerOptions:
              "hosts": [{"name": "b", "engine_url": "unix:///run/b.sock",
                         "memory_budget_mb": 2048},
                        {"name": "g", "engine_url": "https://10.0.0.9:2376",
+                        "tls_cert_file": "/etc/markco/c.pem", "tls_key_file": "/etc/markco/k.pem",
                         "labels": ["gpu"], "memory_budget_mb": 512}], **extra}
     return parse_options(DockerOptions, table, "[compute.docker]")
 
@@ -59,6 +60,10 @@ def test_hosts_are_parsed_with_labels_and_budgets(tmp_path: Path) -> None:
     ([{"name": "s", "engine_url": "ssh://root@10.0.0.2"}], "ssh -L"),
     ([{"name": "s", "engine_url": "unix:///run/x.sock", "labels": ["GPU"]}], "label"),
     ([{"name": "s", "engine_url": "unix:///run/x.sock", "memory_budget_mb": -1}], "no limit"),
+    ([{"name": "s", "engine_url": "tcp://10.0.0.2:2375"}], "without authentication"),
+    ([{"name": "s", "engine_url": "https://10.0.0.2:2376"}], "tls_cert_file and"),
+    ([{"name": "s", "engine_url": "unix:///run/x.sock", "tls_ca_file": "/ca.pem"}],
+     "only for an https"),
 ])
 def test_a_bad_host_is_refused_naming_what_to_fix(hosts: list[dict[str, Any]],
                                                   says: str) -> None:

@@ -603,6 +603,8 @@ class UserActor:
                 self.records[role] = None
                 await self.svc.publish(f"{role.value}.stopped", self.user_id,
                                        {"reason": reason, "operation_id": op.id})
+        if WorkloadRole.RUNTIME in roles:
+            await self.svc.release_host(self.user_id)
         if final:
             self.progress(PHASE_STOPPED, "stopped", done=True)
 

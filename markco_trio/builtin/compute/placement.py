@@ -29,6 +29,7 @@ class HostSet(Protocol):
     primary: str
     draining: set[str]
     pinned: dict[str, str]
+    assigned: dict[str, str]
     down: dict[str, str]
 
     def host_names(self) -> list[str]: ...

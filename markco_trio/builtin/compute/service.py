@@ -320,6 +320,14 @@ class ComputeService:
         result: dict[str, Any] = ticket.result
         return result
 
+    async def release_host(self, user_id: str) -> None:
+        """The user's runtime is stopped: their room on its host is free again (a sleeping
+        runtime keeps it: its wake comes back there)."""
+        hosts = placement.hosts_of(self)
+        if hosts is not None:
+            await placement.release(self, user_id)
+            hosts.assigned.pop(user_id, None)  # the next start is placed afresh
+
     def host_names(self) -> list[str]:
         """The configured hosts when there are several (none with one engine)."""
         hosts = placement.hosts_of(self)

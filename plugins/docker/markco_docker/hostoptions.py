@@ -56,3 +56,25 @@ class HostOptions:
     def memory_budget_bytes(self) -> int | None:
         """The budget in bytes; None when unlimited."""
         return self.memory_budget_mb << 20 if self.memory_budget_mb else None
+
+
+def check_authenticated(host: HostOptions) -> None:
+    """A `[[compute.docker.hosts]]` engine is reached with authentication: a unix socket
+    (forwarded over SSH for a remote one), https:// with client certificates, or plain TCP on
+    loopback only. (The `engine_url` host keeps its one-engine rules, for compatibility.)"""
+    scheme = urlsplit(host.engine_url).scheme
+    parts = urlsplit(host.engine_url)
+    if scheme not in ("unix", "tcp", "http", "https"):
+        raise ValueError(f"hosts.{host.name}.engine_url: expected unix:///path.sock or "
+                         f"https://HOST:PORT, got {host.engine_url!r}")
+    if scheme in ("tcp", "http") and parts.hostname not in ("127.0.0.1", "::1",
+                                                             "localhost"):
+        # An engine's API is root on its machine: never unauthenticated over a network.
+        raise ValueError(f"hosts.{host.name}.engine_url: {scheme}:// reaches the engine "
+                         f"without authentication; use https:// with tls_cert_file and "
+                         f"tls_key_file (Docker's --tlsverify), or a forwarded unix socket")
+    if scheme == "https" and (host.tls_cert_file is None or host.tls_key_file is None):
+        raise ValueError(f"hosts.{host.name}: an https:// engine needs tls_cert_file and "
+                         f"tls_key_file (client certificates: the engine must know markco)")
+    if scheme != "https" and (host.tls_ca_file or host.tls_cert_file or host.tls_key_file):
+        raise ValueError(f"hosts.{host.name}: tls_* files are only for an https:// engine")

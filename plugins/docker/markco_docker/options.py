@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .hostoptions import NAME_CHARS, HostOptions, check_host_name
+from .hostoptions import NAME_CHARS, HostOptions, check_authenticated, check_host_name
 
 # The workloads' default uid and gid: not 0, and not one a host account commonly has (1000 is
 # the first user of most Linux machines: without user namespaces, a workload running as 1000
@@ -112,6 +112,8 @@ class DockerOptions:
         for label in self.host_labels:
             if not label or not set(label) <= NAME_CHARS:
                 raise ValueError(f"host_labels: {label!r} is not a label (a-z, 0-9, - and _)")
+        for host in self.hosts:
+            check_authenticated(host)
         names = [self.host_name, *(h.name for h in self.hosts)]
         if len(set(names)) != len(names):
             raise ValueError(f"hosts: every host needs a name of its own, got {names}")
