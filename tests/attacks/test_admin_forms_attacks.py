@@ -120,10 +120,6 @@ class RecordingCompute(FakeCompute):
         self.requested.append((user_id, kind))
 
 
-@pytest.mark.xfail(strict=True, reason="auth/web/admin.py runtime_action queues wake (and "
-                   "sleep) for a disabled user; the API refuses the same with 409 "
-                   "user_disabled (compute/api.py), so the admin page starts the workloads "
-                   "of a user who may no longer run code")
 async def test_the_admin_page_does_not_wake_a_disabled_users_runtime(
         start_markco: StartMarkco) -> None:
     compute = RecordingCompute()

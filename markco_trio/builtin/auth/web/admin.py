@@ -261,6 +261,12 @@ def admin_blueprint(state: AuthState) -> Blueprint:
         if target is None:
             return pages.message_page("No such user", "There is no user with this id.",
                                       status=404, link=("/admin", "Back to the admin page"))
+        if action == "wake" and target.disabled:
+            # Stop and sleep take away what a disabled user runs; a wake would give it back
+            # (the API answers the same 409 user_disabled).
+            return pages.message_page("User disabled", "This user is disabled, so their "
+                                      "workspace is not woken; enable them first.", status=409,
+                                      link=("/admin", "Back to the admin page"))
         compute.request(target.id, action, reason=f"admin @{principal.username}")
         await state.publish("admin.action", user_id=target.id,
                             data={"action": action, "admin_id": principal.user_id,
