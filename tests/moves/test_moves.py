@@ -273,6 +273,36 @@ async def test_a_move_keeps_x_through_the_proxy_and_the_source_is_gone(
     assert listed.stdout.decode().split()[:2] == ["a", "up"]
 
 
+async def test_a_request_to_the_runtime_during_a_move_is_held_and_answered_by_the_target(
+        deployment: Deployment) -> None:
+    """Straight to the user's runtime front (the daemon's socket the editor uses), so that
+    what is measured is the front's hold, not the editor's own restart on the target."""
+    d = deployment
+    ada = await started_with_x(d)
+    front = d.data_dir / "fronts" / ada.user_id / "runtime.sock"
+    answers: list[httpx.Response] = []
+
+    async def move() -> None:
+        answers.append(await d.move(ada, "b"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(move)
+        with trio.fail_after(30):  # the move has begun: the front holds the runtime's requests
+            while True:
+                state = (await ada.api("GET", "/runtimes")).json()["state"]
+                if state["operation"] == "move":
+                    break
+                await trio.sleep(0.02)
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(front)),
+                                     base_url="http://runtime", timeout=60) as http:
+            held = await http.post("/mrp/v1/execute", json={"code": "print(x + 1)"})
+    assert answers[0].status_code == 200, answers[0].text
+    assert held.status_code == 200, held.text
+    lines = held.json()["stdout"].splitlines()
+    assert [line for line in lines if not line.startswith(HISTORY_NOTICE)] == ["43"]
+    assert (await d.where(ada))["a"] == []
+
+
 async def test_a_move_needs_an_administrator_and_a_known_host(deployment: Deployment) -> None:
     d = deployment
     ada = await started_with_x(d)
