@@ -202,3 +202,17 @@ async def test_a_host_that_does_not_answer_is_marked_down_and_its_workloads_unav
     assert "a" in multi.down  # its socket does not exist either
     with pytest.raises(NoRoom, match="down: a, b"):
         multi.choose(1, (), used={})
+
+
+def test_the_admin_page_lists_moves_with_their_phases_escaped() -> None:
+    from markco_trio.builtin.compute.hosts_api import moves_section
+
+    assert "No runtime has moved" in moves_section([])
+    html = moves_section([{"started_at": "2026-12-04T22:00:00Z", "user_id": "u1",
+                           "from_host": "a", "to_host": "b", "status": "rolled_back",
+                           "checkpoint_ms": 400, "transfer_ms": 90, "restore_ms": None,
+                           "switch_ms": None, "bytes": 36 << 20,
+                           "error": "<script>alert(1)</script>"}])
+    assert "<td>a → b</td><td>rolled_back</td><td>400</td><td>90</td><td></td>" in html
+    assert "<td>36.0</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from quart import Blueprint, request
@@ -132,3 +133,23 @@ async def migrations_view(service: ComputeService) -> list[dict[str, Any]]:
         data["switch_ms"], data["bytes"] = extra.get(migration.id, (None, None))
         items.append(data)
     return items
+
+
+def moves_section(items: list[dict[str, Any]], *, limit: int = 20) -> str:
+    """The admin page's "Moves" section: the newest moves with their phases (escaped HTML)."""
+    def cell(value: Any) -> str:
+        return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+    if not items:
+        return ("<section id=\"moves\"><h2>Moves</h2><p class=\"muted\">No runtime has "
+                "moved between hosts yet.</p></section>")
+    rows = "".join(
+        "<tr>" + cell(m.get("started_at")) + cell(m.get("user_id")) + cell(
+            f"{m.get('from_host')} → {m.get('to_host')}") + cell(m.get("status"))
+        + cell(m.get("checkpoint_ms")) + cell(m.get("transfer_ms")) + cell(m.get("restore_ms"))
+        + cell(m.get("switch_ms")) + cell(f"{(m.get('bytes') or 0) / (1 << 20):.1f}")
+        + cell(m.get("error")) + "</tr>" for m in items[:limit])
+    return ("<section id=\"moves\"><h2>Moves</h2><table><tr><th>Started</th><th>User</th>"
+            "<th>Hosts</th><th>Status</th><th>Checkpoint ms</th><th>Transfer ms</th>"
+            "<th>Restore ms</th><th>Switch ms</th><th>MiB</th><th>Error</th></tr>"
+            f"{rows}</table></section>")

@@ -210,6 +210,10 @@ def admin_blueprint(state: AuthState) -> Blueprint:
         # Several hosts (issue 16): the hosts a runtime can be moved to.
         compute = state.ctx.extras.get("compute")
         move_hosts = list(getattr(compute, "host_names", list)())
+        if compute is not None and len(move_hosts) > 1:  # several hosts: every move
+            from ...compute.hosts_api import migrations_view, moves_section
+
+            extra.append(moves_section(await migrations_view(compute)))
         return pages.admin_page(page.items, next_cursor=page.next_cursor,
                                 me=principal.user_id, form_token=current_form_token(),
                                 runtimes=runtimes, hosts=hosts, events=events,
