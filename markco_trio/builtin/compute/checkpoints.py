@@ -431,6 +431,9 @@ async def _wake_runtime(actor: UserActor, op: Operation, address: str | None,
     await svc.publish("runtime.started", actor.user_id, {
         "address": info.address, "operation": "wake", "operation_id": op.id,
         "restored": outcome["restored"]})
+    # The runtime answers; what is left of the wake (if anything) is the editor's start, so
+    # `steps_ms` says how long the page waited for the editor, apart from the runtime.
+    await actor.step(op, "editor")
 
 
 async def restore_archive(actor: UserActor, checkpointer: Checkpointer, op: Operation,
