@@ -180,3 +180,20 @@ async def test_orphans_are_adopted_when_running_and_removed_otherwise(
         assert remaining == [handles[0]]
         record = await second.storage.get_live_runtime(user.id, WorkloadRole.RUNTIME)
         assert record is not None and record.handle == handles[0]
+
+
+def test_a_record_finds_its_workload_by_the_backends_handle_as_well_as_by_name() -> None:
+    """A docker handle is the container id, not its name: reconciliation keyed by name must
+    still find the record's workload (else a running runtime was marked dead, then re-adopted
+    as an orphan with its limits forgotten). Pure: the lookup only."""
+    from markco_trio.builtin.compute.reconcile import _key
+    from markco_trio.roles import ContainerInfo
+
+    info = ContainerInfo(handle="4f2a9c", name="markco-d-u1-runtime", user_id="u1",
+                         role=WorkloadRole.RUNTIME, status="running", address="10.0.0.2:8888",
+                         labels={})
+    containers = {info.name: info}
+    assert _key(containers, "4f2a9c") == "markco-d-u1-runtime"
+    assert _key(containers, "markco-d-u1-runtime") == "markco-d-u1-runtime"
+    assert _key(containers, "gone") == "gone"
+    assert _key(containers, None) == ""

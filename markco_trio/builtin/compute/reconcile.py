@@ -90,7 +90,8 @@ async def _settle(svc: ComputeService, op: Operation, containers: dict[str, Cont
     roles = _roles_of(op)
     names = {role: str(op.targets[role.value]) for role in roles}
     if op.kind in START_KINDS and roles and all(
-            (info := containers.get(names[role])) is not None and info.status == STATUS_RUNNING
+            (info := containers.get(_key(containers, names[role]))) is not None
+            and info.status == STATUS_RUNNING
             for role in roles):
         await storage.update_operation(op.id, now=now, state=OperationState.DONE,
                                        error="rolled forward at start-up")
@@ -98,7 +99,7 @@ async def _settle(svc: ComputeService, op: Operation, containers: dict[str, Cont
         return
     for role in roles:
         await _remove(svc, names[role])
-        containers.pop(names[role], None)
+        containers.pop(_key(containers, names[role]), None)
         record = await storage.get_live_runtime(op.user_id, role)
         if record is not None:
             why = ("stopped" if op.kind == "stop"
@@ -124,9 +125,20 @@ async def _done(svc: ComputeService, op: Operation, result: Reconciled, *, forwa
     result.counts["rolled_forward" if forward else "rolled_back"] += 1
 
 
+def _key(containers: dict[str, ContainerInfo], handle: str | None) -> str:
+    """The key of `containers` (workload names) for `handle`, which may be the name or the
+    backend's own handle (a docker handle is the container id, not its name)."""
+    if not handle or handle in containers:
+        return handle or ""
+    for name, info in containers.items():
+        if info.handle == handle:
+            return name
+    return handle
+
+
 async def _running(svc: ComputeService, containers: dict[str, ContainerInfo],
                    handle: str | None) -> ContainerInfo | None:
-    info = containers.get(handle or "")
+    info = containers.get(_key(containers, handle))
     return info if info is not None and info.status == STATUS_RUNNING else None
 
 
@@ -134,7 +146,7 @@ async def _forget(svc: ComputeService, containers: dict[str, ContainerInfo],
                   handle: str | None) -> None:
     if handle:
         await _remove(svc, handle)
-        containers.pop(handle, None)
+        containers.pop(_key(containers, handle), None)
 
 
 def _continue_tree(root_pid: int) -> None:
@@ -328,7 +340,8 @@ async def reconcile(svc: ComputeService) -> Reconciled:
             actor.records[record.role] = await storage.get_runtime(record.id)
             result.counts["asleep"] = result.counts.get("asleep", 0) + 1
             continue
-        name = record.handle or workload_name(svc.deployment_id, record.user_id, record.role)
+        name = _key(containers, record.handle) or \
+            workload_name(svc.deployment_id, record.user_id, record.role)
         info = containers.pop(name, None)
         if info is not None and info.status == STATUS_RUNNING:
             actor = actors.setdefault(record.user_id, svc._actor(record.user_id))
