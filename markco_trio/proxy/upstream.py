@@ -120,6 +120,10 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self._idle: collections.deque[UpstreamConnection] = collections.deque()
         self._in_use = 0
+        self._connecting = 0  # connections being made (not yet in use)
+        # Set by `close`: a connection released afterwards is closed, not pooled (nobody would
+        # ever close an idle connection of a pool its owner has let go of).
+        self._closed = False
         self._connects = 0
         self._reuses = 0
         self._stale_retries = 0
@@ -146,7 +150,13 @@ class UpstreamPool:
         while True:
             conn = None if fresh else self._take_idle(verify)
             if conn is None:
-                conn = UpstreamConnection(await self._connect())
+                # Counted while it is made (a netns connect waits for a thread): a pool being
+                # connected to holds a connection, so `EditorPools.sweep` keeps it.
+                self._connecting += 1
+                try:
+                    conn = UpstreamConnection(await self._connect())
+                finally:
+                    self._connecting -= 1
                 self._connects += 1
             self._in_use += 1
             try:
@@ -176,9 +186,10 @@ class UpstreamPool:
             return conn
 
     def release(self, conn: UpstreamConnection) -> None:
-        """Give back a connection whose exchange completed cleanly; it may be reused."""
+        """Give back a connection whose exchange completed cleanly; it may be reused (unless
+        the pool was closed meanwhile: then it is closed)."""
         self._in_use -= 1
-        if len(self._idle) >= self.max_idle:
+        if self._closed or len(self._idle) >= self.max_idle:
             conn.sock.close()
             return
         conn.reused = True
@@ -198,13 +209,15 @@ class UpstreamPool:
             idle.popleft().sock.close()
 
     def close(self) -> None:
-        """Close every idle connection (connections in use are closed by their users)."""
+        """Close every idle connection (connections in use are closed by their users: one
+        released after this is closed rather than kept)."""
+        self._closed = True
         while self._idle:
             self._idle.pop().sock.close()
 
     def holds_connections(self) -> bool:
-        """Whether any connection is idle here or in use."""
-        return bool(self._idle) or self._in_use > 0
+        """Whether any connection is idle here, in use or being made."""
+        return bool(self._idle) or self._in_use > 0 or self._connecting > 0
 
     async def reachable(self) -> bool:
         """Whether a new connection to the upstream can be made now (it is closed at once)."""
@@ -371,6 +384,10 @@ class EditorPools:
         for address, pool in list(self._pools.items()):
             pool.sweep()
             if not pool.holds_connections():
+                # Closed as it is forgotten: a request that still holds this pool (it was got
+                # before the sweep) closes its connection at the end instead of pooling it
+                # here, where nothing would ever close it.
+                pool.close()
                 stats = pool.statistics()
                 connects, reuses, retries = self._forgotten
                 self._forgotten = (connects + stats.connects, reuses + stats.reuses,
