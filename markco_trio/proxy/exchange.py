@@ -607,11 +607,22 @@ class ClientConnection(ConnectionClock):
             gone = True
             cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_client, nursery.cancel_scope)
-            nursery.start_soon(produce, nursery.cancel_scope)
+        # Who may follow it is who may enter the editor: decided again on revocations, as for
+        # a streaming response (`_relay_response`).
+        guard = state.guard
+        if guard is not None:
+            guard.watch(self, owner, Credential.of(head, editor_host=editor_host),
+                        reason="stream_revoked")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_client, nursery.cancel_scope)
+                nursery.start_soon(produce, nursery.cancel_scope)
+        finally:
+            if guard is not None:
+                guard.forget(self)
         if gone:
-            state.faults.record("client_disconnected", state.now)
+            if self.expired is None:  # (a revocation is counted by `expire`)
+                state.faults.record("client_disconnected", state.now)
             return
         await self._send(b"0\r\n\r\n")
 

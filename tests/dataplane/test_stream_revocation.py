@@ -278,3 +278,25 @@ async def test_a_stream_that_ended_is_no_longer_watched(plane: Plane, opened: Op
     await revoke_grant(plane, alice, bob)
     await trio.sleep(0.3)
     assert plane.front_door.statistics().errors.get("stream_revoked", 0) == 0
+
+
+async def test_revoking_a_grant_ends_the_collaborators_progress_stream(
+        plane: Plane, opened: Opened) -> None:
+    """The wait page's progress stream (`/_markco/progress/<owner>`) follows an editor's start
+    for whoever may enter it: only while they may."""
+    alice = await plane.user("alice", ready=False)
+    bob = await plane.user("bob", editor=False)
+    await plane.grant(alice, bob, "editor")
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.port)
+    opened.append(stream)
+    cookie = plane.cookie(await plane.session(bob))["Cookie"]
+    await stream.send_all(f"GET /_markco/progress/{alice.id} HTTP/1.1\r\nHost: t\r\n"
+                          f"Cookie: {cookie}\r\n\r\n".encode())
+    client = Client(stream)
+    await client.read_until(b"event: progress")
+    assert client.received.startswith(b"HTTP/1.1 200 ")
+    await revoke_grant(plane, alice, bob)
+    with trio.fail_after(WITHIN):
+        while await client.read():
+            pass
+    assert plane.front_door.statistics().errors["stream_revoked"] == 1
