@@ -150,3 +150,46 @@ def test_forgetting_an_unknown_connection_is_harmless() -> None:
     guard = TunnelGuard(cast(Any, FakeGate()))
     guard.forget(FakeConnection())
     assert len(guard) == 0
+
+
+async def test_a_streaming_response_is_ended_with_its_own_reason(
+        nursery: trio.Nursery) -> None:
+    gate = FakeGate()
+    guard = await started(nursery, gate)
+    conn = FakeConnection()
+    guard.watch(conn, "alice", credential("bob"), reason="stream_revoked")
+    gate.revoke()
+    await trio.sleep(0.01)
+    assert conn.expired == "stream_revoked" and len(guard) == 0
+
+
+class SlowGate(FakeGate):
+    """Answers only when `answer` is set: the connection can move on meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = trio.Event()
+
+    async def still_admitted(self, owner: str, credential: Credential) -> bool:
+        await self.answer.wait()
+        return await super().still_admitted(owner, credential)
+
+
+async def test_a_decision_about_an_ended_stream_does_not_end_the_connections_next_one(
+        nursery: trio.Nursery) -> None:
+    """A kept-alive connection's stream ends while the authority is being asked about it,
+    and the connection starts another (another credential): only what was decided is ended."""
+    gate = SlowGate()
+    gate.allowed = {"alice": True}
+    guard = await started(nursery, gate)
+    conn = FakeConnection()
+    guard.watch(conn, "alice", credential("bob"), reason="stream_revoked")
+    gate.revoke()
+    await trio.testing.wait_all_tasks_blocked()
+    assert gate.asked == []  # (being asked)
+    guard.forget(conn)  # the stream ended...
+    guard.watch(conn, "alice", credential("alice"), reason="stream_revoked")  # ...another began
+    gate.answer.set()
+    await trio.sleep(0.01)
+    assert gate.asked == [("alice", "bob")]
+    assert conn.expired is None and len(guard) == 1
