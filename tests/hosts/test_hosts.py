@@ -7,7 +7,7 @@ contacted by placement)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from markco_docker.options import DockerOptions
 
 from markco_trio.builtin.auth import pages
 from markco_trio.builtin.compute import moves, placement
+from markco_trio.builtin.compute.options import WorkloadsOptions
 from markco_trio.errors import ConfigError
 from markco_trio.options import parse_options
 from markco_trio.records import RuntimeState, WorkloadRole
@@ -164,9 +165,11 @@ class Context:
 
 @dataclass
 class ServiceWithHosts(Service):
-    """The ledger's stand-in, with the backend (what `placement.hosts_of` reads)."""
+    """The ledger's stand-in, with the backend (what `placement.hosts_of` reads) and the
+    plans (their labels)."""
 
     ctx: Context | None = None
+    options: WorkloadsOptions = field(default_factory=WorkloadsOptions)
 
 
 async def test_a_gpu_hint_finds_a_gpu_host_with_room_unless_already_on_one(

@@ -54,7 +54,7 @@ from ...errors import (
 )
 from ...records import Operation, OperationState, RuntimeState, Snapshot, WorkloadRole
 from ...roles import STATUS_RUNNING, Checkpointer, ContainerInfo, ContainerSpec, workload_name
-from . import archives, probes, specs
+from . import archives, elasticity, probes, specs
 from .status import (
     PHASE_ASLEEP,
     PHASE_FAILED,
@@ -120,7 +120,11 @@ async def _runtime_spec(actor: UserActor, op: Operation, *, name: str,
         from .actor import OperationFailed
 
         raise OperationFailed(f"user {actor.user_id} does not exist")
-    _, limits = svc.options.limits_for(user.plan)
+    plan, limits = svc.options.limits_for(user.plan)
+    # A limit elasticity raised (kept by the sleep's record) is restored: the image does not
+    # fit the plan's own limit.
+    record = await actor.live_record(RUNTIME)
+    limits = elasticity.restore_limits(record.limits if record else None, plan, limits)
     spec = specs.runtime_spec(deployment_id=svc.deployment_id, user=user,
                               user_dir=svc.user_dir(actor.user_id), limits=limits,
                               options=svc.options, caps=svc.capabilities, operation_id=op.id)

@@ -6,20 +6,24 @@ outcome (`elasticity.decision`, then `elasticity.outcome`):
 
 - memory pressure (`migrate`, `urgent-migrate`) → raise the runtime's memory limit in place,
   when the backend changes limits live, the plan's ceiling (`max_memory_mib`) is not reached
-  and the host keeps `host_reserve_mib` free; else tell the user (the editor's banner and the
-  dashboard: "memory almost full") — moving to another host is the seam for the several-hosts
-  issue (`_host_with_room`, None for now);
+  and the host keeps `host_reserve_mib` free (with several hosts: and its `memory_budget_mb`
+  in the reservation ledger has room); else, with several hosts, MOVE it (`moves.run_move`,
+  memory and all) to another host whose budget has room for the bigger limit and that carries
+  the plan's labels, restored there with that limit; else tell the user (the editor's banner
+  and the dashboard: "memory almost full");
 - `critical` → the same at once, past the rate limit;
-- `idle-sleep` → sleep (checkpoint, then stop) through the user's actor — unless its limit was
-  raised and its working set would not fit the plan's limit a wake restores it into;
-- `gpu-hint` → move to a host labelled `gpu` when one exists (none yet: recorded).
+- `idle-sleep` → sleep (checkpoint, then stop) through the user's actor; a raised limit is
+  kept by the sleep and restored by the wake (`restore_limits`);
+- `gpu-hint` → move to a host labelled `gpu` (and the plan's labels) when one has room, else
+  recorded.
 
 A raised limit stays while the plan is the same (`kept_limits`, used by the actor's plan
-check); a plan change applies the new plan's limits.
+check, a wake and a move); a plan change applies the new plan's limits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -29,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...errors import MarkcoError
+from . import placement
 
 if TYPE_CHECKING:
+    from .options import PlanLimits
     from .service import ComputeService
 
 log = logging.getLogger("markco.compute.elasticity")
@@ -38,7 +44,6 @@ log = logging.getLogger("markco.compute.elasticity")
 MiB = 1 << 20
 MEMORY_NOTICE = "memory-"  # prefix of the ids of the notices this policy shows
 PRESSURE = frozenset({"migrate", "urgent-migrate", "critical"})
-RESTORE_FIT = 0.9  # a raised runtime sleeps only if its working set fits its plan's limit so
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,28 @@ def kept_limits(current: Mapping[str, Any], wanted: dict[str, Any],
             not wanted["memory_bytes"] < memory <= ceiling:
         return wanted
     return {**wanted, "memory_bytes": memory, "raised_from": raised_from}
+
+
+def with_memory(limits: PlanLimits, memory_bytes: int) -> PlanLimits:
+    """`limits` with a memory limit of `memory_bytes` (whole MiB) when that is more, never
+    over the plan's ceiling."""
+    memory_bytes = min(memory_bytes, limits.max_memory_bytes)
+    if memory_bytes <= limits.memory_bytes:
+        return limits
+    return dataclasses.replace(limits, memory_mib=memory_bytes // MiB,
+                               max_memory_mib=limits.max_memory_bytes // MiB)
+
+
+def restore_limits(current: Mapping[str, Any] | None, plan: str,
+                   limits: PlanLimits) -> PlanLimits:
+    """The limits a runtime is restored into (a wake, a move): its plan's, with memory raised
+    by elasticity under that same plan kept — a CRIU image of a working set over the plan's
+    limit is refused under it (the wake would fall back to a cold start, losing variables)."""
+    if not current:
+        return limits
+    wanted = {"plan": plan, "memory_bytes": limits.memory_bytes, "cpus": limits.cpus}
+    kept = kept_limits(current, wanted, limits.max_memory_bytes)
+    return with_memory(limits, int(kept["memory_bytes"]))
 
 
 def raised_limits(current: Mapping[str, Any], memory_bytes: int) -> dict[str, Any]:
@@ -128,6 +155,7 @@ class PolicyStatistics:
     raised: int = 0
     notified: int = 0
     slept: int = 0
+    moved: int = 0
     failed: int = 0
     skipped_busy: int = 0
     rate_limited: int = 0
@@ -192,10 +220,12 @@ class ElasticityPolicy:
         plan, limits = svc.options.limits_for(user.plan if user else None)
         ceiling = limits.max_memory_bytes
         percent = round(100.0 * working_set / limit, 1) if limit else 0.0
+        hosts = placement.hosts_of(svc)
         if not svc.capabilities.update_limits_live:
             target, why = limit, f"the {svc.backend.name} backend cannot change limits live"
         else:
-            target, why = next_limit(current=limit, ceiling=ceiling, available=self.available(),
+            target, why = next_limit(current=limit, ceiling=ceiling,
+                                     available=await self._room_here(user_id, limit),
                                      reserve=self.settings.host_reserve_mib * MiB,
                                      factor=self.settings.raise_factor,
                                      minimum_step=self.settings.raise_min_mib * MiB)
@@ -213,14 +243,37 @@ class ElasticityPolicy:
             else:
                 self.stats.raised += 1
                 self._clear_notice(user_id)
+                if hosts is not None:  # the ledger holds what the runtime may use now
+                    await placement.move_reservation(svc, user_id,
+                                                     hosts.host_of_user(user_id), target)
                 await self._outcome(user_id, trigger, "raise_limit", "done",
                                     before=before, after=after)
                 await svc.publish("runtime.limits_changed", user_id,
                                   {"before": before, "after": after, "reason": trigger})
                 return
-        host = self._host_with_room(user_id, working_set)
-        if host is not None:  # pragma: no cover - the several-hosts issue fills this in
-            return
+        moving = await self._host_with_room(user_id, limit=limit, ceiling=ceiling)
+        if moving is not None:
+            host, bigger = moving
+            await self._decided(user_id, trigger, "move", f"{why}; {host} has room for "
+                                f"{bigger >> 20} MiB", plan=plan, memory_percent=percent,
+                                to=host, from_bytes=limit, to_bytes=bigger)
+            try:
+                result = await svc.move(user_id, host, reason=f"{trigger}: memory "
+                                        f"{percent:g} % of {limit >> 20} MiB",
+                                        memory_bytes=bigger)
+            except MarkcoError as exc:
+                self.stats.failed += 1
+                await self._outcome(user_id, trigger, "move", "failed", to=host,
+                                    error=str(exc))
+                if not any(r.user_id == user_id for r in svc.monitored_nowait()):
+                    return
+                why = f"{why}; moving it to {host} failed: {exc}"
+            else:
+                self.stats.moved += 1
+                self._clear_notice(user_id)
+                await self._outcome(user_id, trigger, "move", "done", to=host,
+                                    to_bytes=bigger, took_ms=result.get("total_ms"))
+                return
         await self._decided(user_id, trigger, "notify", why, plan=plan,
                             memory_percent=percent, limit_bytes=limit)
         notice_id = f"{MEMORY_NOTICE}{trio.current_time():.0f}"
@@ -232,9 +285,46 @@ class ElasticityPolicy:
         self.stats.notified += 1
         await self._outcome(user_id, trigger, "notify", "done", notice_id=notice_id)
 
-    def _host_with_room(self, user_id: str, working_set: int) -> str | None:
-        """Another host with room for the runtime (a move): none until several hosts exist."""
-        return None
+    async def _room_here(self, user_id: str, limit: int) -> int | None:
+        """What the runtime's host can still give, as `next_limit`'s `available` (None:
+        unknown): this machine's free memory and, with several hosts, what the host's
+        `memory_budget_mb` leaves in the ledger beyond the other users' reservations."""
+        available = self.available()
+        hosts = placement.hosts_of(self.svc)
+        if hosts is None:
+            return available
+        host = hosts.host_of_user(user_id)
+        budget = placement.host_budget(hosts, host)
+        if budget is None:
+            return available
+        reserved = (await placement.reservations(self.svc)).get(host, {})
+        others = sum(v for user, v in reserved.items() if user != user_id)
+        # next_limit keeps `reserve` free of `available`: the budget is the host's own reserve.
+        room = budget - others - limit + self.settings.host_reserve_mib * MiB
+        return room if available is None else min(available, room)
+
+    async def _host_with_room(self, user_id: str, *, limit: int,
+                              ceiling: int) -> tuple[str, int] | None:
+        """With several hosts: another host (up, not draining, with the plan's labels) whose
+        budget has room for a bigger limit within the plan's ceiling, and that limit; None
+        when there is none (or the ceiling is reached: a move would not give more)."""
+        hosts = placement.hosts_of(self.svc)
+        if hosts is None or len(hosts.host_names()) < 2:
+            return None
+        bigger, _ = next_limit(current=limit, ceiling=ceiling, available=None, reserve=0,
+                               factor=self.settings.raise_factor,
+                               minimum_step=self.settings.raise_min_mib * MiB)
+        if bigger <= limit:
+            return None
+        here = hosts.host_of_user(user_id)
+        used = {host: sum(v for user, v in users.items() if user != user_id)
+                for host, users in (await placement.reservations(self.svc)).items()}
+        used[here] = 1 << 62  # never "moved" onto the host it is on
+        labels = await placement.plan_labels(self.svc, user_id)
+        try:
+            return hosts.choose(bigger, labels, used=used), bigger
+        except MarkcoError:
+            return None
 
     def relieved(self, user_id: str) -> None:
         """Memory fell back well below the thresholds: the "almost full" notice goes."""
@@ -260,11 +350,6 @@ class ElasticityPolicy:
                                     "no checkpointer can checkpoint this backend's runtimes: "
                                     "it keeps running", idle_seconds=round(idle_for))
                 return False
-            too_big = await self._over_plan(user_id)
-            if too_big is not None:
-                await self._decided(user_id, "idle-sleep", "none", too_big,
-                                    idle_seconds=round(idle_for))
-                return False
             await self._decided(user_id, "idle-sleep", "sleep",
                                 f"idle for {idle_for:.0f} s (last: {last})",
                                 idle_seconds=round(idle_for))
@@ -279,23 +364,6 @@ class ElasticityPolicy:
             return True
         finally:
             self._deciding.discard(user_id)
-
-    async def _over_plan(self, user_id: str) -> str | None:
-        """Why a runtime whose limit was raised must not sleep now (None: it may): a wake
-        restores it under its plan's limit, and a working set over that would not fit (the
-        wake would fall back to a cold start and lose the variables)."""
-        found = [r for r in self.svc.monitored_nowait() if r.user_id == user_id]
-        if not found or found[0].limits.get("raised_from") is None:
-            return None
-        plan_bytes = int(found[0].limits["raised_from"])
-        try:
-            used = (await self.svc.backend.stats(found[0].handle)).memory_working_set
-        except MarkcoError:
-            return "its memory was raised and cannot be measured now: it keeps running"
-        if used <= plan_bytes * RESTORE_FIT:
-            return None
-        return (f"its working set ({used >> 20} MiB) is over what its plan's limit "
-                f"({plan_bytes >> 20} MiB) would restore into: it keeps running")
 
     async def on_hint(self, user_id: str, hint: str, reasons: tuple[str, ...]) -> None:
         """`gpu-hint`: move the runtime to a host labelled `gpu` with room, when there is one

@@ -128,7 +128,21 @@ async def run_move(actor: UserActor, ticket: Ticket) -> dict[str, Any]:
     user = await svc.storage.get_user(actor.user_id)
     if user is None:
         raise OperationFailed(f"user {actor.user_id} does not exist")
-    _, limits = svc.options.limits_for(user.plan)
+    plan, limits = svc.options.limits_for(user.plan)
+    missing = sorted(set(limits.labels) - placement.host_labels(hosts, to_host))
+    if missing:
+        raise OperationFailed(f"{to_host} lacks the host label(s) {', '.join(missing)} that "
+                              f"the plan {plan!r} needs: not moving there")
+    # Restored with the memory it has (a limit raised by elasticity is kept: its working set
+    # would not fit the plan's), or the bigger one elasticity asks for, within the ceiling.
+    from . import elasticity
+
+    limits = elasticity.restore_limits(record.limits, plan, limits)
+    if ticket.args.get("memory_bytes") is not None:
+        limits = elasticity.with_memory(limits, int(ticket.args["memory_bytes"]))
+    new_limits = dict(record.limits or {})
+    if limits.memory_bytes != new_limits.get("memory_bytes"):
+        new_limits = elasticity.raised_limits(new_limits, limits.memory_bytes)
     migration = await svc.storage.create_migration(
         runtime_id=record.id, user_id=actor.user_id, from_host=from_host, to_host=to_host,
         strategy="asleep" if record.state == RuntimeState.SLEEPING else "checkpoint",
@@ -213,7 +227,8 @@ async def run_move(actor: UserActor, ticket: Ticket) -> dict[str, Any]:
         await actor.step(op, step)
         await _fault(svc, step)
         await actor.update(RUNTIME, host=to_host, handle=info.handle, address=info.address,
-                           state=RuntimeState.RUNNING, operation_id=op.id, reason=None)
+                           state=RuntimeState.RUNNING, operation_id=op.id, reason=None,
+                           limits=new_limits)
     except BaseException as exc:
         leaf = exc
         if isinstance(exc, BaseExceptionGroup):
@@ -419,8 +434,9 @@ async def labelled_host(svc: ComputeService, user_id: str, label: str) -> str | 
         return None
     used = {h: sum(users.values()) for h, users in (await placement.reservations(svc)).items()}
     used[record.host] = used.get(record.host, 0) - int(record.limits.get("memory_bytes") or 0)
+    labels = (label, *await placement.plan_labels(svc, user_id))
     try:
-        return hosts.choose(int(record.limits.get("memory_bytes") or 0), (label,), used=used)
+        return hosts.choose(int(record.limits.get("memory_bytes") or 0), labels, used=used)
     except MarkcoError:
         return None
 
@@ -441,7 +457,8 @@ async def drain(svc: ComputeService, host: str, *, reason: str) -> dict[str, str
             used = await placement.reservations(svc)
             sums = {h: sum(users.values()) for h, users in used.items()}
             sums[host] = 0
-            target = hosts.choose(int(limits or 0), (), used=sums)
+            target = hosts.choose(int(limits or 0),
+                                  await placement.plan_labels(svc, record.user_id), used=sums)
             await svc.move(record.user_id, target, reason=reason)
             outcome[record.user_id] = f"moved to {target}"
         except MarkcoError as exc:

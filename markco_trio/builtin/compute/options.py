@@ -10,6 +10,7 @@ their limits, readiness, crash handling, and the runtime front.
     [workloads.plans.pro]          # overrides (or adds) one plan; the others keep defaults
     memory_mib = 768
     cpus = 1.5
+    labels = ["big-memory"]        # several hosts: only hosts with these labels
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ from dataclasses import dataclass, field
 
 MiB = 1 << 20
 SHUTDOWN_POLICIES = ("keep", "sleep", "stop")
+LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @dataclass(frozen=True)
 class PlanLimits:
     """The limits of a plan: memory in MiB and CPUs (fractions allowed). `max_memory_mib` is
     the ceiling up to which elasticity may raise a running runtime's memory under pressure
-    (default: twice `memory_mib`; equal to `memory_mib`: never raised)."""
+    (default: twice `memory_mib`; equal to `memory_mib`: never raised). `labels`: host labels
+    the plan's runtimes need (`["big-memory"]`): with several hosts they are placed, and
+    moved, only to hosts carrying every one of them."""
 
     memory_mib: int
     cpus: float
     max_memory_mib: int | None = None
+    labels: list[str] = field(default_factory=list, hash=False)
 
     def __post_init__(self) -> None:
         if self.memory_mib < 32:
@@ -39,6 +44,10 @@ class PlanLimits:
             raise ValueError(f"max_memory_mib ({self.max_memory_mib}) must be at least "
                              f"memory_mib ({self.memory_mib}): it is the ceiling elasticity "
                              f"may raise the plan's memory to")
+        for label in self.labels:
+            if not label or len(label) > 63 or not set(label) <= LABEL_CHARS:
+                raise ValueError(f"labels: {label!r} is not a host label (a-z, 0-9, - and _, "
+                                 f"as in [[compute.docker.hosts]] labels)")
 
     @property
     def max_memory_bytes(self) -> int:

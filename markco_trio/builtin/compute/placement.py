@@ -153,3 +153,44 @@ def install(svc: ComputeService, hosts: HostSet) -> None:
         return await reserve(svc, hosts, user_id, memory_bytes, labels)
 
     cast(Any, hosts).placer = placer
+
+
+# ------------------------------------------------------------------------------ plans' labels
+
+
+def host_budget(hosts: HostSet, host: str) -> int | None:
+    """The memory budget of `host` in bytes (None: unlimited or unknown)."""
+    options: dict[str, Any] = getattr(hosts, "host_options", {})
+    budget = getattr(options.get(host), "memory_budget_bytes", None)
+    return budget if isinstance(budget, int) else None
+
+
+def host_labels(hosts: HostSet, host: str) -> set[str]:
+    """The labels configured on `host` (none when unknown)."""
+    options: dict[str, Any] = getattr(hosts, "host_options", {})
+    return set(getattr(options.get(host), "labels", ()) or ())
+
+
+async def plan_labels(svc: ComputeService, user_id: str) -> tuple[str, ...]:
+    """The host labels the user's plan needs (`[workloads.plans.X] labels`)."""
+    user = await svc.storage.get_user(user_id)
+    _, limits = svc.options.limits_for(user.plan if user else None)
+    return tuple(limits.labels)
+
+
+def label_problems(svc: ComputeService, hosts: HostSet) -> list[str]:
+    """Plans asking for a host label that no configured host carries (their users could
+    never start): one sentence each, saying what to change."""
+    have: set[str] = set()
+    for host in hosts.host_names():
+        have |= host_labels(hosts, host)
+    problems = []
+    for name, limits in sorted(svc.options.all_plans.items()):
+        missing = sorted(set(limits.labels) - have)
+        if missing:
+            problems.append(
+                f"[workloads.plans.{name}] labels: no host carries {', '.join(missing)} "
+                f"(hosts: {', '.join(hosts.host_names())}): its users cannot start; add the "
+                f"label to a host's labels in [[compute.docker.hosts]] or remove it from "
+                f"the plan")
+    return problems

@@ -297,7 +297,8 @@ class ComputeService:
         hosts = placement.hosts_of(self)
         if hosts is None:
             return self.host
-        return await hosts.place(user_id, int(limits.get("memory_bytes") or 0))
+        return await hosts.place(user_id, int(limits.get("memory_bytes") or 0),
+                                 await placement.plan_labels(self, user_id))
 
     def host_of(self, info: ContainerInfo) -> str:
         """The host a workload the backend listed is on (`host` with one engine)."""
@@ -306,8 +307,11 @@ class ComputeService:
             return self.host
         return hosts.located(info.handle) or hosts.host_of_user(info.user_id)
 
-    async def move(self, user_id: str, to_host: str, *, reason: str) -> dict[str, Any]:
-        """Move the user's runtime to `to_host` (`moves.run_move`); its measurements."""
+    async def move(self, user_id: str, to_host: str, *, reason: str,
+                   memory_bytes: int | None = None) -> dict[str, Any]:
+        """Move the user's runtime to `to_host` (`moves.run_move`); its measurements.
+        `memory_bytes`: its memory limit there (elasticity's bigger one, within the plan's
+        ceiling); by default the one it has."""
         hosts = placement.hosts_of(self)
         if hosts is None:
             raise moves.MoveFailed("this deployment has one host: configure "
@@ -315,7 +319,8 @@ class ComputeService:
         hosts.backend_on(to_host)  # `NotFound` naming the configured hosts
         ticket = self._actor(_checked(user_id)).submit(
             "move", roles=frozenset({WorkloadRole.RUNTIME}), reason=reason,
-            args={"to": to_host})
+            args={"to": to_host} if memory_bytes is None else
+            {"to": to_host, "memory_bytes": memory_bytes})
         await ticket.wait()
         result: dict[str, Any] = ticket.result
         return result
@@ -555,6 +560,8 @@ class ComputeService:
                 hosts = placement.hosts_of(self)
                 if hosts is not None:
                     placement.install(self, hosts)
+                    for problem in placement.label_problems(self, hosts):
+                        log.warning("compute: %s", problem)
                     nursery.start_soon(self._watch_hosts, hosts)
                 result = await reconcile(self)
                 self._nursery = nursery

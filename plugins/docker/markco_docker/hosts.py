@@ -221,7 +221,8 @@ class MultiHostBackend:
         if pinned is not None:
             return pinned
         current = self.assigned.get(user_id)
-        if current is not None and self.is_up(current) and current not in self.draining:
+        if current is not None and self.is_up(current) and current not in self.draining \
+                and set(labels) <= set(self.host_options[current].labels):
             return current
         if self.placer is not None:
             host = await self.placer(user_id, memory_bytes, labels)
