@@ -31,10 +31,20 @@ from markco_trio.errors import CheckpointError
 from . import binary
 
 SERVER = """\
-import socket, sys
+import random, socket, sys
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT
-server.bind(("127.0.0.1", 0))
+# A port outside the ephemeral range (as the process backend picks them): between the dump,
+# which closes the socket, and the restore, which binds it again, an outgoing connection of
+# any other process may take a free ephemeral port as its own, and the restore would fail.
+for _ in range(1000):
+    try:
+        server.bind(("127.0.0.1", random.randint(20000, 32000)))
+        break
+    except OSError:
+        continue
+else:
+    server.bind(("127.0.0.1", 0))
 server.listen(8)
 sys.stdout.write(f"{server.getsockname()[1]}\\n")
 sys.stdout.flush()
