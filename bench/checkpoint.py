@@ -177,7 +177,7 @@ async def measure(config_path: Path, runs: int) -> dict[str, list[dict[str, floa
         while not daemon.readiness.snapshot().ready:  # noqa: ASYNC110 - no event for it
             await trio.sleep(0.01)
         ctx = daemon.ctx
-        compute = ctx.extras["compute"]
+        compute = ctx.compute
         assert isinstance(compute, ComputeService)
         if ctx.checkpointer is None or not ctx.checkpointer.capabilities(
                 compute.backend).checkpoint:

@@ -136,7 +136,7 @@ def write_config(base: Path, backend_config: str, port: int) -> Path:
 
 async def one_run(daemon: Daemon, base_url: str, n: int) -> dict[str, float]:
     ctx = daemon.ctx
-    compute = ctx.extras["compute"]
+    compute = ctx.compute
     assert isinstance(compute, ComputeService)
     storage = ctx.require_storage()
     user = await storage.create_user(username=f"bench{n}", email=None, name=f"Bench {n}",

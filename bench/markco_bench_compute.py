@@ -1,9 +1,11 @@
 """A markco plugin for the proxy benchmark only: every user's editor "is" the benchmark's
 upstream (`MARKCO_BENCH_UPSTREAM=host:port`), always ready.
 
-It stands in for compute (`ctx.extras["compute"]`) so that `bench/proxy.py` measures the data
-plane — the real daemon, the real auth plugin and a real session cookie — and not the start of
-processes. Loaded with `[plugins] modules = ["markco_bench_compute"]` and `bench/` on PYTHONPATH.
+It is a compute control provider named `bench` (`[compute_control] provider = "bench"`), so that
+`bench/proxy.py` measures the data plane — the real daemon, the real auth plugin and a real
+session cookie — and not the start of processes. Loaded with `[plugins] modules =
+["markco_bench_compute"]` and `bench/` on PYTHONPATH. (Not `markco_trio.testing.compute_kit`'s
+`MemoryCompute`: that module imports pytest, which would count in the daemon's RSS.)
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from typing import Any
 
 import trio
 
-from markco_trio.context import PluginContext
-from markco_trio.hookspecs import hookimpl
+from markco_trio import MarkcoError, PluginContext, ProviderSpec, hookimpl
 
 
 class StaticCompute:
@@ -38,6 +39,30 @@ class StaticCompute:
     def record_activity(self, user_id: str, kind: str) -> None:
         pass
 
+    def request(self, user_id: str, kind: str, *, reason: str) -> None:
+        pass
+
+    async def ensure_started(self, user_id: str, *, reason: str) -> Any:
+        return self.state_nowait(user_id)
+
+    async def stop(self, user_id: str, *, reason: str) -> Any:
+        return self.state_nowait(user_id)
+
+    def last_activity_nowait(self, user_id: str) -> float | None:
+        return None
+
+    def host_names(self) -> list[str]:
+        return []
+
+    def request_move(self, user_id: str, to_host: str, *, reason: str) -> None:
+        raise MarkcoError("the benchmark's compute moves nothing")
+
+    async def __aenter__(self) -> StaticCompute:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
     @contextmanager
     def subscribe_progress(self, user_id: str) -> Iterator[trio.MemoryReceiveChannel[Any]]:
         send, receive = trio.open_memory_channel[Any](1)
@@ -45,9 +70,12 @@ class StaticCompute:
             yield receive
 
 
-@hookimpl
-def markco_web_routes(ctx: PluginContext) -> list[Any]:
-    """Publish the static compute (this hook runs before the front door is built)."""
+def _make(options: None, ctx: PluginContext) -> StaticCompute:
     host, _, port = os.environ["MARKCO_BENCH_UPSTREAM"].rpartition(":")
-    ctx.extras["compute"] = StaticCompute((host, int(port)))
-    return []
+    return StaticCompute((host, int(port)))
+
+
+@hookimpl
+def markco_compute_controls() -> list[ProviderSpec]:
+    """The `bench` compute control: every editor is the benchmark's upstream."""
+    return [ProviderSpec("bench", _make, description="the proxy benchmark's upstream")]

@@ -214,6 +214,9 @@ def start_markco(procs: Processes, upstream: int) -> Target:
         disable = ["compute", "process", "postgres", "docker", "github"]
         modules = ["markco_bench_compute"]
 
+        [compute_control]
+        provider = "bench"
+
         [auth]
         login_link = "never"
         """))

@@ -195,6 +195,10 @@ _ROLE_KEYS: dict[str, tuple[str, bool, str | list[str] | None]] = {
     "compute": ("backend", False, None),
     "checkpoint": ("provider", False, None),
     "oauth": ("providers", False, []),
+    # Default `builtin` when a loaded plugin provides one (the auth and compute plugins);
+    # with that plugin disabled and no choice, the role is simply not filled.
+    "sessions": ("provider", False, "builtin"),
+    "compute_control": ("provider", False, "builtin"),
 }
 
 _CORE_SECTIONS: dict[str, type[Any]] = {
@@ -314,6 +318,8 @@ def _parse_role(role: str, table: Mapping[str, Any], pm: MarkcoPluginManager, pa
         raise ConfigError(f"{path}: {exc}") from exc
     known = ", ".join(sorted(specs)) or "none installed"
     chosen = table.get(key, default)
+    if key not in table and not required and isinstance(default, str) and default not in specs:
+        chosen = None  # a soft default: its plugin is not loaded, so the role stays empty
     names: tuple[str, ...]
     if key == "providers":
         if not isinstance(chosen, list) or not all(isinstance(n, str) for n in chosen):

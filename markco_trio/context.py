@@ -1,7 +1,10 @@
 """`PluginContext`: what a provider factory, a blueprint or a service is given.
 
 It is filled in as the daemon starts: storage first (everything else needs it), then the event
-bus, then the other providers. A factory sees what was entered before it.
+bus, the container backend, the checkpointer, the OAuth providers, the session authority
+(`sessions`) and compute control (`compute`). A factory sees what was entered before it. The
+other fields (`publisher`, `monitor`, `activity`) are set by the built-in plugins that own them
+when the daemon builds its app and services; a plugin reads them, never replaces them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .authz import Principal, Resource, authorize
 from .clock import Clock, SystemClock
@@ -17,14 +20,24 @@ from .metrics import Registry
 from .options import SecretResolver
 
 if TYPE_CHECKING:
+    from .builtin.monitor.service import Monitor
+    from .builtin.publish.publisher import Publisher
     from .config import Config
     from .events import EventBus
     from .plugins import MarkcoPluginManager
+    from .proxy.activity import ActivityRecord
     from .readiness import Readiness
-    from .roles import Checkpointer, ContainerBackend, OAuthProvider, Storage
+    from .roles import (
+        Checkpointer,
+        ComputeControl,
+        ContainerBackend,
+        OAuthProvider,
+        SessionAuthority,
+        Storage,
+    )
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed) by identity: plugins key their state on it
 class PluginContext:
     """The daemon's shared parts, handed to plugins.
 
@@ -46,7 +59,16 @@ class PluginContext:
     runtime_dir: Path | None = None
     # The daemon's Prometheus metrics (see `markco_trio.metrics`): record or add collectors.
     metrics: Registry = field(default_factory=Registry)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The session authority (role `sessions`) and compute control (role `compute_control`):
+    # None when no provider is chosen (their plugin disabled) or before the daemon entered them.
+    sessions: SessionAuthority | None = None
+    compute: ComputeControl | None = None
+    # Set by the publish plugin when it serves (the dashboard lists a user's projects).
+    publisher: Publisher | None = None
+    # Set by the monitor plugin when compute runs (the admin page reads memory pressure).
+    monitor: Monitor | None = None
+    # Set by the daemon with the front door: the last activity per user (`proxy.activity`).
+    activity: ActivityRecord | None = None
 
     @property
     def data_dir(self) -> Path:

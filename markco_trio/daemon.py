@@ -181,6 +181,14 @@ class Daemon:
         oauth = config.roles["oauth"]
         for name in oauth.names:
             ctx.oauth[name] = await stack.enter_async_context(oauth.make(name, ctx))
+        # The two roles the front door reaches: entered before it is built (`services`).
+        sessions = config.roles["sessions"]
+        if sessions.names:
+            ctx.sessions = await stack.enter_async_context(
+                sessions.make(sessions.names[0], ctx))
+        control = config.roles["compute_control"]
+        if control.names:
+            ctx.compute = await stack.enter_async_context(control.make(control.names[0], ctx))
 
     def services(self) -> list[ServiceSpec]:
         """The built-in services and the plugins' ones, in start order."""
@@ -189,7 +197,7 @@ class Daemon:
         ctx.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(ctx.runtime_dir, 0o700)
         app = build_app(ctx)
-        # Built after the app: the plugins' web-route hooks have published `auth` and `compute`.
+        # The session authority and compute control were entered with the providers.
         # A supervisor restarting the proxy calls `serve` again on this same FrontDoor.
         port = self._held.getsockname()[1] if self._held is not None else server.port
         self.front_door = FrontDoor(server.host, port, self.api_socket, self.readiness,
@@ -241,20 +249,20 @@ class Daemon:
     def _editor_gate(self) -> EditorGate | None:
         """The gate of `/u/<userId>/...`: the auth plugin's session authority, the one
         authorisation decision and compute (None without an authority: editors are then
-        unavailable). Publishes the activity record as `ctx.extras["activity"]`."""
+        unavailable). Sets the activity record as `ctx.activity`."""
         ctx = self.ctx
-        authority = ctx.extras.get("auth")
+        authority = ctx.sessions
         if authority is None:
-            log.warning("no session authority (the auth plugin is disabled): users' editors "
-                        "under /u/ cannot be reached")
+            log.warning("no session authority (no [sessions] provider: the auth plugin is "
+                        "disabled): users' editors under /u/ cannot be reached")
             return None
-        compute = ctx.extras.get("compute")
+        compute = ctx.compute
         activity = ActivityRecord(compute.record_activity if compute is not None else None)
-        ctx.extras["activity"] = activity
+        ctx.activity = activity
         public_url = self.config.server.public_url.rstrip("/")
         domain = self.config.server.editor_domain
         return EditorGate(authority=authority, authorize=ctx.authorize, compute=compute,
-                          login_url=f"{public_url}/login",
+                          login_url=f"{public_url}{authority.login_path}",
                           cookie_names=markco_cookie_names(authority.cookie_name),
                           activity=activity,
                           hosts=EditorHosts(public_url, domain) if domain else None)

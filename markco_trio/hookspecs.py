@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 PROJECT_NAME = "markco"
 
+# The version of this contract (the hooks, `roles`, the records, `PluginContext`'s fields):
+# "MAJOR.MINOR". A new hook, role method with a default or context field is a minor change; a
+# removed or changed one is a major change. A plugin may declare the major version it was
+# written for as a module attribute, `MARKCO_CONTRACT = "1"`; one that declares another major
+# version is refused at load with one line saying so.
+CONTRACT_VERSION = "1.0"
+CONTRACT_ATTRIBUTE = "MARKCO_CONTRACT"
+
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -36,7 +44,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """A named factory for one role (storage, container backend, checkpointer, OAuth provider).
+    """A named factory for one role (storage, container backend, checkpointer, OAuth provider,
+    session authority, compute control).
 
     `options` is a dataclass: the schema of the provider's config table (`[storage.<name>]`),
     validated by the core before `factory(options, ctx)` is called. The factory returns the
@@ -122,6 +131,28 @@ def markco_oauth_providers() -> list[ProviderSpec]:
 
     Called once at configuration time. `[oauth] providers = ["github", ...]` enables any number
     of them; each one's options come from `[oauth.<name>]`.
+    """
+
+
+@hookspec
+def markco_session_authorities() -> list[ProviderSpec]:
+    """Register `SessionAuthority` providers (`markco_trio.roles.SessionAuthority`).
+
+    Called once at configuration time. `[sessions] provider = "<name>"` picks one (default:
+    `builtin`, the auth plugin's, when that plugin is loaded); its options come from
+    `[sessions.<name>]`. The daemon enters it after the OAuth providers and sets
+    `ctx.sessions`, before the front door is built.
+    """
+
+
+@hookspec
+def markco_compute_controls() -> list[ProviderSpec]:
+    """Register `ComputeControl` providers (`markco_trio.roles.ComputeControl`).
+
+    Called once at configuration time. `[compute_control] provider = "<name>"` picks one
+    (default: `builtin`, the compute plugin's, when that plugin is loaded); its options come
+    from `[compute_control.<name>]`. The daemon enters it after the session authority and
+    sets `ctx.compute`, before the front door is built.
     """
 
 

@@ -41,6 +41,8 @@ ROLE_HOOKS: dict[str, str] = {
     "compute": "markco_container_backends",
     "checkpoint": "markco_checkpointers",
     "oauth": "markco_oauth_providers",
+    "sessions": "markco_session_authorities",
+    "compute_control": "markco_compute_controls",
 }
 
 
@@ -55,7 +57,9 @@ class MarkcoPluginManager(pluggy.PluginManager):
         self.versions: dict[str, str] = {}
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
-        """Register `plugin`, refusing it whole when any of its hookimpls is async."""
+        """Register `plugin`, refusing it whole when any of its hookimpls is async or it
+        declares another major version of the contract (`MARKCO_CONTRACT`)."""
+        check_contract(plugin, name)
         for attr in dir(plugin):
             try:
                 fn = getattr(plugin, attr)
@@ -69,6 +73,26 @@ class MarkcoPluginManager(pluggy.PluginManager):
                     f"plugin {label!r}: hook {attr} is 'async def'; hooks are synchronous. "
                     f"Return a provider (an async context manager) or a ServiceSpec instead.")
         return super().register(plugin, name)
+
+
+def check_contract(plugin: Any, name: str | None = None) -> None:
+    """`PluginError` when `plugin` declares (`MARKCO_CONTRACT = "<major>[.<minor>]"`) a
+    major version of the plugin contract other than this markco's `CONTRACT_VERSION`."""
+    declared = getattr(plugin, hookspecs.CONTRACT_ATTRIBUTE, None)
+    if declared is None:
+        return
+    label = name or getattr(plugin, "__name__", repr(plugin))
+    ours = hookspecs.CONTRACT_VERSION.split(".")[0]
+    if not isinstance(declared, str | int) or not str(declared).split(".")[0].isdigit():
+        raise PluginError(f"plugin {label!r}: {hookspecs.CONTRACT_ATTRIBUTE} = {declared!r} is "
+                          f"not a contract version (write \"{ours}\" for this markco)")
+    major = str(declared).split(".")[0]
+    if major != ours:
+        raise PluginError(
+            f"plugin {label!r} is written for markco plugin contract {major}.x, and this "
+            f"markco implements contract {hookspecs.CONTRACT_VERSION}: install a release of the "
+            f"plugin for contract {ours}.x, or a markco for {major}.x, or disable it in "
+            f"[plugins] disable")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ stable plugin contract (see `hookspecs.py` for how providers are registered).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from .records import (
     ApiToken,
@@ -33,7 +34,39 @@ from .records import (
     WorkloadRole,
 )
 
+if TYPE_CHECKING:
+    import trio
+
+    from .authz import Principal
+
 # --------------------------------------------------------------------------------------- Storage
+
+
+class UserChanges(TypedDict, total=False):
+    """What `Storage.update_user` may change (any subset)."""
+
+    username: str
+    name: str | None
+    email: str | None
+    avatar_url: str | None
+    plan: str
+    is_admin: bool
+    disabled: bool
+
+
+class RuntimeChanges(TypedDict, total=False):
+    """What `Storage.update_runtime` may change (any subset)."""
+
+    state: RuntimeState | str
+    handle: str | None
+    address: str | None
+    host: str
+    limits: dict[str, Any]
+    reason: str | None
+    restarts: int
+    oom_kills: int
+    operation_id: str | None
+
 
 
 @runtime_checkable
@@ -73,9 +106,13 @@ class Storage(Protocol):
     # users and identities
     async def create_user(self, *, username: str, email: str | None, name: str | None,
                           avatar_url: str | None, plan: str = "free", is_admin: bool = False,
-                          now: float) -> User: ...
+                          now: float) -> User:
+        """Create a user; `Conflict` when the username or the email is taken."""
+        ...
 
-    async def get_user(self, user_id: str) -> User | None: ...
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with this id, or None."""
+        ...
 
     async def get_user_by_username(self, username: str) -> User | None:
         """Case-insensitive lookup (usernames are stored lower-case)."""
@@ -85,22 +122,33 @@ class Storage(Protocol):
         """Case-insensitive lookup."""
         ...
 
-    async def list_users(self, *, cursor: str | None = None, limit: int = 100) -> Page[User]: ...
+    async def list_users(self, *, cursor: str | None = None, limit: int = 100) -> Page[User]:
+        """Users ordered by username, `limit` at a time. `cursor` is a `next_cursor` from a
+        previous page (anything else raises ValueError)."""
+        ...
 
-    async def update_user(self, user_id: str, **fields: Any) -> User:
+    async def update_user(self, user_id: str, **fields: Unpack[UserChanges]) -> User:
         """Update name, email, avatar_url, plan, is_admin, disabled or username."""
         ...
 
     async def link_identity(self, *, user_id: str, provider: str, provider_user_id: str,
-                            email: str | None, email_verified: bool, now: float) -> Identity: ...
+                            email: str | None, email_verified: bool, now: float) -> Identity:
+        """Record a provider identity of a user; `Conflict` if it is linked already."""
+        ...
 
-    async def find_identity(self, provider: str, provider_user_id: str) -> Identity | None: ...
+    async def find_identity(self, provider: str, provider_user_id: str) -> Identity | None:
+        """The identity, or None."""
+        ...
 
-    async def list_identities(self, user_id: str) -> list[Identity]: ...
+    async def list_identities(self, user_id: str) -> list[Identity]:
+        """The user's identities, oldest first."""
+        ...
 
     # sessions
     async def create_session(self, *, user_id: str, token_hash: str, expires_at: float,
-                             now: float, user_agent: str | None = None) -> Session: ...
+                             now: float, user_agent: str | None = None) -> Session:
+        """Store a new session (only the hash of its token)."""
+        ...
 
     async def get_session(self, token_hash: str, *, now: float) -> Session | None:
         """The session if it exists, is not revoked and has not expired at `now`."""
@@ -110,9 +158,13 @@ class Storage(Protocol):
         """Sliding renewal, coalesced: token_hash -> (last_seen_at, new expires_at)."""
         ...
 
-    async def revoke_session(self, token_hash: str, *, now: float) -> bool: ...
+    async def revoke_session(self, token_hash: str, *, now: float) -> bool:
+        """Revoke one session; False if it was unknown or revoked already."""
+        ...
 
-    async def revoke_user_sessions(self, user_id: str, *, now: float) -> int: ...
+    async def revoke_user_sessions(self, user_id: str, *, now: float) -> int:
+        """Revoke every live session of a user (logout everywhere); return how many."""
+        ...
 
     async def list_sessions(self, user_id: str, *, now: float) -> list[Session]:
         """The user's live sessions."""
@@ -130,18 +182,26 @@ class Storage(Protocol):
     # API tokens and login links
     async def create_api_token(self, *, user_id: str, name: str, token_hash: str,
                                scopes: tuple[str, ...], expires_at: float | None,
-                               now: float) -> ApiToken: ...
+                               now: float) -> ApiToken:
+        """Store a new API token (only its hash). Scopes may not contain whitespace."""
+        ...
 
     async def get_api_token(self, token_hash: str, *, now: float) -> ApiToken | None:
         """The token if live (not revoked, not expired)."""
         ...
 
-    async def list_api_tokens(self, user_id: str) -> list[ApiToken]: ...
+    async def list_api_tokens(self, user_id: str) -> list[ApiToken]:
+        """All of the user's tokens, revoked and expired ones included, oldest first."""
+        ...
 
-    async def revoke_api_token(self, token_id: str, *, now: float) -> bool: ...
+    async def revoke_api_token(self, token_id: str, *, now: float) -> bool:
+        """Revoke a token by id; False if it was unknown or revoked already."""
+        ...
 
     async def create_login_link(self, *, user_id: str, token_hash: str, expires_at: float,
-                                now: float) -> LoginLink: ...
+                                now: float) -> LoginLink:
+        """Store a one-time login link (only its hash)."""
+        ...
 
     async def consume_login_link(self, token_hash: str, *, now: float) -> LoginLink | None:
         """Atomically mark the link used and return it; None if unknown, used or expired."""
@@ -150,13 +210,22 @@ class Storage(Protocol):
     # invites and grants
     async def create_invite(self, *, owner_id: str, project: str, role: GrantRole,
                             token_hash: str, expires_at: float | None, max_uses: int,
-                            now: float) -> Invite: ...
+                            now: float) -> Invite:
+        """Store an invite to `owner_id`'s project (only the hash of its token)."""
+        ...
 
-    async def get_invite(self, token_hash: str) -> Invite | None: ...
+    async def get_invite(self, token_hash: str) -> Invite | None:
+        """The invite, whatever its state, or None."""
+        ...
 
-    async def list_invites(self, owner_id: str) -> list[Invite]: ...
+    async def list_invites(self, owner_id: str) -> list[Invite]:
+        """All invites of an owner, oldest first."""
+        ...
 
-    async def revoke_invite(self, invite_id: str, *, owner_id: str, now: float) -> bool: ...
+    async def revoke_invite(self, invite_id: str, *, owner_id: str, now: float) -> bool:
+        """Revoke an invite of `owner_id`; False if unknown, not theirs or revoked already.
+        Grants made from it stay (revoke those with `revoke_grant`)."""
+        ...
 
     async def accept_invite(self, token_hash: str, *, user_id: str, now: float) -> Grant | None:
         """Atomically: check the invite is live (not revoked, not expired, uses < max_uses),
@@ -169,7 +238,9 @@ class Storage(Protocol):
         """Live grants held by `user_id` and/or given by `owner_id`."""
         ...
 
-    async def revoke_grant(self, grant_id: str, *, owner_id: str, now: float) -> bool: ...
+    async def revoke_grant(self, grant_id: str, *, owner_id: str, now: float) -> bool:
+        """Revoke a grant given by `owner_id`; False if unknown, not theirs or revoked."""
+        ...
 
     # workloads
     async def create_runtime(self, *, user_id: str, role: WorkloadRole, backend: str, host: str,
@@ -179,30 +250,45 @@ class Storage(Protocol):
         """Raises `Conflict` when the user already has a live workload of that role."""
         ...
 
-    async def update_runtime(self, runtime_id: str, *, now: float, **fields: Any) -> Runtime:
+    async def update_runtime(self, runtime_id: str, *, now: float,
+                             **fields: Unpack[RuntimeChanges]) -> Runtime:
         """Update state, handle, address, host, limits, reason, restarts, oom_kills,
         operation_id."""
         ...
 
-    async def get_runtime(self, runtime_id: str) -> Runtime | None: ...
+    async def get_runtime(self, runtime_id: str) -> Runtime | None:
+        """The workload record, or None."""
+        ...
 
-    async def get_live_runtime(self, user_id: str, role: WorkloadRole) -> Runtime | None: ...
+    async def get_live_runtime(self, user_id: str, role: WorkloadRole) -> Runtime | None:
+        """The user's live workload of `role` (there is at most one), or None."""
+        ...
 
     async def list_runtimes(self, *, user_id: str | None = None,
-                            live_only: bool = True) -> list[Runtime]: ...
+                            live_only: bool = True) -> list[Runtime]:
+        """Workload records, oldest first: of one user or all, live ones or all."""
+        ...
 
     # the operation log
     async def create_operation(self, *, user_id: str, kind: str, targets: Mapping[str, Any],
-                               now: float, step: str = "created") -> Operation: ...
+                               now: float, step: str = "created") -> Operation:
+        """Open an operation with its targets fixed up front."""
+        ...
 
     async def update_operation(self, operation_id: str, *, now: float, step: str | None = None,
                                state: OperationState | None = None,
-                               error: str | None = None) -> Operation: ...
+                               error: str | None = None) -> Operation:
+        """Advance an operation (fields left None are unchanged); `NotFound` if unknown."""
+        ...
 
-    async def get_operation(self, operation_id: str) -> Operation | None: ...
+    async def get_operation(self, operation_id: str) -> Operation | None:
+        """The operation, or None."""
+        ...
 
     async def list_operations(self, *, user_id: str | None = None,
-                              open_only: bool = False) -> list[Operation]: ...
+                              open_only: bool = False) -> list[Operation]:
+        """Operations, oldest first: of one user or all, open ones or all."""
+        ...
 
     # snapshots and migrations
     async def create_snapshot(self, *, user_id: str, runtime_id: str | None, name: str,
@@ -213,24 +299,34 @@ class Storage(Protocol):
         snapshot of one name for one user raises `Conflict`."""
         ...
 
-    async def get_snapshot(self, snapshot_id: str) -> Snapshot | None: ...
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        """One snapshot by id."""
+        ...
 
     async def list_snapshots(self, user_id: str | None = None, *,
                              kind: str | None = None) -> list[Snapshot]:
         """Snapshots, oldest first: of one user (or all), of one kind (or all)."""
         ...
 
-    async def delete_snapshot(self, snapshot_id: str) -> bool: ...
+    async def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Forget a snapshot record; False if unknown. (The archive file is the caller's.)"""
+        ...
 
     async def create_migration(self, *, runtime_id: str, user_id: str, from_host: str,
-                               to_host: str, strategy: str, now: float) -> Migration: ...
+                               to_host: str, strategy: str, now: float) -> Migration:
+        """Record the start of a move of a runtime between hosts."""
+        ...
 
     async def finish_migration(self, migration_id: str, *, status: str, now: float,
                                checkpoint_ms: int | None = None, transfer_ms: int | None = None,
                                restore_ms: int | None = None,
-                               error: str | None = None) -> Migration: ...
+                               error: str | None = None) -> Migration:
+        """Record how a move ended and its timings; `NotFound` if unknown."""
+        ...
 
-    async def list_migrations(self, *, runtime_id: str | None = None) -> list[Migration]: ...
+    async def list_migrations(self, *, runtime_id: str | None = None) -> list[Migration]:
+        """Moves, oldest first: of one runtime or all."""
+        ...
 
     # host accounts of workloads (the process backend)
     async def allocate_workload_account(self, user_id: str, *, uid_min: int, uid_max: int,
@@ -251,7 +347,9 @@ class Storage(Protocol):
 
     # the event log
     async def append_event(self, *, type: str, user_id: str | None, data: Mapping[str, Any],
-                           now: float) -> Event: ...
+                           now: float) -> Event:
+        """Persist an event; its `seq` is greater than that of every event before it."""
+        ...
 
     async def list_events(self, *, after_seq: int = 0, limit: int = 100,
                           type: str | None = None, user_id: str | None = None,
@@ -416,7 +514,9 @@ class ContainerBackend(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> bool | None: ...
 
-    def capabilities(self) -> BackendCapabilities: ...
+    def capabilities(self) -> BackendCapabilities:
+        """What this backend can do (networks, limits, checkpointing...); no I/O."""
+        ...
 
     async def prepare_user(self, user_id: str) -> None:
         """Make ready what the user's workloads need before anything is made for them: the
@@ -447,7 +547,9 @@ class ContainerBackend(Protocol):
         """Stop it if needed and forget it (its logs too)."""
         ...
 
-    async def inspect(self, handle: str) -> ContainerInfo: ...
+    async def inspect(self, handle: str) -> ContainerInfo:
+        """The workload `handle` as it is now; `NotFound` when it does not exist."""
+        ...
 
     async def list(self, *, user_id: str | None = None) -> list[ContainerInfo]:
         """Containers of this deployment (never another deployment's), optionally of one user."""
@@ -746,10 +848,225 @@ class OAuthProvider(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> bool | None: ...
 
-    def authorization_request(self, redirect_uri: str) -> AuthorizationRequest: ...
+    def authorization_request(self, redirect_uri: str) -> AuthorizationRequest:
+        """Where to send the browser to log in (the provider's URL with a fresh `state`
+        and PKCE verifier), for a callback at `redirect_uri`; no I/O."""
+        ...
 
     async def complete(self, *, params: Mapping[str, str], pending: AuthorizationRequest,
-                       redirect_uri: str) -> VerifiedIdentity: ...
+                       redirect_uri: str) -> VerifiedIdentity:
+        """Finish a login: check the callback's `params` against `pending` (state, PKCE),
+        exchange the code and return the verified identity; `MarkcoError` with a message for the
+        login page otherwise."""
+        ...
+
+
+# ----------------------------------------------------------------------- the session authority
+
+
+@runtime_checkable
+class SessionAuthority(Protocol):
+    """Who is calling: the role the front door asks on every proxied request (DESIGN §3.1).
+
+    Chosen by `[sessions] provider = "<name>"` (default: the auth plugin's `builtin`);
+    registered with `markco_session_authorities`; entered by the daemon after storage, the
+    event bus and the OAuth providers, before the front door is built; `ctx.sessions` while
+    the daemon runs. The `*_nowait` methods are the hot path: synchronous, no I/O; they
+    answer `LOOKUP_NEEDED` (any object that is not a `Principal` and not None) when the
+    awaited form must be asked. `markco_trio.testing.session_kit` is the contract's test.
+
+    Attributes:
+    - `cookie_name`: the name of the session cookie (markco strips it from every proxied
+      request and never lets an editor set it).
+    - `login_path`: the path of the login page under the public URL (`/login`), where the
+      front door sends a navigation that carries no valid session.
+    """
+
+    cookie_name: str
+    login_path: str
+
+    def principal_for_cookie_nowait(self, cookie_header: str | None, *,
+                                    entering: str | None = None) -> Any:
+        """The `Principal` of the session in `cookie_header` from memory, None for nobody,
+        or another value (`LOOKUP_NEEDED`) when `principal_for_cookie` must be awaited.
+        `entering`: the owner whose editor is entered (an admin's entry counts only there)."""
+        ...
+
+    async def principal_for_cookie(self, cookie_header: str | None, *,
+                                   entering: str | None = None) -> Principal | None:
+        """The `Principal` of the session in `cookie_header`, None when there is none, or it
+        is unknown, expired, revoked or tampered with."""
+        ...
+
+    async def principal_for_session(self, token: str) -> Principal | None:
+        """The `Principal` of a session token (the cookie's value, as the API app's request
+        authentication saw it), None when it is not a live session."""
+        ...
+
+    async def principal_for_token(self, token: str) -> Principal | None:
+        """The `Principal` of an API token (`Authorization: Bearer <token>`), None when it is
+        unknown, expired or revoked."""
+        ...
+
+    def origin_allowed(self, origin: str | None, referer: str | None = None) -> bool:
+        """Whether a request with this `Origin` (or, without one, `Referer`) comes from a
+        markco page: WebSocket handshakes and state-changing requests must."""
+        ...
+
+    @property
+    def revision(self) -> int:
+        """A number that moves whenever an answer given before may have become wrong (a
+        revocation, a disabled user, a cache flush): whoever holds an answer decides again."""
+        ...
+
+    async def wait_revision(self, seen: int) -> int:
+        """Wait until `revision` differs from `seen`; the new revision. An open WebSocket
+        awaits this to be closed on revocation."""
+        ...
+
+
+# ---------------------------------------------------------------------------- compute control
+
+
+class ComputeStateView(Protocol):
+    """What every reader of a user's compute state may rely on (the built-in's
+    `UserComputeState` has more)."""
+
+    @property
+    def ready(self) -> bool:
+        """The user's editor (and runtime) answer: requests can be forwarded."""
+        ...
+
+    @property
+    def phase(self) -> str:
+        """The latest progress phase (`idle`, `queued`, `ready`, `failed`...)."""
+        ...
+
+    @property
+    def message(self) -> str:
+        """The latest progress, in words for people ("Starting your runtime")."""
+        ...
+
+    @property
+    def operation(self) -> str | None:
+        """The operation in progress (`start`, `stop`, `wake`...), None when idle."""
+        ...
+
+
+class ProgressView(Protocol):
+    """One progress event of a start or wake (the built-in's `status.Progress`)."""
+
+    @property
+    def phase(self) -> str:
+        """The phase reached."""
+        ...
+
+    @property
+    def message(self) -> str:
+        """The phase in words for people."""
+        ...
+
+    @property
+    def failed(self) -> bool:
+        """The operation failed (`message` says why)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """The last event of the operation."""
+        ...
+
+
+COMPUTE_REQUESTS = frozenset({"start", "stop", "restart", "sleep", "wake"})
+
+
+@runtime_checkable
+class ComputeControl(Protocol):
+    """Users' editors and runtimes, as the front door, the dashboard, the admin page and the
+    API reach them.
+
+    Chosen by `[compute_control] provider = "<name>"` (default: the compute plugin's
+    `builtin`); registered with `markco_compute_controls`; entered by the daemon after the
+    session authority, before the front door is built; `ctx.compute` while the daemon runs.
+    The `*_nowait` methods and `request*` are called on hot paths: synchronous, no I/O.
+    User ids are checked: a malformed one raises ValueError. Operations that cannot be done
+    raise `MarkcoError` subclasses with a message for people.
+    `markco_trio.testing.compute_kit` is the contract's test.
+    """
+
+    def editor_address_nowait(self, user_id: str) -> tuple[str, int] | None:
+        """Where the daemon reaches the user's READY editor (host, port), else None."""
+        ...
+
+    def state_nowait(self, user_id: str) -> ComputeStateView:
+        """The user's compute state now (never None: a user never started is idle)."""
+        ...
+
+    def request_start(self, user_id: str, *, reason: str) -> None:
+        """Start (or wake) the user's editor in the background; returns at once. Asking
+        again while a start is under way does not start a second one."""
+        ...
+
+    def request(self, user_id: str, kind: str, *, reason: str) -> None:
+        """Queue one of `COMPUTE_REQUESTS` (start, stop, restart, sleep, wake) in the
+        background; returns at once. An unknown `kind` raises ValueError."""
+        ...
+
+    async def ensure_started(self, user_id: str, *, reason: str) -> ComputeStateView:
+        """Start the user's editor and wait until it is ready; the state then. A start that
+        fails raises `MarkcoError` saying why."""
+        ...
+
+    async def stop(self, user_id: str, *, reason: str) -> ComputeStateView:
+        """Stop the user's editor and runtime and wait; the state then (not ready)."""
+        ...
+
+    def record_activity(self, user_id: str, kind: str) -> None:
+        """Note activity (`navigation`, `request`, `websocket`...) for idleness decisions."""
+        ...
+
+    def last_activity_nowait(self, user_id: str) -> float | None:
+        """When activity was last recorded for the user (clock seconds), None if never."""
+        ...
+
+    def subscribe_progress(
+            self, user_id: str) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]:
+        """A context manager giving a channel of the user's progress events (`ProgressView`)
+        from now on, until the block ends. A slow reader loses events, never blocks compute."""
+        ...
+
+    def host_names(self) -> list[str]:
+        """The hosts runtimes can be placed on (one name for a single-host markco)."""
+        ...
+
+    def request_move(self, user_id: str, to_host: str, *, reason: str) -> None:
+        """Queue a move of the user's runtime to `to_host`; `MarkcoError` at once when the
+        host is unknown or the user runs nothing to move."""
+        ...
+
+
+@runtime_checkable
+class ComputeSnapshots(Protocol):
+    """Snapshots of a user's runtime: optional for a `ComputeControl` provider. The dashboard
+    offers them when `ctx.compute` has these methods (`isinstance(ctx.compute,
+    ComputeSnapshots)`)."""
+
+    async def list_snapshots(self, user_id: str) -> list[Snapshot]:
+        """The user's snapshots, newest first."""
+        ...
+
+    async def create_snapshot(self, user_id: str, name: str, *, reason: str) -> Snapshot:
+        """Checkpoint the user's runtime as `name` and wait; `MarkcoError` saying why not."""
+        ...
+
+    async def restore_snapshot(self, user_id: str, snapshot: str, *,
+                               reason: str) -> Any:
+        """Replace the user's runtime with snapshot `snapshot` (a name or id) and wait."""
+        ...
+
+    async def delete_snapshot(self, user_id: str, snapshot: str, *, reason: str) -> None:
+        """Delete snapshot `snapshot` (a name or id) of the user."""
+        ...
 
 
 # ------------------------------------------------------------------------- supervised services

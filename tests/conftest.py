@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import types
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,22 @@ async def daemon(write_config: Callable[[str], Path]) -> AsyncIterator[Callable[
 
         yield start
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def module_plugin() -> Iterator[Callable[[str, dict[str, object]], types.ModuleType]]:
+    """Make importable in-memory plugin modules for a test: `make(name, attributes)`;
+    removed from `sys.modules` afterwards."""
+    made: list[str] = []
+
+    def make(name: str, attrs: dict[str, object]) -> types.ModuleType:
+        module = types.ModuleType(name)
+        for key, value in attrs.items():
+            setattr(module, key, value)
+        sys.modules[name] = module
+        made.append(name)
+        return module
+
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,24 +11,6 @@ from markco_trio.config import load_config
 from markco_trio.errors import ConfigError, PluginError
 from markco_trio.hookspecs import ProviderSpec, hookimpl
 from markco_trio.plugins import collect_providers, describe_plugins, make_plugin_manager
-
-
-@pytest.fixture
-def module_plugin() -> Iterator[Callable[[str, dict[str, object]], types.ModuleType]]:
-    """Make importable in-memory plugin modules for a test."""
-    made: list[str] = []
-
-    def make(name: str, attrs: dict[str, object]) -> types.ModuleType:
-        module = types.ModuleType(name)
-        for key, value in attrs.items():
-            setattr(module, key, value)
-        sys.modules[name] = module
-        made.append(name)
-        return module
-
-    yield make
-    for name in made:
-        sys.modules.pop(name, None)
 
 
 def test_builtins_are_loaded_and_named() -> None:

@@ -3,8 +3,8 @@
 The front door's pure core routes `/u/<owner>/...` to a `UserPath`; the gate turns that and the
 request head into a decision — an `Answer` to send, or an `EditorForward` saying where the
 request goes and how its head changes. It stands between the front door and the rest of the
-daemon: the session authority (`ctx.extras["auth"]`), the one authorisation decision
-(`ctx.authorize`) and compute (`ctx.extras["compute"]`), all passed in, so the front door
+daemon: the session authority (`ctx.sessions`), the one authorisation decision
+(`ctx.authorize`) and compute (`ctx.compute`), all passed in, so the front door
 imports none of them and tests can hand it stand-ins.
 
 For each request (DESIGN §3.1, §3.2, §5.3):
@@ -73,8 +73,8 @@ _MAX_ADMITTED: Final = 10_000
 
 
 class Authority(Protocol):
-    """What the gate uses of the session authority (`ctx.extras["auth"]`, auth's
-    `SessionAuthority`)."""
+    """What the gate uses of the session authority (`ctx.sessions`, the role
+    `markco_trio.roles.SessionAuthority`)."""
 
     cookie_name: str
 
@@ -97,7 +97,8 @@ class Authority(Protocol):
 
 
 class Compute(Protocol):
-    """What the gate and the wait page use of compute (`ctx.extras["compute"]`)."""
+    """What the gate and the wait page use of compute (`ctx.compute`, the role
+    `markco_trio.roles.ComputeControl`)."""
 
     def editor_address_nowait(self, user_id: str) -> tuple[str, int] | None: ...
 

@@ -147,7 +147,7 @@ class ProgressEvent(Protocol):
 
 
 class ProgressSource(Protocol):
-    """The part of compute the progress stream reads (`ctx.extras["compute"]`)."""
+    """The part of compute the progress stream reads (`ctx.compute`)."""
 
     def editor_address_nowait(self, user_id: str) -> tuple[str, int] | None: ...
 

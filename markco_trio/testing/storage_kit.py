@@ -246,7 +246,7 @@ class StorageContract:
     async def test_update_user_rejects_unknown_fields(self, storage: Storage) -> None:
         user = await make_user(storage, "alice")
         with pytest.raises(TypeError, match="created_at"):
-            await storage.update_user(user.id, created_at=0.0)
+            await storage.update_user(user.id, created_at=0.0)  # type: ignore[call-arg]
 
     # ---------------------------------------------------------------- identities
 
@@ -734,7 +734,8 @@ class StorageContract:
         user = await make_user(storage)
         runtime = await make_runtime(storage, user)
         with pytest.raises(TypeError, match="user_id"):
-            await storage.update_runtime(runtime.id, now=T0, user_id="someone-else")
+            await storage.update_runtime(runtime.id, now=T0,  # type: ignore[call-arg]
+                                         user_id="someone-else")
 
     async def test_list_runtimes_filters_by_user_and_liveness(self, storage: Storage) -> None:
         alice, bob = await make_user(storage, "alice"), await make_user(storage, "bob")

@@ -24,7 +24,7 @@ import trio
 
 from markco_trio.builtin.auth.authority import SessionAuthority
 from markco_trio.builtin.auth.login_links import ensure_user, issue_login_link
-from markco_trio.builtin.auth.state import AuthState
+from markco_trio.builtin.auth.state import AuthState, state_for
 from markco_trio.clock import ManualClock
 from markco_trio.config import load_config
 from markco_trio.daemon import Daemon
@@ -133,13 +133,13 @@ class Markco:
 
     @property
     def state(self) -> AuthState:
-        state = self.daemon.ctx.extras["auth.state"]
+        state = state_for(self.daemon.ctx)
         assert isinstance(state, AuthState)
         return state
 
     @property
     def authority(self) -> SessionAuthority:
-        authority = self.daemon.ctx.extras["auth"]
+        authority = self.daemon.ctx.sessions
         assert isinstance(authority, SessionAuthority)
         return authority
 
@@ -209,8 +209,9 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
                     github_options: str = "", public_url: str | None = None,
                     login_link: str = "never", modules: tuple[str, ...] = (),
                     compute: Any = None, editor_domain: str = "") -> Markco:
-        """`compute`: a stand-in for compute (`ctx.extras["compute"]`), set before the daemon
-        starts so the editor gate uses it; the compute plugin is then disabled."""
+        """`compute`: a stand-in for compute (`ctx.compute`), set before the daemon starts
+        so the editor gate uses it; the compute plugin is then disabled (so no compute control
+        provider is chosen and the daemon keeps the stand-in)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         plugin_modules = [*modules, *(["markco_github_oauth.plugin"] if github else [])]
@@ -243,7 +244,7 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
         clock = ManualClock(start=time.time())  # real "now", so the CLI's clock agrees
         daemon = Daemon(config, pm, clock=clock)
         if compute is not None:
-            daemon.ctx.extras["compute"] = compute
+            daemon.ctx.compute = compute
         await nursery.start(partial(daemon.run, handle_signals=False))
         # Every critical service (auth's included) has started.
         await eventually(lambda: daemon.readiness.snapshot().ready, within=10)

@@ -116,7 +116,7 @@ class Visit:
 async def visit(start_markco: StartMarkco, tmp_path: Path) -> AsyncIterator[Visit]:
     markco = await start_markco()
     compute = StubCompute()
-    markco.daemon.ctx.extras["compute"] = compute  # read by the dashboard at each request
+    markco.daemon.ctx.compute = compute  # read by the dashboard at each request
     user = await markco.user("ada", admin=True)
     link = await issue_login_link(markco.storage, markco.clock, user, public_url=markco.url,
                                   minutes=10)

@@ -39,7 +39,7 @@ class Running:
 
     @property
     def compute(self) -> ComputeService:
-        service = self.daemon.ctx.extras["compute"]
+        service = self.daemon.ctx.compute
         assert isinstance(service, ComputeService)
         return service
 

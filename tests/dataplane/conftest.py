@@ -1,6 +1,6 @@
 """The data plane's test harness: the real Daemon (front door, API app, SQLite, the real auth
 plugin) on a free 127.0.0.1 port, with stand-in editors (`echo_editor.EchoEditor`, one hypercorn
-per user) and compute replaced by `fake_compute.FakeCompute`, set as `ctx.extras["compute"]`
+per user) and compute replaced by `fake_compute.FakeCompute`, set as `ctx.compute`
 before the daemon starts (the compute plugin is disabled, so nothing overwrites it).
 
 People are made the way markco makes them: users through the auth plugin's `ensure_user`,
@@ -105,7 +105,7 @@ class Plane:
 
     @property
     def authority(self) -> SessionAuthority:
-        authority = self.daemon.ctx.extras["auth"]
+        authority = self.daemon.ctx.sessions
         assert isinstance(authority, SessionAuthority)
         return authority
 
@@ -191,7 +191,7 @@ async def start_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[St
         daemon = Daemon(config, pm, clock=clock)
         fake = compute or FakeCompute()
         fake.nursery = nursery
-        daemon.ctx.extras["compute"] = fake
+        daemon.ctx.compute = fake
         await nursery.start(partial(daemon.run, handle_signals=False))
         await eventually(lambda: daemon.readiness.snapshot().ready, within=10)
         plane = Plane(daemon=daemon, port=port, compute=fake, nursery=nursery)

@@ -1,4 +1,4 @@
-"""A stand-in for compute's `ctx.extras["compute"]` (`ComputeService`), for tests that are about
+"""A stand-in for compute's `ctx.compute` (the `ComputeControl` role), for tests that are about
 the data plane rather than about starting processes.
 
 It has the interface the proxy uses, with the same meanings: `editor_address_nowait` answers

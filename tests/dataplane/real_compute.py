@@ -54,13 +54,13 @@ class RealMarkco:
 
     @property
     def compute(self) -> ComputeService:
-        compute = self.daemon.ctx.extras["compute"]
+        compute = self.daemon.ctx.compute
         assert isinstance(compute, ComputeService)
         return compute
 
     @property
     def authority(self) -> SessionAuthority:
-        authority = self.daemon.ctx.extras["auth"]
+        authority = self.daemon.ctx.sessions
         assert isinstance(authority, SessionAuthority)
         return authority
 

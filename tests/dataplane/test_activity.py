@@ -36,11 +36,11 @@ async def test_websocket_traffic_is_recorded_but_not_reported(plane: Plane) -> N
     assert status == 101 and ws is not None
     try:
         await ws.recv()
-        first = plane.daemon.ctx.extras["activity"].last_nowait(alice.id).websocket
+        first = plane.daemon.ctx.activity.last_nowait(alice.id).websocket
         assert first is not None
         await ws.send(1, b"keep-alive ping of a forgotten tab")
         await ws.recv()
-        later = plane.daemon.ctx.extras["activity"].last_nowait(alice.id).websocket
+        later = plane.daemon.ctx.activity.last_nowait(alice.id).websocket
         assert later >= first
     finally:
         await ws.aclose()

@@ -367,7 +367,7 @@ async def test_the_mrmd_editor_runs_a_block_saves_it_and_keeps_it_after_a_reload
         reported = [e for e in browser.events if e.get("method") == "Network.requestWillBeSent"
                     and e["params"]["request"]["url"].endswith(f"/u/{erin.id}/api/activity")]
         assert reported and reported[0]["params"]["request"]["method"] == "POST"
-        record = markco.daemon.ctx.extras["activity"].last_nowait(erin.id)
+        record = markco.daemon.ctx.activity.last_nowait(erin.id)
         assert record is not None and record.request is not None
 
         await page.screenshot("mrmd-desktop.png", DESKTOP)

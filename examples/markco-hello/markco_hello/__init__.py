@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import trio
 from quart import Blueprint
@@ -30,6 +31,15 @@ class _Seen:
         self.count = 0
 
 
+# One `_Seen` per daemon: a PluginContext hashes by identity, so a plugin keys its own state
+# on it (and the state goes away with the daemon).
+_SEEN: WeakKeyDictionary[Any, _Seen] = WeakKeyDictionary()
+
+
+def _seen(ctx: Any) -> _Seen:
+    return _SEEN.setdefault(ctx, _Seen())
+
+
 @hookimpl
 def markco_config_sections() -> list[ConfigSection]:
     """Declare the `[hello]` section."""
@@ -41,7 +51,7 @@ def markco_web_routes(ctx: Any) -> list[Blueprint]:
     """`GET /hello` answers with the configured greeting."""
     bp = Blueprint("hello", __name__)
     options: HelloOptions = ctx.config.section("hello")
-    seen = ctx.extras.setdefault("hello.seen", _Seen())
+    seen = _seen(ctx)
 
     @bp.get("/hello")
     async def hello() -> dict[str, Any]:
@@ -66,7 +76,7 @@ def markco_services(ctx: Any) -> list[ServiceSpec]:
 @hookimpl
 def markco_event_observers(ctx: Any) -> list[EventObserver]:
     """Count `hello.*` events (observers get events after they are persisted)."""
-    seen = ctx.extras.setdefault("hello.seen", _Seen())
+    seen = _seen(ctx)
 
     async def handle(event: Any) -> None:
         seen.count += 1

@@ -4,7 +4,8 @@ links, API tokens and invites (DESIGN §5).
 It is a plugin like any other — registered as `("auth", "markco_trio.builtin.auth")`, so a
 deployment can disable it and provide its own. What other parts of markco use from it:
 
-- `ctx.extras["auth"]`: the daemon's `SessionAuthority` (session cookie or API token →
+- `ctx.sessions`: the daemon's `SessionAuthority`, the `builtin` provider of the session
+  authority role (`[sessions] provider`) (session cookie or API token →
   `Principal`, synchronous cache lookups for the front door; see `authority.py`).
 - `markco_trio.api.principal.current_principal()` in any route of the API app: every request
   is authenticated before it reaches a blueprint.
@@ -19,7 +20,13 @@ from __future__ import annotations
 
 from .authority import LOOKUP_NEEDED, LookupNeeded, SessionAuthority
 from .options import AuthOptions
-from .plugin import markco_cli_commands, markco_config_sections, markco_services, markco_web_routes
+from .plugin import (
+    markco_cli_commands,
+    markco_config_sections,
+    markco_services,
+    markco_session_authorities,
+    markco_web_routes,
+)
 
 __all__ = [
     "LOOKUP_NEEDED",
@@ -29,5 +36,6 @@ __all__ = [
     "markco_cli_commands",
     "markco_config_sections",
     "markco_services",
+    "markco_session_authorities",
     "markco_web_routes",
 ]

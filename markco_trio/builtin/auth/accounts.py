@@ -23,7 +23,7 @@ import trio
 from ...clock import Clock
 from ...errors import Conflict, MarkcoError, StorageError
 from ...records import User
-from ...roles import Storage, VerifiedIdentity
+from ...roles import Storage, UserChanges, VerifiedIdentity
 from .options import AuthOptions
 from .usernames import MAX_SUFFIX, candidates
 
@@ -139,7 +139,7 @@ class Accounts:
         raise AssertionError("unreachable: candidates() never ends")  # pragma: no cover
 
     async def _refresh(self, user: User, identity: VerifiedIdentity) -> User:
-        changes: dict[str, object] = {}
+        changes: UserChanges = {}
         if identity.name and identity.name != user.name:
             changes["name"] = identity.name
         if identity.avatar_url and identity.avatar_url != user.avatar_url:

@@ -1,11 +1,11 @@
 """`SessionAuthority`: who is calling, answered from memory (DESIGN §3.1, §5.1).
 
 The daemon's one place that turns a session cookie or an API token into a `Principal` (with
-the grants it holds). It is published as `ctx.extras["auth"]` for the front door, which asks on
-every proxied request, so its hot path is synchronous, allocation-light and never touches the
-database:
+the grants it holds). It is the auth plugin's `builtin` session authority (`ctx.sessions`) for
+the front door, which asks on every proxied request, so its hot path is synchronous,
+allocation-light and never touches the database:
 
-    authority = ctx.extras["auth"]
+    authority = ctx.sessions
     answer = authority.principal_for_cookie_nowait(cookie_header, entering=owner_id)
     if answer is LOOKUP_NEEDED:               # not cached (first request, or after a flush)
         answer = await authority.principal_for_cookie(cookie_header, entering=owner_id)
@@ -130,6 +130,7 @@ class SessionAuthority:
         self.secure = secure
         self.allowed_origins = allowed_origins
         self.cookie_name = ("__Host-" if secure else "") + options.cookie_name
+        self.login_path = "/login"  # the login page (`web/login.py`), for the front door
         # Per-user editor origins (`[server] editor_domain`): their cookie and codes.
         self.editor_cookie_name = ("__Host-" if secure else "") + EDITOR_COOKIE
         self.editor_origins = EditorOrigins()

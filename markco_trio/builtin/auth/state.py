@@ -1,14 +1,16 @@
 """`AuthState`: what the auth plugin's routes and services share inside one daemon.
 
 Built once per daemon, the first time a hook asks (`state_for(ctx)`), after storage and the
-OAuth providers have been entered. It publishes the `SessionAuthority` as `ctx.extras["auth"]`
-— the typed contract the front door uses (see `authority.py`).
+OAuth providers have been entered. Its `SessionAuthority` is the auth plugin's `builtin`
+provider of the session authority role (`ctx.sessions`), the typed contract the front door
+uses (see `authority.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from ...context import PluginContext
 from ...roles import OAuthProvider
@@ -20,8 +22,8 @@ from .origin import allowed_origins
 from .pending import PendingLogins
 from .ratelimit import ClientAddress, TokenBuckets
 
-EXTRAS_KEY = "auth"
-_STATE_KEY = "auth.state"
+# The daemon's state per context (a PluginContext hashes by identity).
+_STATES: WeakKeyDictionary[PluginContext, AuthState] = WeakKeyDictionary()
 
 
 class AuthState:
@@ -80,10 +82,10 @@ class AuthState:
 
 
 def state_for(ctx: PluginContext) -> AuthState:
-    """The daemon's `AuthState`, created on first use; also sets `ctx.extras["auth"]`."""
-    state = ctx.extras.get(_STATE_KEY)
-    if not isinstance(state, AuthState):
+    """The daemon's `AuthState`, created on first use (the `builtin` session authority
+    provider enters its authority; the plugin's routes and services share it)."""
+    state = _STATES.get(ctx)
+    if state is None:
         state = AuthState(ctx)
-        ctx.extras[_STATE_KEY] = state
-        ctx.extras[EXTRAS_KEY] = state.authority
+        _STATES[ctx] = state
     return state

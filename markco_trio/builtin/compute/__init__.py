@@ -4,7 +4,8 @@ runtime front (DESIGN §3.4, §4).
 Registered as `("compute", "markco_trio.builtin.compute")`. It runs on whichever container
 backend `[compute] backend` names; its own options are `[workloads]` (`options.py`).
 
-What other parts of markco use: `ctx.extras["compute"]`, a `ComputeService` (see `service.py`
+What other parts of markco use: `ctx.compute`, the `builtin` provider of the `ComputeControl`
+role (`[compute_control] provider`), a `ComputeService` (see `service.py`
 for the interface: editor address, state, start in the background or wait, progress, activity).
 
 Modules: `options` ([workloads], plans), `specs` (what runs, with the editor contract's
@@ -21,16 +22,16 @@ from .front import FrontStatistics, RuntimeFront
 from .options import PlanLimits, WorkloadsOptions
 from .plugin import (
     markco_cli_commands,
+    markco_compute_controls,
     markco_config_sections,
     markco_event_observers,
     markco_services,
     markco_web_routes,
 )
-from .service import EXTRAS_KEY, ComputeService, ComputeUnavailable, StartFailed, service_for
+from .service import ComputeService, ComputeUnavailable, StartFailed, service_for
 from .status import Progress, UserComputeState, WorkloadStatus
 
 __all__ = [
-    "EXTRAS_KEY",
     "ComputeService",
     "ComputeUnavailable",
     "FrontStatistics",
@@ -43,6 +44,7 @@ __all__ = [
     "WorkloadStatus",
     "WorkloadsOptions",
     "markco_cli_commands",
+    "markco_compute_controls",
     "markco_config_sections",
     "markco_event_observers",
     "markco_services",

@@ -1,9 +1,10 @@
 """`ComputeService`: the compute plugin's running part, and its typed interface.
 
-It is published as `ctx.extras["compute"]`, the contract the data plane (the proxy), the
-dashboard and the API use — all of it on this class, documented per method:
+It is the compute plugin's `builtin` provider of the `ComputeControl` role
+(`markco_trio.roles`), so while the daemon runs it is `ctx.compute`: the contract the data plane
+(the proxy), the dashboard and the API use — all of it on this class, documented per method:
 
-    compute = ctx.extras["compute"]
+    compute = ctx.compute
     compute.state_nowait(user_id)            # UserComputeState snapshot, no I/O
     compute.editor_address_nowait(user_id)   # (host, port) of a READY editor, or None
     compute.request_start(user_id, reason=)  # start in the background (navigation, login)
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 import httpx
 import trio
@@ -52,7 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("markco.compute")
 
-EXTRAS_KEY = "compute"
+# The daemon's service per context (a PluginContext hashes by identity).
+_SERVICES: WeakKeyDictionary[PluginContext, ComputeService] = WeakKeyDictionary()
 FRONT_STATE = "front.json"
 FRONT_PORT_RANGE = (20000, 32000)
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -633,10 +636,10 @@ def _checked(user_id: str) -> str:
 
 
 def service_for(ctx: PluginContext) -> ComputeService:
-    """The daemon's `ComputeService`, created on first use and published as
-    `ctx.extras["compute"]`."""
-    service = ctx.extras.get(EXTRAS_KEY)
-    if not isinstance(service, ComputeService):
+    """The daemon's `ComputeService`, created on first use (the `builtin` compute control
+    provider enters it; the plugin's hooks and commands reach the same one)."""
+    service = _SERVICES.get(ctx)
+    if service is None:
         service = ComputeService(ctx, ctx.config.section("workloads"))
-        ctx.extras[EXTRAS_KEY] = service
+        _SERVICES[ctx] = service
     return service

@@ -1,6 +1,6 @@
 """What the compute plugin tells the rest of markco about a user: typed, immutable snapshots.
 
-These are the values of the `ctx.extras["compute"]` interface (`service.ComputeService`): the
+These are the values of the `ctx.compute` interface (`service.ComputeService`): the
 proxy, the dashboard and the API read them without awaiting anything.
 """
 

@@ -70,7 +70,7 @@ def events_blueprint(ctx: PluginContext, options: EventsOptions,
         user the right to read it. Decided again each time the auth plugin's answers may
         have been revoked (its `revision` moved: a revoked token or session, a logout
         everywhere, a disabled user, a cache flush); without an auth plugin, always."""
-        authority = ctx.extras.get("auth")
+        authority = ctx.sessions
         revision = getattr(authority, "revision", None)
         bearer = request.headers.get("Authorization")
         session = getattr(g, "markco_session_token", None)

@@ -20,12 +20,11 @@ from ...roles import ServiceSpec
 from .options import MONITOR_EVENTS, MonitorOptions
 from .service import Monitor, MonitorStatistics
 
-__all__ = ["MONITOR_EVENTS", "EXTRAS_KEY", "Monitor", "MonitorOptions", "MonitorStatistics",
+__all__ = ["MONITOR_EVENTS", "Monitor", "MonitorOptions", "MonitorStatistics",
            "markco_config_sections", "markco_services", "markco_web_routes", "monitor_for"]
 
 log = logging.getLogger("markco.monitor")
 
-EXTRAS_KEY = "monitor"
 
 
 @hookimpl
@@ -36,14 +35,14 @@ def markco_config_sections() -> list[ConfigSection]:
 
 
 def monitor_for(ctx: PluginContext) -> Monitor | None:
-    """The daemon's `Monitor` (published as `ctx.extras["monitor"]`), None without compute."""
-    existing = ctx.extras.get(EXTRAS_KEY)
-    if isinstance(existing, Monitor):
+    """The daemon's `Monitor` (set as `ctx.monitor`), None without the built-in compute."""
+    existing = ctx.monitor
+    if existing is not None:
         return existing
     from ..compute.elasticity import ElasticityPolicy, PolicySettings
     from ..compute.service import ComputeService, service_for
 
-    compute = ctx.extras.get("compute")
+    compute: object = ctx.compute
     if compute is None and ctx.plugins.get_plugin("compute") is not None:
         compute = service_for(ctx)  # hooks run in any order: compute may not have asked yet
     if not isinstance(compute, ComputeService):
@@ -60,7 +59,7 @@ def monitor_for(ctx: PluginContext) -> Monitor | None:
     monitor = Monitor(options, compute=compute, backend=lambda: ctx.backend, policy=policy,
                       publish=compute.publish, now=ctx.clock.now,
                       metrics=getattr(ctx, "metrics", None), user_dir=compute.user_dir)
-    ctx.extras[EXTRAS_KEY] = monitor
+    ctx.monitor = monitor
     return monitor
 
 

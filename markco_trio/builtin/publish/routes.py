@@ -27,7 +27,6 @@ from .request_path import parse_publish_path
 # Methods routed to the view so that it, not the app's JSON error handler, answers the 405.
 _ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Where the dashboard finds the publisher (`Publisher.projects_of`).
-EXTRAS_KEY = "publish"
 
 
 def _not_found() -> Response:
@@ -101,7 +100,7 @@ def make_blueprint(ctx: PluginContext, options: PublishOptions,
     """The publish blueprint, serving projects under `ctx.data_dir` with `options`; pass
     `publisher` to share one (tests read its statistics)."""
     publisher = publisher or make_publisher(ctx, options)
-    ctx.extras[EXTRAS_KEY] = publisher
+    ctx.publisher = publisher
     bp = Blueprint("publish", __name__)
 
     if options.host:

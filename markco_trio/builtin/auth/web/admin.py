@@ -132,9 +132,9 @@ async def admin_view(state: AuthState, users_by_id: dict[str, User],
                      ) -> tuple[list[pages.AdminRuntime], list[pages.AdminHost]]:
     """The runtimes and hosts sections' rows, from the live workload records and compute."""
     storage = state.storage
-    compute = state.ctx.extras.get("compute")
+    compute = state.ctx.compute
     records = await storage.list_runtimes(live_only=True)
-    memory = await _memory(compute, state.ctx.extras.get("monitor"), records)
+    memory = await _memory(compute, state.ctx.monitor, records)
     by_user: dict[str, list[Runtime]] = {}
     for record in records:
         by_user.setdefault(record.user_id, []).append(record)
@@ -203,14 +203,15 @@ def admin_blueprint(state: AuthState) -> Blueprint:
         usernames = {u.id: u.username for u in page.items}
         usernames.update({r.user_id: r.username for r in runtimes})
         # Plans (issue 12): the compute plugin's plans, when it runs; its route takes the form.
-        plans = sorted(getattr(getattr(state.ctx.extras.get("compute"), "options", None),
+        plans = sorted(getattr(getattr(state.ctx.compute, "options", None),
                                "all_plans", None) or ())
         extra = [pages.admin_plans_section(page.items, plans, form_token=current_form_token())
                  ] if plans else []
         # Several hosts (issue 16): the hosts a runtime can be moved to.
-        compute = state.ctx.extras.get("compute")
+        compute = state.ctx.compute
         move_hosts = list(getattr(compute, "host_names", list)())
-        if compute is not None and len(move_hosts) > 1:  # several hosts: every move
+        from ...compute.service import ComputeService
+        if isinstance(compute, ComputeService) and len(move_hosts) > 1:  # every move
             from ...compute.hosts_api import migrations_view, moves_section
 
             extra.append(moves_section(await migrations_view(compute)))
@@ -226,7 +227,7 @@ def admin_blueprint(state: AuthState) -> Blueprint:
         principal = _admin()
         if principal is None:
             return _refused()
-        compute = state.ctx.extras.get("compute")
+        compute = state.ctx.compute
         target = await storage.get_user(user_id)
         to = (await request.form).get("to", "")
         back = ("/admin", "Back to the admin page")
@@ -257,7 +258,7 @@ def admin_blueprint(state: AuthState) -> Blueprint:
                 "Unknown action", f"{action!r} is not something the admin page does to a "
                 f"runtime; it can {', '.join(ACTIONS)}.", status=404,
                 link=("/admin", "Back to the admin page"))
-        compute = state.ctx.extras.get("compute")
+        compute = state.ctx.compute
         if compute is None:
             return pages.message_page("Not available", "This markco runs no workspaces.",
                                       status=404, link=("/admin", "Back to the admin page"))

@@ -16,7 +16,8 @@ from quart import Blueprint, Response, request
 
 from ....api.principal import current_principal
 from ....errors import MarkcoError
-from ....records import User
+from ....records import Snapshot, User
+from ....roles import ComputeSnapshots
 from .. import pages
 from ..accounts import AccountDisabled, SignupClosed, is_configured_admin
 from ..admin_entries import admin_entries_of
@@ -256,11 +257,11 @@ def login_blueprint(state: AuthState) -> Blueprint:
             owner = await storage.get_user(owner_id)
             if owner is not None:
                 owners[owner_id] = owner
-        compute = state.ctx.extras.get("compute")
+        compute = state.ctx.compute
         workspace = compute.state_nowait(user.id) if compute is not None else None
-        listing = getattr(compute, "list_snapshots", None)
-        snapshots = await listing(user.id) if listing is not None else []
-        publisher = state.ctx.extras.get("publish")  # None: the publish plugin is off
+        snapshots: list[Snapshot] = (await compute.list_snapshots(user.id)
+                     if isinstance(compute, ComputeSnapshots) else [])
+        publisher = state.ctx.publisher  # None: the publish plugin is off
         projects = await publisher.projects_of(user) if publisher is not None else None
         now = clock.now()
         invites = [(i, invite_state(i, now)) for i in await storage.list_invites(user.id)]
@@ -298,7 +299,7 @@ def login_blueprint(state: AuthState) -> Blueprint:
         principal = session_principal()
         if principal is None:
             return redirect(state.url("/login"))
-        compute = state.ctx.extras.get("compute")
+        compute = state.ctx.compute
         if action not in ("start", "stop", "restart", "sleep", "wake") or compute is None:
             return pages.message_page("Not available", "This markco runs no workspaces.",
                                       status=404, link=("/dashboard", "Back to your dashboard"))
@@ -314,8 +315,9 @@ def login_blueprint(state: AuthState) -> Blueprint:
         principal = session_principal()
         if principal is None:
             return redirect(state.url("/login"))
-        compute = state.ctx.extras.get("compute")
-        if compute is None or action not in ("create", "restore", "delete"):
+        compute = state.ctx.compute
+        if not isinstance(compute, ComputeSnapshots) or \
+                action not in ("create", "restore", "delete"):
             return pages.message_page("Not available", "This markco runs no workspaces.",
                                       status=404, link=("/dashboard", "Back to your dashboard"))
         uid = principal.user_id
