@@ -7,6 +7,7 @@ editor address it names."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -123,10 +124,11 @@ def test_a_malformed_contract_declaration_is_refused(
         make_plugin_manager(modules=["confused"], entry_points=False)
 
 
-def test_the_example_declares_this_contract() -> None:
-    import markco_static_compute
-
-    assert markco_static_compute.MARKCO_CONTRACT == CONTRACT_VERSION.split(".")[0]
+@pytest.mark.parametrize("module", ["markco_static_compute", "markco_postgres.plugin",
+                                    "markco_docker.plugin", "markco_github_oauth.plugin"])
+def test_the_in_repo_plugins_declare_this_contract(module: str) -> None:
+    declared = importlib.import_module(module).MARKCO_CONTRACT
+    assert declared == CONTRACT_VERSION.split(".")[0]
 
 
 # ----------------------------------------------------------------- the daemon uses them

@@ -16,6 +16,9 @@ from quart import Blueprint
 
 from markco_trio import CliCommand, ConfigSection, EventObserver, ServiceSpec, hookimpl
 
+# The major version of markco's plugin contract this plugin is written for (checked at load).
+MARKCO_CONTRACT = "1"
+
 
 @dataclass(frozen=True)
 class HelloOptions:

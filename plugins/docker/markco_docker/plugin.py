@@ -10,6 +10,9 @@ from .backend import DockerBackend
 from .hosts import MultiHostBackend
 from .options import DockerOptions
 
+# The major version of markco's plugin contract this plugin is written for (checked at load).
+MARKCO_CONTRACT = "1"
+
 if TYPE_CHECKING:
     from markco_trio.context import PluginContext
 

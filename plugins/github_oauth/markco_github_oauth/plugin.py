@@ -9,6 +9,9 @@ from markco_trio.hookspecs import ProviderSpec, hookimpl
 from .options import GitHubOptions
 from .provider import GitHubProvider
 
+# The major version of markco's plugin contract this plugin is written for (checked at load).
+MARKCO_CONTRACT = "1"
+
 if TYPE_CHECKING:
     from markco_trio.context import PluginContext
 

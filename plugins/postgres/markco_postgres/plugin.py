@@ -19,6 +19,9 @@ from markco_trio import ProviderSpec, Secret, hookimpl
 
 from .storage import PostgresStorage
 
+# The major version of markco's plugin contract this plugin is written for (checked at load).
+MARKCO_CONTRACT = "1"
+
 
 @dataclass(frozen=True)
 class PostgresOptions:
