@@ -32,8 +32,16 @@ about starting processes; `memory_compute_provider` makes a `ProviderSpec` of it
 from __future__ import annotations
 
 import re
+import secrets
+import sys
+import types
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, AsyncExitStack, contextmanager
+from contextlib import (
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +49,7 @@ import pytest
 import trio
 
 from ..errors import MarkcoError
-from ..hookspecs import ProviderSpec
+from ..hookspecs import ProviderSpec, hookimpl
 from ..roles import COMPUTE_REQUESTS, ComputeControl
 
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -228,6 +236,34 @@ def _checked(user_id: str) -> str:
     if not _USER_ID.match(user_id):
         raise ValueError(f"not a valid user id: {user_id!r}")
     return user_id
+
+
+@asynccontextmanager
+async def _entered(instance: Any) -> AsyncIterator[Any]:
+    yield instance
+
+
+@contextmanager
+def instance_compute_plugin(instance: Any, *, name: str = "instance") -> Iterator[str]:
+    """A plugin module whose `markco_compute_controls` hook provides `instance` (any object
+    with the `ComputeControl` methods a test needs; entered as is) as provider `name`. Yields
+    the module's name, for `[plugins] modules`, with `[compute_control] provider = "<name>"`:
+    how a test hands its own stand-in to a daemon, chosen by name like any provider. The
+    module is importable while the block runs."""
+    module_name = f"markco_test_compute_{secrets.token_hex(6)}"
+    module = types.ModuleType(module_name)
+
+    @hookimpl
+    def markco_compute_controls() -> list[ProviderSpec]:
+        return [ProviderSpec(name, lambda options, ctx: _entered(instance),
+                             description="a test's stand-in for compute")]
+
+    module.markco_compute_controls = markco_compute_controls  # type: ignore[attr-defined]
+    sys.modules[module_name] = module
+    try:
+        yield module_name
+    finally:
+        sys.modules.pop(module_name, None)
 
 
 def memory_compute_provider(name: str, make: Any = MemoryCompute) -> ProviderSpec:

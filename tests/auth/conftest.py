@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from markco_trio.daemon import Daemon
 from markco_trio.plugins import BUILTIN_PLUGINS, make_plugin_manager
 from markco_trio.records import User
 from markco_trio.roles import Storage
+from markco_trio.testing.compute_kit import instance_compute_plugin
 from markco_trio.testing.fake_github import FakeGitHub, running_fake_github
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,9 +211,9 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
                     github_options: str = "", public_url: str | None = None,
                     login_link: str = "never", modules: tuple[str, ...] = (),
                     compute: Any = None, editor_domain: str = "") -> Markco:
-        """`compute`: a stand-in for compute (`ctx.compute`), set before the daemon starts
-        so the editor gate uses it; the compute plugin is then disabled (so no compute control
-        provider is chosen and the daemon keeps the stand-in)."""
+        """`compute`: a stand-in for compute, handed to the daemon as the compute control
+        provider `stand-in` (`compute_kit.instance_compute_plugin`), so it is `ctx.compute`
+        and the editor gate uses it; the compute plugin is then disabled."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         plugin_modules = [*modules, *(["markco_github_oauth.plugin"] if github else [])]
@@ -224,7 +226,7 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
             drain_seconds = 0.5
 
             [plugins]
-            modules = {json.dumps(plugin_modules)}
+            modules = {json.dumps(plugin_modules + (["{module}"] if compute is not None else []))}
             disable = {json.dumps(["compute", "process"] if compute is not None else [])}
 
             [auth]
@@ -239,12 +241,15 @@ async def start_markco(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
                      + textwrap.dedent(github_options))
             environ[SECRET_ENV] = github.client_secret
         path = tmp_path / f"markco-{port}.toml"
-        path.write_text(text)
-        config, pm = load_config(path, environ=environ, entry_points=False)
+        with ExitStack() as stack:
+            if compute is not None:  # a provider chosen by name, like any other
+                module = stack.enter_context(instance_compute_plugin(compute, name="stand-in"))
+                text = text.replace("{module}", module) + \
+                    '\n[compute_control]\nprovider = "stand-in"\n'
+            path.write_text(text)
+            config, pm = load_config(path, environ=environ, entry_points=False)
         clock = ManualClock(start=time.time())  # real "now", so the CLI's clock agrees
         daemon = Daemon(config, pm, clock=clock)
-        if compute is not None:
-            daemon.ctx.compute = compute
         await nursery.start(partial(daemon.run, handle_signals=False))
         # Every critical service (auth's included) has started.
         await eventually(lambda: daemon.readiness.snapshot().ready, within=10)

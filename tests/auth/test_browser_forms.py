@@ -57,6 +57,9 @@ class StubCompute:
     def request(self, user_id: str, action: str, *, reason: str) -> None:
         self.requests.append((user_id, action))
 
+    def record_activity(self, user_id: str, kind: str) -> None:
+        pass  # the front door's gate reports activity here (no editor is visited)
+
     async def list_snapshots(self, user_id: str) -> list[Any]:
         return self.snapshots
 
@@ -114,9 +117,8 @@ class Visit:
 
 @pytest.fixture
 async def visit(start_markco: StartMarkco, tmp_path: Path) -> AsyncIterator[Visit]:
-    markco = await start_markco()
     compute = StubCompute()
-    markco.daemon.ctx.compute = compute  # read by the dashboard at each request
+    markco = await start_markco(compute=compute)  # the compute control, chosen by name
     user = await markco.user("ada", admin=True)
     link = await issue_login_link(markco.storage, markco.clock, user, public_url=markco.url,
                                   minutes=10)

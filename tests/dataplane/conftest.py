@@ -1,7 +1,8 @@
 """The data plane's test harness: the real Daemon (front door, API app, SQLite, the real auth
 plugin) on a free 127.0.0.1 port, with stand-in editors (`echo_editor.EchoEditor`, one hypercorn
-per user) and compute replaced by `fake_compute.FakeCompute`, set as `ctx.compute`
-before the daemon starts (the compute plugin is disabled, so nothing overwrites it).
+per user) and compute replaced by `fake_compute.FakeCompute`: a compute control provider named
+`fake` (`compute_kit.instance_compute_plugin`), chosen in the config like any provider, which
+the daemon enters and sets as `ctx.compute` (the compute plugin is disabled).
 
 People are made the way markco makes them: users through the auth plugin's `ensure_user`,
 sessions through the session authority (`open_session`, the token a login puts in the cookie),
@@ -35,6 +36,7 @@ from markco_trio.daemon import Daemon
 from markco_trio.proxy import FrontDoor
 from markco_trio.records import GrantRole, User
 from markco_trio.roles import Storage
+from markco_trio.testing.compute_kit import instance_compute_plugin
 
 from .echo_editor import EchoEditor
 from .fake_compute import FakeCompute
@@ -176,22 +178,22 @@ async def start_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[St
             public_url = "http://127.0.0.1:{port}"
             data_dir = "data-{port}"
             drain_seconds = 0.5
-            """) + textwrap.dedent(server) + textwrap.dedent(f"""
+            """) + textwrap.dedent(server) + textwrap.dedent("""
             [plugins]
             disable = ["compute", "process"]
-            modules = {json.dumps([])}
+            modules = ["{module}"]
 
             [auth]
             login_link = "never"
             revocation_poll_seconds = 0.2
-            """) + textwrap.dedent(auth)
-        path = tmp_path / f"markco-{port}.toml"
-        path.write_text(text)
-        config, pm = load_config(path, entry_points=False)
-        daemon = Daemon(config, pm, clock=clock)
+            """) + textwrap.dedent(auth) + '\n[compute_control]\nprovider = "fake"\n'
         fake = compute or FakeCompute()
         fake.nursery = nursery
-        daemon.ctx.compute = fake
+        path = tmp_path / f"markco-{port}.toml"
+        with instance_compute_plugin(fake, name="fake") as module:  # chosen by name
+            path.write_text(text.replace("{module}", module))
+            config, pm = load_config(path, entry_points=False)
+        daemon = Daemon(config, pm, clock=clock)
         await nursery.start(partial(daemon.run, handle_signals=False))
         await eventually(lambda: daemon.readiness.snapshot().ready, within=10)
         plane = Plane(daemon=daemon, port=port, compute=fake, nursery=nursery)
