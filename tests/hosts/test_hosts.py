@@ -31,7 +31,7 @@ def options(**extra: Any) -> DockerOptions:
     table = {"engine_url": "unix:///run/a.sock", "host_name": "a", "memory_budget_mb": 1024,
              "hosts": [{"name": "b", "engine_url": "unix:///run/b.sock",
                         "memory_budget_mb": 2048},
-                       {"name": "g", "engine_url": "https://10.0.0.9:2376",
+                       {"name": "g", "engine_url": "https://198.51.100.9:2376",
                         "tls_cert_file": "/etc/markco/c.pem", "tls_key_file": "/etc/markco/k.pem",
                         "labels": ["gpu"], "memory_budget_mb": 512}], **extra}
     return parse_options(DockerOptions, table, "[compute.docker]")
@@ -58,11 +58,11 @@ def test_hosts_are_parsed_with_labels_and_budgets(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("hosts", "says"), [
     ([{"name": "a", "engine_url": "unix:///run/x.sock"}], "name of its own"),
     ([{"name": "B!", "engine_url": "unix:///run/x.sock"}], "a-z, 0-9"),
-    ([{"name": "s", "engine_url": "ssh://root@10.0.0.2"}], "ssh -L"),
+    ([{"name": "s", "engine_url": "ssh://root@198.51.100.2"}], "ssh -L"),
     ([{"name": "s", "engine_url": "unix:///run/x.sock", "labels": ["GPU"]}], "label"),
     ([{"name": "s", "engine_url": "unix:///run/x.sock", "memory_budget_mb": -1}], "no limit"),
-    ([{"name": "s", "engine_url": "tcp://10.0.0.2:2375"}], "without authentication"),
-    ([{"name": "s", "engine_url": "https://10.0.0.2:2376"}], "tls_cert_file and"),
+    ([{"name": "s", "engine_url": "tcp://198.51.100.2:2375"}], "without authentication"),
+    ([{"name": "s", "engine_url": "https://198.51.100.2:2376"}], "tls_cert_file and"),
     ([{"name": "s", "engine_url": "unix:///run/x.sock", "tls_ca_file": "/ca.pem"}],
      "only for an https"),
 ])
