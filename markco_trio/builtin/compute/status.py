@@ -91,6 +91,8 @@ class UserComputeState:
         if self.operation is not None and self.operation in OPERATION_SUMMARY and \
                 self.operation not in ("snapshot", "fork", "unfork", "snapshot.delete"):
             return OPERATION_SUMMARY[self.operation]
+        if self.phase == "unavailable":  # actor.PHASE_UNAVAILABLE: its host does not answer
+            return "unavailable"
         if RuntimeState.FAILED in (runtime.state, editor.state):
             return "failed"
         if runtime.state == RuntimeState.SLEEPING:

@@ -315,7 +315,10 @@ class MultiHostBackend:
                     nursery.start_soon(look, name)
         if not found:
             down = [name for name in self.backends if not self.is_up(name)]
-            if down:
+            # A user placed on a host that answers has nothing on the down ones (a new
+            # user's first start, while another host is down): simply not found.
+            placed = self.assigned.get(self._user_of(handle) or "")
+            if down and (placed is None or placed in down):
                 raise HostDown(f"workload {handle!r} is not on any host that answers "
                                f"(down: {', '.join(down)}): it is unavailable until they do")
             raise NotFound(f"docker backend: no workload {handle!r} of deployment "
@@ -326,6 +329,14 @@ class MultiHostBackend:
         host, info = found[0]
         self._where[handle] = self._where[info.handle] = host
         return host
+
+    def _user_of(self, handle: str) -> str | None:
+        """The user of a workload named by markco (`markco-<deployment>-<user>-<role>`)."""
+        prefix = f"markco-{self.deployment_id}-"
+        if not handle.startswith(prefix):
+            return None
+        user, _, role = handle.removeprefix(prefix).rpartition("-")
+        return user if user and role else None
 
     async def _call(self, handle: str, method: str, *args: Any, **kwargs: Any) -> Any:
         host = await self._host_for(handle)
