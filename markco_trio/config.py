@@ -109,7 +109,7 @@ class LoggingOptions:
                              "or set access = \"full\")")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     """Whether `host` is a loopback address (an IP literal, or exactly `localhost`): a prefix
     test would let `127.0.0.1.example.org` through, and DNS would decide the bind address."""
     host = host.strip("[]")
@@ -141,7 +141,7 @@ class MetricsOptions:
                 or not 0 <= int(port) <= 65535):
             raise ValueError(f"listen: expected HOST:PORT such as 127.0.0.1:9464, "
                              f"got {self.listen!r}")
-        if not _loopback(host) and not self.allow_remote:
+        if not is_loopback_host(host) and not self.allow_remote:
             raise ValueError(f"listen: {self.listen!r} is not a loopback address, so anyone "
                              f"who reaches this machine could read the metrics; use "
                              f"127.0.0.1:<port>, or set allow_remote = true (and keep that "

@@ -22,11 +22,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ...config import is_loopback_host
 from ...options import Secret
 
 TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -50,15 +50,6 @@ class EventsOptions:
             raise ValueError("max_streams_per_user must be 1 to 1000")
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class WebhookEndpoint:
     """One receiver: where to POST, which event types it wants, the secret it shares."""
@@ -72,7 +63,7 @@ class WebhookEndpoint:
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"url must be an https:// URL, not {self.url!r}")
         # Deliveries carry users' events: in clear text only to this machine.
-        if parts.scheme == "http" and not _loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError(f"url {self.url!r}: use https (http only for a loopback address)")
         if parts.username or parts.password:
             raise ValueError("url must not carry credentials; the signature authenticates")
