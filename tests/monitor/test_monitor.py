@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
+from markco_trio.builtin.monitor import service as monitor_service
 from markco_trio.builtin.monitor.options import MonitorOptions
 from markco_trio.builtin.monitor.service import HINT_BUDGET, Monitor, file_size
 from markco_trio.metrics import Registry
@@ -56,6 +59,16 @@ async def after_polls_of(monitor: Monitor, count: int) -> None:
     while monitor.statistics().polls < target:  # noqa: ASYNC110 - a counter, no event
         await trio.sleep(0.5)
     await trio.testing.wait_all_tasks_blocked()
+
+
+@pytest.fixture(autouse=True)
+def analyse_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hints parsed inline, not in a worker thread: on the autojumping MockClock a thread's
+    wall time lets virtual time race ahead (a 60 s cooldown could pass between two polls)."""
+    async def inline(fn: Any) -> Any:
+        return fn()
+
+    monkeypatch.setattr(monitor_service, "analyse_off_loop", inline)
 
 
 def add(rig: Rig, user_id: str, usage: Usage | None = None, **kwargs: object) -> None:

@@ -41,6 +41,11 @@ from .idleness import Activity, IdleTracker
 from .options import MonitorOptions
 from .pressure import CpuMeter, MemoryReading, PressureTracker
 
+# Parsing users' code must not hold the daemon's loop: it runs in a worker thread. (Tests on
+# trio's MockClock replace this with an inline call: while a thread runs, an autojumping clock
+# sees every task waiting and races ahead, which would make cooldowns expire by themselves.)
+analyse_off_loop = trio.to_thread.run_sync
+
 log = logging.getLogger("markco.monitor")
 
 # Code parsed for hints in one poll, at most (in a worker thread, but CPU all the same): cells
@@ -354,7 +359,7 @@ class Monitor:
                 work.append((runtime, watched.analyser, code))
         if not work:
             return
-        results = await trio.to_thread.run_sync(
+        results = await analyse_off_loop(
             lambda: [(runtime, analyser.analyse(code)) for runtime, analyser, code in work])
         for runtime, hints in results:
             for kind, reasons in (("gpu-hint", hints.gpu), ("big-ram-hint", hints.big_ram)):
