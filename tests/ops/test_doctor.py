@@ -36,6 +36,7 @@ from markco_trio.doctor import Result, diagnose
 from markco_trio.testing.edge import running_edge
 from markco_trio.testing.netns import namespace
 from markco_trio.testing.network import free_port
+from markco_trio.testing.system import missing_system
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +162,7 @@ async def test_an_engine_that_does_not_answer_is_named(tmp_path: Path) -> None:
 async def test_an_absent_firewall_is_named(tmp_path: Path) -> None:
     """Checked in a fresh network namespace of the test's own, which has no markco table."""
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        missing_system("root (for a network namespace)", "run the tests as root, as CI does")
     config = write_config(tmp_path / "markco.toml", compute="""
         [compute]
         backend = "docker"
@@ -240,7 +241,8 @@ def test_the_text_report_says_what_to_do_and_an_unknown_skip_is_refused(
 def test_the_process_backend_not_as_root_is_a_warning_naming_the_limit() -> None:
     """Run as an unprivileged account (`nobody`), where the process backend cannot isolate."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run the check as another account")
+        missing_system("root (to run the check as another account)",
+                       "run the tests as root, as CI does")
     readable = Path(tempfile.mkdtemp(prefix="mk-doctor-", dir="/tmp"))  # pytest's is 0700
     os.chmod(readable, 0o755)
     config = write_config(readable / "markco.toml", compute="""
